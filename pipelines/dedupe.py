@@ -1,0 +1,49 @@
+"""Exact-duplicate removal: group by content key, keep the smallest id (filters/exact.py).
+
+One shuffle keyed by the SHA-256 content key; no worker holds more than one key's rows,
+and the representative is chosen without materialising the group twice in memory.
+"""
+from __future__ import annotations
+
+import apache_beam as beam
+from apache_beam.pvalue import TaggedOutput
+
+from filters.base import reject_sample
+from filters.exact import content_key, pick_representative
+from pipelines.common import KEPT, REJECTED, count_kept, count_rejected
+from schemas.config import Config
+from schemas.reasons import Reason, Stage
+
+
+class _KeepOne(beam.DoFn):
+    def __init__(self, max_payload_bytes: int) -> None:
+        self.max_payload_bytes = max_payload_bytes
+
+    def process(self, element):
+        key, samples = element
+        keep = pick_representative([s.id for s in samples])
+        kept = False
+        for s in samples:
+            if s.id == keep and not kept:
+                kept = True
+                count_kept(Stage.EXACT_DEDUPE.value)
+                yield s
+            else:
+                r = reject_sample(s, Stage.EXACT_DEDUPE, Reason.EXACT_DUPLICATE,
+                                  f"content key {key[:16]}", dup_of=keep,
+                                  max_payload_bytes=self.max_payload_bytes)
+                count_rejected(r)
+                yield TaggedOutput(REJECTED, r)
+
+
+class ExactDedupe(beam.PTransform):
+    def __init__(self, cfg: Config) -> None:
+        super().__init__()
+        self.cfg = cfg
+
+    def expand(self, samples):
+        out = (samples
+               | "KeyByContent" >> beam.Map(lambda s: (content_key(s), s))
+               | "GroupByContent" >> beam.GroupByKey()
+               | "KeepOne" >> beam.ParDo(_KeepOne(self.cfg.ingest.max_payload_bytes)).with_outputs(REJECTED, main=KEPT))
+        return {KEPT: out[KEPT], REJECTED: out[REJECTED]}

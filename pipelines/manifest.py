@@ -1,0 +1,113 @@
+"""Manifest stage: exact totals from Beam combiners, written once as DIR/manifest.json.
+
+Input rows are counted where ingest emits them, kept and rejected rows where they are
+written, so `input_rows == kept + rejected` checks the whole pipeline. A run whose counts
+do not add up fails here instead of writing a manifest that hides lost rows.
+"""
+from __future__ import annotations
+
+import collections
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+
+from schemas.config import Config
+from schemas.manifest import Manifest, ShardInfo, Totals, library_versions
+from schemas.version import PIPELINE_VERSION
+
+
+class _KeptTotals(beam.CombineFn):
+    def create_accumulator(self):
+        return [0, 0, 0, collections.Counter(), collections.Counter()]
+
+    def add_input(self, acc, s):
+        acc[0] += 1
+        acc[1] += s.text_tokens
+        acc[2] += s.visual_tokens
+        acc[3][s.task] += 1
+        acc[4][s.source] += 1
+        return acc
+
+    def merge_accumulators(self, accs):
+        out = self.create_accumulator()
+        for a in accs:
+            for i in range(3):
+                out[i] += a[i]
+            out[3].update(a[3])
+            out[4].update(a[4])
+        return out
+
+    def extract_output(self, acc):
+        return {"kept": acc[0], "text_tokens": acc[1], "visual_tokens": acc[2],
+                "kept_by_task": dict(sorted(acc[3].items())), "kept_by_source": dict(sorted(acc[4].items()))}
+
+
+class _CountBy(beam.CombineFn):
+    """Counter of keys: small (reasons, not rows), so one accumulator is fine."""
+
+    def create_accumulator(self):
+        return collections.Counter()
+
+    def add_input(self, acc, key):
+        acc[key] += 1
+        return acc
+
+    def merge_accumulators(self, accs):
+        out = collections.Counter()
+        for a in accs:
+            out.update(a)
+        return out
+
+    def extract_output(self, acc):
+        return dict(sorted(acc.items()))
+
+
+class _WriteManifest(beam.DoFn):
+    def __init__(self, out_dir: str, pipeline_name: str, cfg: Config) -> None:
+        self.out_dir, self.pipeline_name, self.cfg = out_dir, pipeline_name, cfg
+
+    def process(self, _, input_rows, kept, rejected_by_reason, shards):
+        totals = Totals(input_rows=input_rows, kept=kept["kept"],
+                        rejected=sum(rejected_by_reason.values()), rejected_by_reason=rejected_by_reason,
+                        kept_by_task=kept["kept_by_task"], kept_by_source=kept["kept_by_source"],
+                        text_tokens=kept["text_tokens"], visual_tokens=kept["visual_tokens"])
+        by_kind: dict[str, list[ShardInfo]] = {"parquet": [], "wds": [], "rejected": []}
+        for s in sorted(shards, key=ShardInfo.sort_key):
+            by_kind.setdefault(s.kind, []).append(s)
+        written = sum(s.rows for s in by_kind["parquet"])
+        rejected_written = sum(s.rows for s in by_kind["rejected"])
+        if not totals.balanced or written != totals.kept or rejected_written != totals.rejected:
+            raise RuntimeError(
+                f"row accounting does not add up: input {totals.input_rows}, kept {totals.kept} "
+                f"(written {written}), rejected {totals.rejected} (written {rejected_written})")
+        manifest = Manifest(
+            pipeline=self.pipeline_name, pipeline_version=PIPELINE_VERSION, config_name=self.cfg.name,
+            config_hash=self.cfg.hash(), config=self.cfg.to_dict(),
+            inputs=[{"path": i.path, "source": i.source, "format": i.format} for i in self.cfg.inputs],
+            totals=totals, shards=by_kind, versions=library_versions())
+        path = FileSystems.join(self.out_dir, "manifest.json")
+        with FileSystems.create(path) as f:
+            f.write(manifest.to_json().encode("utf-8"))
+        yield path
+
+
+class WriteManifest(beam.PTransform):
+    """(raw rows, kept samples, rejected rows, shard infos) -> DIR/manifest.json."""
+
+    def __init__(self, out_dir: str, pipeline_name: str, cfg: Config) -> None:
+        super().__init__()
+        self.out_dir, self.pipeline_name, self.cfg = out_dir, pipeline_name, cfg
+
+    def expand(self, pcolls):
+        raw_rows, kept, rejected, shards = pcolls
+        AS = beam.pvalue.AsSingleton
+        input_rows = raw_rows | "CountInput" >> beam.combiners.Count.Globally()
+        kept_totals = kept | "KeptTotals" >> beam.CombineGlobally(_KeptTotals())
+        by_reason = (rejected
+                     | "ReasonKey" >> beam.Map(lambda r: f"{r.stage}/{r.reason}")
+                     | "CountReasons" >> beam.CombineGlobally(_CountBy()))
+        shard_list = shards | "ListShards" >> beam.combiners.ToList()
+        return (raw_rows.pipeline
+                | "Once" >> beam.Create([None])
+                | "Write" >> beam.ParDo(_WriteManifest(self.out_dir, self.pipeline_name, self.cfg),
+                                        AS(input_rows), AS(kept_totals), AS(by_reason), AS(shard_list)))

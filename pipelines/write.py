@@ -1,0 +1,103 @@
+"""Write stage: kept samples to Parquet + WebDataset shards, rejected rows to Parquet shards.
+
+Sharding is deterministic and needs no single-worker pass over the data: one global
+combine counts rows and bytes, which fixes the number of buckets; each row's bucket is a
+hash of its key; each bucket is grouped, sorted and cut into shards by the row and byte
+limits (shards/writer.py). A bucket holds about one shard of data, so workers stay bounded.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+
+from pipelines.common import METRICS_NAMESPACE
+from schemas.config import OutputConfig
+from schemas.rejected import REJECTED_SCHEMA, Rejected
+from schemas.sample import SAMPLE_SCHEMA, Sample
+from shards.writer import (atomic_write, bucket_of, cut, num_buckets, parquet_writer, payload_bytes,
+                           shard_name, wds_writer)
+
+
+def _sum_pairs(pairs):
+    rows = total = 0
+    for r, b in pairs:
+        rows += r
+        total += b
+    return rows, total
+
+
+class _ShardedWrite(beam.PTransform):
+    """Bucket, sort and cut a PCollection into shards; `write_piece` writes one shard's files."""
+
+    def __init__(self, key: Callable, sort_key: Callable, size: Callable, max_rows: int,
+                 max_bytes: int, write_piece: Callable) -> None:
+        super().__init__()
+        self.key, self.sort_key, self.size = key, sort_key, size
+        self.max_rows, self.max_bytes, self.write_piece = max_rows, max_bytes, write_piece
+
+    def expand(self, pcoll):
+        size, max_rows, max_bytes = self.size, self.max_rows, self.max_bytes
+        key, sort_key, write_piece = self.key, self.sort_key, self.write_piece
+        sized = pcoll | "Size" >> beam.Map(lambda x: (x, size(x)))
+        buckets = (sized
+                   | "RowsAndBytes" >> beam.Map(lambda xs: (1, xs[1]))
+                   | "Total" >> beam.CombineGlobally(_sum_pairs)
+                   | "Buckets" >> beam.Map(lambda t: num_buckets(t[0], t[1], max_rows, max_bytes)))
+
+        def write_bucket(element):
+            bucket, items = element
+            ordered = sorted(items, key=lambda xs: sort_key(xs[0]))
+            for piece_no, piece in enumerate(cut(ordered, lambda xs: xs[1], max_rows, max_bytes)):
+                yield from write_piece(shard_name(bucket, piece_no), [x for x, _ in piece])
+
+        return (sized
+                | "Bucket" >> beam.Map(lambda xs, n: (bucket_of(key(xs[0]), n), xs),
+                                       n=beam.pvalue.AsSingleton(buckets))
+                | "GroupBucket" >> beam.GroupByKey()
+                | "WriteBucket" >> beam.FlatMap(write_bucket))
+
+
+class WriteSamples(beam.PTransform):
+    """Kept samples -> DIR/parquet/part-*.parquet and DIR/wds/part-*.tar; emits ShardInfo."""
+
+    def __init__(self, out_dir: str, cfg: OutputConfig) -> None:
+        super().__init__()
+        self.out_dir, self.cfg = out_dir, cfg
+
+    def expand(self, samples):
+        out_dir, cfg = self.out_dir, self.cfg
+
+        def write_piece(name: str, piece: list[Sample]):
+            Metrics.counter(METRICS_NAMESPACE, "write/shards").inc()
+            yield atomic_write(out_dir, f"parquet/{name}.parquet", "parquet", len(piece),
+                               parquet_writer([s.to_row() for s in piece], SAMPLE_SCHEMA,
+                                              cfg.parquet_compression, cfg.parquet_row_group_rows))
+            if cfg.write_wds:
+                yield atomic_write(out_dir, f"wds/{name}.tar", "wds", len(piece), wds_writer(piece))
+
+        return samples | "Shard" >> _ShardedWrite(
+            key=lambda s: s.id, sort_key=lambda s: s.id, size=payload_bytes,
+            max_rows=cfg.shard_max_rows, max_bytes=cfg.shard_max_bytes, write_piece=write_piece)
+
+
+class WriteRejected(beam.PTransform):
+    """Rejected rows -> DIR/rejected/part-*.parquet; emits ShardInfo."""
+
+    def __init__(self, out_dir: str, cfg: OutputConfig) -> None:
+        super().__init__()
+        self.out_dir, self.cfg = out_dir, cfg
+
+    def expand(self, rejected):
+        out_dir, cfg = self.out_dir, self.cfg
+
+        def write_piece(name: str, piece: list[Rejected]):
+            yield atomic_write(out_dir, f"rejected/{name}.parquet", "rejected", len(piece),
+                               parquet_writer([r.to_row() for r in piece], REJECTED_SCHEMA,
+                                              cfg.parquet_compression, cfg.parquet_row_group_rows))
+
+        return rejected | "Shard" >> _ShardedWrite(
+            key=lambda r: f"{r.source}\x1f{r.source_ref}", sort_key=Rejected.sort_key,
+            size=lambda r: 256 + len(r.detail) + len(r.payload or b""),
+            max_rows=cfg.rejected_shard_max_rows, max_bytes=cfg.shard_max_bytes, write_piece=write_piece)

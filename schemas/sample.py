@@ -1,0 +1,214 @@
+"""The kept-sample row: Python types, the Arrow schema, and the conversion between them.
+
+A `Sample` is what flows between curation stages. `Sample.to_row()` gives the dict that
+is written to Parquet (under `SAMPLE_SCHEMA`) and, as JSON, to `KEY.json` in WebDataset
+shards. Media payloads travel in `Sample.blobs`, keyed by WebDataset member name
+(`KEY.0.jpg`); they go into the tar, never into Parquet. Each `MediaItem.members` names the
+members that hold that item's bytes or frames, so a Parquet row points into its tar.
+
+Conversations follow the qwen-vl / keye-vl-utils message layout: a list of turns, each
+with a role and a list of content parts; an image or video part points at `media` by index.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import pyarrow as pa
+
+from schemas.scores import SCORE_NAMES
+
+TASKS = ("caption", "ocr", "vqa", "grounding", "interleaved", "video", "text", "cold_start")
+MODES = ("think", "no_think", "auto_think", "agentic_think")
+ROLES = ("system", "user", "assistant")
+MEDIA_KINDS = ("image", "video")
+PART_TYPES = ("text", "image", "video")
+
+
+@dataclass
+class ContentPart:
+    type: str                          # one of PART_TYPES
+    text: Optional[str] = None         # for type == "text"
+    media_index: Optional[int] = None  # for image / video: index into Sample.media
+
+
+@dataclass
+class Message:
+    role: str                          # one of ROLES
+    content: list[ContentPart]
+    reasoning: Optional[str] = None    # an assistant's reasoning trace, rendered as <think>...</think>
+
+
+@dataclass
+class MediaItem:
+    kind: str                                   # image | video
+    uri: str                                    # where the bytes came from (path, gs://..., tar#member)
+    sha256: Optional[str] = None                # of the original bytes
+    num_bytes: Optional[int] = None
+    source_width: Optional[int] = None          # decoded size, rotation applied
+    source_height: Optional[int] = None
+    width: Optional[int] = None                 # size the model sees (after smart_resize); slow frames for video
+    height: Optional[int] = None
+    fast_width: Optional[int] = None            # slow-fast video: size of fast frames
+    fast_height: Optional[int] = None
+    duration_s: Optional[float] = None
+    fps: Optional[float] = None                 # native average frame rate
+    frame_timestamps: list[float] = field(default_factory=list)  # seconds, of sampled frames
+    frame_types: list[int] = field(default_factory=list)         # 0 = slow, 1 = fast
+    visual_tokens: int = 0
+    members: list[str] = field(default_factory=list)             # WebDataset members, e.g. "KEY.0.jpg"
+
+
+@dataclass
+class CaptionerRecord:
+    """Who wrote a caption: recorded for every model-written text."""
+
+    captioner_id: str
+    prompt_id: Optional[str] = None
+    fps: Optional[float] = None
+    target: Optional[str] = None    # which text it replaced or added, e.g. "messages[1]"
+
+
+@dataclass
+class Provenance:
+    pipeline_version: str = ""
+    config_hash: str = ""
+    captioners: list[CaptionerRecord] = field(default_factory=list)
+
+
+@dataclass
+class Sample:
+    id: str                         # stable: hash of source and source_ref
+    source: str                     # input name (a dataset)
+    source_ref: str                 # relative file path and locator (line, row, member key)
+    task: str
+    messages: list[Message]
+    media: list[MediaItem] = field(default_factory=list)
+    mode: Optional[str] = None
+    source_id: Optional[str] = None  # the row's own id, if it had one
+    text_tokens: int = 0
+    visual_tokens: int = 0
+    scores: dict[str, float] = field(default_factory=dict)
+    provenance: Provenance = field(default_factory=Provenance)
+    blobs: dict[str, bytes] = field(default_factory=dict, repr=False)  # member name -> bytes; not in Parquet
+
+    # --- views -------------------------------------------------------------------
+    def texts(self) -> list[str]:
+        """Every text the row holds, in order (turn texts and reasoning traces)."""
+        out = []
+        for m in self.messages:
+            if m.reasoning:
+                out.append(m.reasoning)
+            out.extend(p.text for p in m.content if p.type == "text" and p.text)
+        return out
+
+    def to_row(self) -> dict[str, Any]:
+        """The Parquet / KEY.json row (blobs excluded, scores filled to the registry)."""
+        unknown = set(self.scores) - set(SCORE_NAMES)
+        if unknown:
+            raise KeyError(f"unregistered scores {sorted(unknown)}: add them to schemas/scores.py")
+        d = dataclasses.asdict(self)
+        d.pop("blobs")
+        d["scores"] = {name: self.scores.get(name) for name in SCORE_NAMES}
+        return d
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> "Sample":
+        """Inverse of to_row (blobs empty). Accepts rows read back from Parquet or JSON."""
+        messages = [
+            Message(role=m["role"], reasoning=m.get("reasoning"),
+                    content=[ContentPart(**p) for p in m["content"]])
+            for m in row["messages"]
+        ]
+        media = [MediaItem(**mi) for mi in row.get("media") or []]
+        prov = row.get("provenance") or {}
+        provenance = Provenance(
+            pipeline_version=prov.get("pipeline_version", ""),
+            config_hash=prov.get("config_hash", ""),
+            captioners=[CaptionerRecord(**c) for c in prov.get("captioners") or []],
+        )
+        scores = {k: v for k, v in (row.get("scores") or {}).items() if v is not None}
+        return cls(id=row["id"], source=row["source"], source_ref=row["source_ref"],
+                   task=row["task"], mode=row.get("mode"), source_id=row.get("source_id"),
+                   messages=messages, media=media, text_tokens=row.get("text_tokens", 0),
+                   visual_tokens=row.get("visual_tokens", 0), scores=scores, provenance=provenance)
+
+    def to_json(self) -> bytes:
+        """Canonical JSON of the row: sorted keys, no whitespace, so bytes are deterministic."""
+        return canonical_json(self.to_row())
+
+
+def canonical_json(obj: Any) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                      allow_nan=False).encode("utf-8")
+
+
+def member_order(name: str) -> tuple:
+    """Natural order of WebDataset member names: "K.2.jpg" before "K.10.jpg"."""
+    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in name.split("."))
+
+
+def sample_id(source: str, source_ref: str) -> str:
+    """Stable id from where the row came from: same input layout, same ids, on any runner."""
+    return hashlib.sha1(f"{source}\x1f{source_ref}".encode("utf-8")).hexdigest()[:24]
+
+
+# --- Arrow schema ------------------------------------------------------------------
+CONTENT_PART_TYPE = pa.struct([
+    ("type", pa.string()),
+    ("text", pa.large_string()),
+    ("media_index", pa.int32()),
+])
+MESSAGE_TYPE = pa.struct([
+    ("role", pa.string()),
+    ("content", pa.list_(CONTENT_PART_TYPE)),
+    ("reasoning", pa.large_string()),
+])
+MEDIA_ITEM_TYPE = pa.struct([
+    ("kind", pa.string()),
+    ("uri", pa.string()),
+    ("sha256", pa.string()),
+    ("num_bytes", pa.int64()),
+    ("source_width", pa.int32()),
+    ("source_height", pa.int32()),
+    ("width", pa.int32()),
+    ("height", pa.int32()),
+    ("fast_width", pa.int32()),
+    ("fast_height", pa.int32()),
+    ("duration_s", pa.float64()),
+    ("fps", pa.float64()),
+    ("frame_timestamps", pa.list_(pa.float64())),
+    ("frame_types", pa.list_(pa.int8())),
+    ("visual_tokens", pa.int64()),
+    ("members", pa.list_(pa.string())),
+])
+CAPTIONER_TYPE = pa.struct([
+    ("captioner_id", pa.string()),
+    ("prompt_id", pa.string()),
+    ("fps", pa.float64()),
+    ("target", pa.string()),
+])
+PROVENANCE_TYPE = pa.struct([
+    ("pipeline_version", pa.string()),
+    ("config_hash", pa.string()),
+    ("captioners", pa.list_(CAPTIONER_TYPE)),
+])
+SCORES_TYPE = pa.struct([(name, pa.float64()) for name in SCORE_NAMES])
+
+SAMPLE_SCHEMA = pa.schema([
+    ("id", pa.string()),
+    ("source", pa.string()),
+    ("source_ref", pa.string()),
+    ("source_id", pa.string()),
+    ("task", pa.string()),
+    ("mode", pa.string()),
+    ("messages", pa.list_(MESSAGE_TYPE)),
+    ("media", pa.list_(MEDIA_ITEM_TYPE)),
+    ("text_tokens", pa.int64()),
+    ("visual_tokens", pa.int64()),
+    ("scores", SCORES_TYPE),
+    ("provenance", PROVENANCE_TYPE),
+])

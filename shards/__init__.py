@@ -1,0 +1,1 @@
+"""Beam-free shard writing: deterministic bucketing, Parquet and WebDataset, atomic renames."""
