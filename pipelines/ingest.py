@@ -35,11 +35,16 @@ def input_pattern(spec: InputConfig) -> tuple[str, str]:
     return path, posixpath.dirname(path) or "."
 
 
-def source_name(spec: InputConfig) -> str:
+def source_name(spec: InputConfig, relpath: str) -> str:
+    """The `source` of rows from one file: the recipe's name if given; else a file input is
+    named by its stem, a glob by its root folder, and a folder by each top-level entry
+    (`captions.jsonl` -> captions, `laion/part-1.parquet` -> laion)."""
     if spec.source:
         return spec.source
     pattern, root = input_pattern(spec)
-    if pattern == spec.path and not _GLOB.search(spec.path):
+    if pattern.endswith("/**") and pattern[:-3] == spec.path.rstrip("/"):
+        return relpath.split("/", 1)[0].split(".", 1)[0] or "input"
+    if not _GLOB.search(spec.path):
         base = posixpath.basename(spec.path)
         return base.split(".", 1)[0] or base
     return posixpath.basename(root.rstrip("/")) or "input"
@@ -68,14 +73,13 @@ class ExpandInputs(beam.DoFn):
 
     def process(self, spec: InputConfig):
         pattern, root = input_pattern(spec)
-        source = source_name(spec)
         for meta in sorted(FileSystems.match([pattern])[0].metadata_list, key=lambda m: m.path):
             fmt = spec.format if spec.format != "auto" else detect_format(meta.path)
             if fmt is None:
                 Metrics.counter(METRICS_NAMESPACE, "ingest/skipped_files").inc()
                 continue  # media and other files beside the manifests
             rel = meta.path[len(root):].lstrip("/") if meta.path.startswith(root) else meta.path
-            yield FileTask(path=meta.path, relpath=rel, source=source, format=fmt,
+            yield FileTask(path=meta.path, relpath=rel, source=source_name(spec, rel), format=fmt,
                            base_dir=posixpath.dirname(meta.path),
                            max_row_bytes=self.cfg.ingest.max_row_bytes,
                            max_payload_bytes=self.cfg.ingest.max_payload_bytes,
