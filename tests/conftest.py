@@ -1,0 +1,26 @@
+"""Shared fixtures. Tests never reach a model hub: HF_HUB_OFFLINE is forced on."""
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+
+@pytest.fixture
+def cfg():
+    from schemas.config import load_config
+
+    return load_config()
+
+
+def make_cfg(*overrides: str):
+    from schemas.config import load_config
+
+    return load_config(None, list(overrides))

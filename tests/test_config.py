@@ -1,0 +1,62 @@
+import os
+import re
+
+import pytest
+
+from schemas.config import CONFIG_DIR, ConfigError, InputConfig, load_config
+
+
+def test_base_and_demo_load():
+    base = load_config()
+    demo = load_config(os.path.join(CONFIG_DIR, "demo.yaml"))
+    assert base.name == "base" and demo.name == "demo"
+    assert demo.output.shard_max_rows == 64
+    assert demo.text == base.text  # extends: untouched sections come from base
+
+
+def test_override_sets_typed_value():
+    cfg = load_config(None, ["text.min_chars=7", "output.write_wds=false", "ingest.media_root=/data"])
+    assert cfg.text.min_chars == 7 and cfg.output.write_wds is False and cfg.ingest.media_root == "/data"
+
+
+@pytest.mark.parametrize("override, message", [
+    ("text.min_charz=3", "unknown key 'text.min_charz' (did you mean 'min_chars'?)"),
+    ("text.min_chars=abc", "text.min_chars: expected an integer"),
+    ("text.min_chars=1.5", "text.min_chars: expected an integer"),
+    ("output.write_wds=1", "output.write_wds: expected true or false"),
+    ("text.unicode_form=NFD", "must be one of"),
+    ("text.max_dup_ngram_ratio=high", "expected a number"),
+    ("nosuchsection.x=1", "is not a section"),
+])
+def test_bad_overrides_fail_before_work(override, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(None, [override])
+
+
+def test_missing_key_and_unknown_section(tmp_path):
+    p = tmp_path / "r.yaml"
+    p.write_text(f"extends: {os.path.join(CONFIG_DIR, 'base.yaml')}\nbogus: {{a: 1}}\n")
+    with pytest.raises(ConfigError, match="unknown key 'bogus'"):
+        load_config(str(p))
+    p.write_text("name: x\n")
+    with pytest.raises(ConfigError, match="missing key"):
+        load_config(str(p))
+
+
+def test_extends_cycle_and_bad_yaml(tmp_path):
+    a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    a.write_text("extends: b.yaml\n")
+    b.write_text("extends: a.yaml\n")
+    with pytest.raises(ConfigError, match="cycle"):
+        load_config(str(a))
+    a.write_text("name: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(str(a))
+
+
+def test_hash_tracks_thresholds_not_inputs():
+    cfg = load_config()
+    assert cfg.hash() == load_config().hash()
+    assert cfg.hash() != load_config(None, ["text.min_chars=2"]).hash()
+    moved = cfg.with_inputs([InputConfig(path="/elsewhere", source=None, format="auto")])
+    assert moved.hash() == cfg.hash()

@@ -1,0 +1,171 @@
+import gzip
+import io
+import json
+import tarfile
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import ingest.readers as readers
+from ingest.readers import FileTask, detect_format, read_file
+from schemas.reasons import Reason
+
+
+def task(path, fmt=None, **kw):
+    base = dict(path=str(path), relpath=path.name, source="s", format=fmt or detect_format(str(path)),
+                base_dir=str(path.parent), max_row_bytes=1000, max_payload_bytes=100,
+                max_media_bytes=10_000)
+    base.update(kw)
+    return FileTask(**base)
+
+
+def rows(path, **kw):
+    return list(read_file(task(path, **kw)))
+
+
+def test_detect_format():
+    assert detect_format("a/b.jsonl") == "jsonl" and detect_format("x.JSONL.GZ") == "jsonl"
+    assert detect_format("x.json") == "json" and detect_format("x.parquet") == "parquet"
+    assert detect_format("x.tar") == "wds" and detect_format("x.png") is None
+
+
+@pytest.mark.parametrize("chunk", [3, 7, 1 << 20])
+def test_jsonl_lines_refs_and_errors(tmp_path, monkeypatch, chunk):
+    monkeypatch.setattr(readers, "_CHUNK", chunk)   # lines straddle block boundaries
+    p = tmp_path / "a.jsonl"
+    p.write_bytes(b'{"text": "one"}\r\n\n   \n{bad\n{"text": "\xff"}\n' + b'{"text": "' + b"x" * 2000 + b'"}\n'
+                  + b'{"text": "last, no newline"}')
+    out = rows(p)
+    assert [r.source_ref for r in out] == ["a.jsonl:1", "a.jsonl:4", "a.jsonl:5", "a.jsonl:6", "a.jsonl:7"]
+    assert out[0].payload == {"text": "one"} and out[0].error is None
+    assert out[1].error[0] == Reason.MALFORMED_JSON and out[1].raw == b"{bad"
+    assert out[2].error[0] == Reason.INVALID_UTF8
+    assert out[3].error[0] == Reason.ROW_TOO_LARGE and out[3].raw is None and out[3].raw_size > 2000
+    assert out[4].payload == {"text": "last, no newline"}
+
+
+def test_jsonl_gzip_and_large_payload_not_kept(tmp_path):
+    p = tmp_path / "a.jsonl.gz"
+    with gzip.open(p, "wt") as f:
+        f.write(json.dumps({"text": "y" * 300}) + "\n")
+    (r,) = rows(p)
+    assert r.payload["text"] == "y" * 300
+    assert r.raw is None and r.raw_size > 300   # over max_payload_bytes: size kept, bytes not
+
+
+def test_json_array_streams_across_chunks(tmp_path, monkeypatch):
+    monkeypatch.setattr(readers, "_CHUNK", 7)  # force elements to straddle read boundaries
+    items = [{"id": i, "conversations": [{"from": "human", "value": "é" * i}]} for i in range(20)]
+    p = tmp_path / "l.json"
+    p.write_text(json.dumps(items, ensure_ascii=False, indent=1))
+    out = rows(p)
+    assert [r.payload for r in out] == items
+    assert [r.source_ref for r in out] == [f"l.json:{i}" for i in range(20)]
+
+
+def test_json_array_numbers_at_chunk_end(tmp_path, monkeypatch):
+    monkeypatch.setattr(readers, "_CHUNK", 3)
+    p = tmp_path / "n.json"
+    p.write_text("[12345, 678]")
+    assert [r.payload for r in rows(p)] == [12345, 678]
+
+
+@pytest.mark.parametrize("text, good, reason", [
+    ('[{"a": 1}, {"b": 2}, {"c": ', 2, Reason.MALFORMED_JSON),
+    ('[{"a": 1} {"b": 2}]', 1, Reason.MALFORMED_JSON),
+    ('[{"a": 1}, ', 1, Reason.MALFORMED_JSON),
+    ('[{"a": "' + "z" * 5000 + '"}]', 0, Reason.ROW_TOO_LARGE),
+])
+def test_json_array_broken_remainder_is_one_row(tmp_path, text, good, reason):
+    p = tmp_path / "b.json"
+    p.write_text(text)
+    out = rows(p)
+    assert len(out) == good + 1
+    assert all(r.error is None for r in out[:good])
+    assert out[-1].error[0] == reason and "not read" in out[-1].error[1] or out[-1].error[0] == reason
+
+
+def test_json_single_object_and_empty(tmp_path):
+    p = tmp_path / "o.json"
+    p.write_text('{"text": "solo"}')
+    (r,) = rows(p)
+    assert r.payload == {"text": "solo"} and r.source_ref == "o.json:0"
+    p.write_text("  \n")
+    assert rows(p) == []
+    p.write_text("[]")
+    assert rows(p) == []
+
+
+def test_parquet_rows_and_embedded_media(tmp_path):
+    p = tmp_path / "t.parquet"
+    table = pa.table({"caption": ["a", "b"],
+                      "image": [{"bytes": b"PNGDATA", "path": "x.png"}, {"bytes": b"JPG", "path": "y.jpg"}]})
+    pq.write_table(table, p, row_group_size=1)
+    out = rows(p)
+    assert [r.source_ref for r in out] == ["t.parquet:0", "t.parquet:1"]
+    uri0 = out[0].payload["image"]
+    assert uri0.endswith(".png") and out[0].inline[uri0] == b"PNGDATA"
+
+
+def test_parquet_broken_file_is_one_row(tmp_path):
+    p = tmp_path / "bad.parquet"
+    p.write_bytes(b"PAR1 this is not parquet")
+    (r,) = rows(p)
+    assert r.error[0] == Reason.MALFORMED_PARQUET and r.source_ref == "bad.parquet"
+
+
+def _tar(path, members, cut=None):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    data = buf.getvalue()
+    path.write_bytes(data[:cut] if cut else data)
+
+
+def test_wds_img2dataset_layout(tmp_path):
+    p = tmp_path / "00000.tar"
+    _tar(p, [("000.jpg", b"J0"), ("000.txt", b"a red circle"), ("000.json", b'{"key": "000", "status": "success"}'),
+             ("001.0.jpg", b"A"), ("001.10.jpg", b"C"), ("001.2.jpg", b"B"), ("001.txt", b"three images"),
+             ("002.mp4", b"VID"), ("002.json", b'{"caption": "a dog"}')])
+    out = rows(p)
+    assert [r.source_ref for r in out] == ["00000.tar#000", "00000.tar#001", "00000.tar#002"]
+    assert out[0].payload["caption"] == "a red circle" and out[0].payload["id"] == "000"
+    assert out[0].inline[out[0].payload["image"]] == b"J0"
+    assert [out[1].inline[u] for u in out[1].payload["images"]] == [b"A", b"B", b"C"]  # natural order
+    assert out[2].payload["caption"] == "a dog" and out[2].payload["video"].endswith("002.mp4")
+
+
+def test_wds_truncated_archive(tmp_path):
+    p = tmp_path / "cut.tar"
+    _tar(p, [("a.jpg", b"x" * 600), ("a.txt", b"ok"), ("b.jpg", b"y" * 4000), ("b.txt", b"lost")], cut=5000)
+    out = rows(p)
+    assert out[0].payload["caption"] == "ok"
+    assert out[-1].error[0] == Reason.TRUNCATED_ARCHIVE and len(out) == 2
+
+
+def test_wds_oversized_member(tmp_path):
+    p = tmp_path / "big.tar"
+    _tar(p, [("a.mp4", b"v" * 20_000), ("a.txt", b"cap"), ("b.txt", b"fine"), ("b.jpg", b"j")])
+    out = rows(p)
+    assert out[0].error[0] == Reason.MEDIA_TOO_LARGE and out[1].payload["caption"] == "fine"
+
+
+def test_unreadable_file(tmp_path):
+    out = list(read_file(task(tmp_path / "missing.jsonl")))
+    assert len(out) == 1 and out[0].error[0] == Reason.UNREADABLE_FILE
+
+
+def test_corrupt_compressed_file_keeps_rows_before_the_break(tmp_path):
+    good = gzip.compress(b"".join(json.dumps({"text": f"row {i}"}).encode() + b"\n" for i in range(3)))
+    p = tmp_path / "c.jsonl.gz"
+    p.write_bytes(good[:-12] + b"\x00" * 12)   # corrupt the trailer (CRC and size)
+    out = rows(p)   # rows decoded before the break stand (block granularity); the rest is one row
+    assert [r.payload["text"] for r in out if r.error is None] == ["row 0", "row 1", "row 2"][:len(out) - 1]
+    assert out[-1].error[0] == Reason.UNREADABLE_FILE and out[-1].source_ref == "c.jsonl.gz:rest"
+    p.write_bytes(b"\x1f\x8b\x08\x00garbage")
+    (r,) = rows(p)
+    assert r.error[0] == Reason.UNREADABLE_FILE and "before the first row" in r.error[1]

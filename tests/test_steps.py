@@ -1,0 +1,66 @@
+"""The media-fetch and exact-dedupe pieces, called directly (no Beam)."""
+import hashlib
+
+from filters.exact import content_key, pick_representative
+from ingest.readers import RawRow
+from ingest.validate import ValidateRows
+from media.fetch import MediaFetch, member_name
+from schemas.config import load_config
+from schemas.input import RowContext, normalize_row
+from schemas.rejected import Rejected
+from schemas.sample import MediaItem, Sample
+
+
+def ctx(base_dir="/m", ref="r:1"):
+    return RowContext(source="s", source_ref=ref, base_dir=base_dir, max_field_chars=10**6,
+                      max_media_per_row=8, max_messages=8)
+
+
+def test_fetch_reads_hashes_and_names_members(tmp_path):
+    (tmp_path / "a.png").write_bytes(b"PNG" * 10)
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    (tmp_path / "big.jpg").write_bytes(b"J" * 100)
+    step = MediaFetch(load_config(None, ["media.max_bytes=50"]))
+    s = step(normalize_row({"image": "a.png", "caption": "x"}, ctx(str(tmp_path))))
+    assert isinstance(s, Sample)
+    assert s.media[0].sha256 == hashlib.sha256(b"PNG" * 10).hexdigest() and s.media[0].num_bytes == 30
+    assert s.media[0].members == [f"{s.id}.0.png"] and s.blobs[f"{s.id}.0.png"] == b"PNG" * 10
+    for name, reason in [("missing.png", "missing_media"), ("empty.mp4", "empty_media"),
+                         ("big.jpg", "media_too_large")]:
+        key = "video" if name.endswith("mp4") else "image"
+        out = step(normalize_row({key: name, "caption": "x"}, ctx(str(tmp_path))))
+        assert isinstance(out, Rejected) and out.reason == reason and out.stage == "media"
+
+
+def test_member_name_extensions():
+    assert member_name("k", 0, MediaItem("image", "/a/b.JPEG")) == "k.0.jpeg"
+    assert member_name("k", 2, MediaItem("video", "/a/noext")) == "k.2.mp4"
+    assert member_name("k", 1, MediaItem("image", "/x.tar#key.0.webp")) == "k.1.webp"
+
+
+def test_validate_attaches_inline_media_and_rejects_ingest_errors():
+    step = ValidateRows(load_config())
+    raw = RawRow(source="s", source_ref="x.tar#k", base_dir="/d", payload={"image": "/d/x.tar#k.jpg", "caption": "c"},
+                 inline={"/d/x.tar#k.jpg": b"JPEG"})
+    s = step(raw)
+    assert s.blobs == {f"{s.id}.0.jpg": b"JPEG"} and s.media[0].members == [f"{s.id}.0.jpg"]
+    bad = step(RawRow(source="s", source_ref="f:3", base_dir="/d", error=("malformed_json", "oops"),
+                      raw=b"{x", raw_size=2))
+    assert bad.stage == "ingest" and bad.reason == "malformed_json" and bad.payload == b"{x"
+    big = step(RawRow(source="s", source_ref="f:4", base_dir="/d", error=("row_too_large", "big"),
+                      raw=None, raw_size=10_000_000))
+    assert big.payload is None and big.payload_bytes == 10_000_000
+
+
+def test_content_key_ignores_identity_but_not_content():
+    a = normalize_row({"image": "a.png", "caption": "same"}, ctx(ref="r:1"))
+    b = normalize_row({"image": "other/name.png", "caption": "same"}, ctx(ref="r:2"))
+    for s in (a, b):
+        s.media[0].sha256 = "ab" * 32
+    assert content_key(a) == content_key(b) and a.id != b.id
+    b.media[0].sha256 = "cd" * 32
+    assert content_key(a) != content_key(b)
+    c = normalize_row({"text": "same"}, ctx())
+    d = normalize_row({"text": "Same"}, ctx())
+    assert content_key(c) != content_key(d)
+    assert pick_representative(["b", "a", "c"]) == "a"
