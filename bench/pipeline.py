@@ -1,0 +1,131 @@
+"""`python -m bench.pipeline`: the demo corpus end to end, and what Beam costs on top.
+
+In one run: the `build_mixture` pipeline on the synthetic corpus (DirectRunner in-process,
+and optionally multi-processing), against the very same stage functions called in a plain
+Python loop over the same rows (read -> validate -> text -> media -> exact dedupe -> tokens
+-> write the same shards). The ratio pipeline / loop is Beam's overhead on this machine.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+import time
+
+from bench.common import best_of, emit, peak_rss_mb, ratio
+
+
+def plain_loop(cfg, out_dir: str) -> dict:
+    """The curation stages with no Beam: same functions, one process, one bucket."""
+    from filters.exact import content_key
+    from filters.text import TextFilter
+    from filters.tokens import TokenAccounting
+    from ingest.readers import read_file
+    from ingest.validate import ValidateRows
+    from media.fetch import MediaFetch
+    from pipelines.ingest import ExpandInputs
+    from filters.base import reject_sample
+    from schemas.reasons import Reason, Stage
+    from schemas.rejected import REJECTED_SCHEMA, Rejected
+    from schemas.sample import SAMPLE_SCHEMA
+    from shards.writer import atomic_write, cut, parquet_writer, payload_bytes, shard_name, wds_writer
+
+    steps = [ValidateRows(cfg), TextFilter(cfg), MediaFetch(cfg)]
+    tokens = TokenAccounting(cfg)
+    for s in steps + [tokens]:
+        s.setup()
+    rows, rejected, by_key = 0, [], {}
+    for spec in cfg.inputs:
+        for task in ExpandInputs(cfg).process(spec):
+            for raw in read_file(task):
+                rows += 1
+                item = raw
+                for step in steps:
+                    item = step(item)
+                    if isinstance(item, Rejected):
+                        rejected.append(item)
+                        break
+                else:
+                    by_key.setdefault(content_key(item), []).append(item)
+    kept = []
+    for group in by_key.values():
+        group.sort(key=lambda s: s.id)
+        kept.append(group[0])
+        rejected.extend(reject_sample(s, Stage.EXACT_DEDUPE, Reason.EXACT_DUPLICATE, dup_of=group[0].id)
+                        for s in group[1:])
+    final = []
+    for s in kept:
+        out = tokens(s)
+        (rejected if isinstance(out, Rejected) else final).append(out)
+    final.sort(key=lambda s: s.id)
+    o = cfg.output
+    for n, piece in enumerate(cut(final, payload_bytes, o.shard_max_rows, o.shard_max_bytes)):
+        atomic_write(out_dir, f"parquet/{shard_name(0, n)}.parquet", "parquet", len(piece),
+                     parquet_writer([s.to_row() for s in piece], SAMPLE_SCHEMA, o.parquet_compression,
+                                    o.parquet_row_group_rows))
+        atomic_write(out_dir, f"wds/{shard_name(0, n)}.tar", "wds", len(piece), wds_writer(piece))
+    rej_rows = [r.to_row() for r in rejected]
+    atomic_write(out_dir, "rejected/part-00000-000.parquet", "rejected", len(rej_rows),
+                 parquet_writer(rej_rows, REJECTED_SCHEMA, o.parquet_compression, o.parquet_row_group_rows))
+    return {"input_rows": rows, "kept": len(final), "rejected": rows - len(final)}
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--scale", type=int, default=1, help="synthetic corpus scale")
+    ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--workers", type=int, default=2, help="also time multi_processing with N workers (0: skip)")
+    args = ap.parse_args(argv)
+
+    from pipelines.build_mixture import build_mixture
+    from pipelines.launch import run
+    from schemas.config import CONFIG_DIR, InputConfig, load_config
+    from synthetic.corpus import generate
+
+    work = tempfile.mkdtemp(prefix="bench_pipeline_")
+    try:
+        t0 = time.perf_counter()
+        generate(os.path.join(work, "corpus"), scale=args.scale)
+        gen_s = time.perf_counter() - t0
+        inp = os.path.join(work, "corpus", "manifests")
+        recipe = os.path.join(CONFIG_DIR, "demo.yaml")
+
+        def beam_run(extra):
+            out = os.path.join(work, "beam_out")
+            return run("build_mixture", build_mixture, ["--config", recipe, "--input", inp, "--output", out,
+                                                         "--overwrite", "--progress_s", "0", *extra])
+
+        def loop_run():
+            out = os.path.join(work, "loop_out")
+            shutil.rmtree(out, ignore_errors=True)
+            cfg = load_config(recipe).with_inputs([InputConfig(path=inp, source=None, format="auto")])
+            return plain_loop(cfg, out)
+
+        loop_s, loop = best_of(loop_run, args.repeat)
+        beam_s, manifest = best_of(lambda: beam_run([]), args.repeat)
+        assert loop["kept"] == manifest.totals.kept and loop["input_rows"] == manifest.totals.input_rows, \
+            (loop, manifest.totals)
+        results = {
+            "corpus": {"scale": args.scale, "input_rows": loop["input_rows"], "kept": loop["kept"],
+                       "generate_s": round(gen_s, 2)},
+            "plain_loop_s": round(loop_s, 3),
+            "direct_in_process": {"wall_s": round(beam_s, 3),
+                                  "samples_per_s": round(loop["input_rows"] / beam_s, 1),
+                                  "beam_overhead_ratio": ratio(beam_s, loop_s)},
+            "plain_loop_samples_per_s": round(loop["input_rows"] / loop_s, 1),
+        }
+        if args.workers:
+            mp_s, _ = best_of(lambda: beam_run(["--direct_running_mode=multi_processing",
+                                                f"--direct_num_workers={args.workers}"]), args.repeat)
+            results[f"direct_multi_processing_{args.workers}"] = {
+                "wall_s": round(mp_s, 3), "samples_per_s": round(loop["input_rows"] / mp_s, 1),
+                "beam_overhead_ratio": ratio(mp_s, loop_s)}
+        results["peak_rss_mb"] = round(peak_rss_mb(), 1)
+        return emit("pipeline", results)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
