@@ -94,6 +94,9 @@ class Sample:
     scores: dict[str, float] = field(default_factory=dict)
     provenance: Provenance = field(default_factory=Provenance)
     blobs: dict[str, bytes] = field(default_factory=dict, repr=False)  # member name -> bytes; not in Parquet
+    # In-flight vectors (e.g. "clip_image", "clip_text"): used by later stages (dedupe,
+    # decontamination), written to the embeddings sidecar, never to Parquet or KEY.json.
+    embeddings: dict[str, Any] = field(default_factory=dict, repr=False)
 
     # --- views -------------------------------------------------------------------
     def texts(self) -> list[str]:
@@ -110,8 +113,9 @@ class Sample:
         unknown = set(self.scores) - set(SCORE_NAMES)
         if unknown:
             raise KeyError(f"unregistered scores {sorted(unknown)}: add them to schemas/scores.py")
-        d = dataclasses.asdict(self)
+        d = dataclasses.asdict(dataclasses.replace(self, blobs={}, embeddings={}))
         d.pop("blobs")
+        d.pop("embeddings")
         d["scores"] = {name: self.scores.get(name) for name in SCORE_NAMES}
         return d
 
