@@ -114,15 +114,15 @@ def summary(m: Manifest, out_dir: str) -> str:
     t = m.totals
     lines = [f"{m.pipeline} ({m.config_name}, config {m.config_hash}) on "
              f"{(m.run or {}).get('runner', '?')} in {(m.run or {}).get('wall_s', 0):.1f} s",
-             f"  rows in     {t.input_rows:>10,}",
-             f"  kept        {t.kept:>10,}   text tokens {t.text_tokens:,}, visual tokens {t.visual_tokens:,}",
-             f"  rejected    {t.rejected:>10,}"]
+             f"  {'rows in':<18}{t.input_rows:>10,}",
+             f"  {'kept':<18}{t.kept:>10,}   text tokens {t.text_tokens:,}, visual tokens {t.visual_tokens:,}",
+             f"  {'rejected':<18}{t.rejected:>10,}"]
     for key, n in sorted(t.rejected_by_reason.items(), key=lambda kv: (-kv[1], kv[0])):
-        lines.append(f"    {key:<34}{n:>8,}")
+        lines.append(f"    {key:<36}{n:>10,}")
     for kind, shards in sorted(m.shards.items()):
         size = sum(s.bytes for s in shards)
-        lines.append(f"  {kind + ' shards':<12}{len(shards):>10,}   {size / 1e6:,.1f} MB")
-    lines.append(f"  balanced    {'yes' if t.balanced else 'NO'}   -> {out_dir}/manifest.json")
+        lines.append(f"  {kind + ' shards':<18}{len(shards):>10,}   {size / 1e6:,.1f} MB")
+    lines.append(f"  {'balanced':<18}{'yes' if t.balanced else 'NO':>10}   -> {out_dir}/manifest.json")
     return "\n".join(lines)
 
 
