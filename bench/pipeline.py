@@ -1,9 +1,10 @@
 """`python -m bench.pipeline`: the demo corpus end to end, and what Beam costs on top.
 
 In one run: the `build_mixture` pipeline on the synthetic corpus (DirectRunner in-process,
-and optionally multi-processing), against the very same stage functions called in a plain
-Python loop over the same rows (read -> validate -> text -> media -> exact dedupe -> tokens
--> write the same shards). The ratio pipeline / loop is Beam's overhead on this machine.
+and multi-processing at the largest scale), against the very same stage functions called in
+a plain Python loop over the same rows (read -> validate -> text -> media -> exact dedupe ->
+tokens -> write the same shards). The ratio pipeline / loop is Beam's overhead here; timing
+two corpus scales splits it into a fixed start-up cost and a per-row (marginal) ratio.
 """
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ import argparse
 import os
 import shutil
 import tempfile
-import time
 
 from bench.common import best_of, emit, peak_rss_mb, ratio
 
@@ -73,9 +73,11 @@ def plain_loop(cfg, out_dir: str) -> dict:
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--scale", type=int, default=1, help="synthetic corpus scale")
+    ap.add_argument("--scales", default="1,8",
+                    help="synthetic corpus scales; two or more separate fixed from per-row cost")
     ap.add_argument("--repeat", type=int, default=2)
-    ap.add_argument("--workers", type=int, default=2, help="also time multi_processing with N workers (0: skip)")
+    ap.add_argument("--workers", type=int, default=2,
+                    help="also time multi_processing with N workers at the largest scale (0: skip)")
     args = ap.parse_args(argv)
 
     from pipelines.build_mixture import build_mixture
@@ -83,44 +85,50 @@ def main(argv=None) -> dict:
     from schemas.config import CONFIG_DIR, InputConfig, load_config
     from synthetic.corpus import generate
 
+    recipe = os.path.join(CONFIG_DIR, "demo.yaml")
     work = tempfile.mkdtemp(prefix="bench_pipeline_")
+    points = []
     try:
-        t0 = time.perf_counter()
-        generate(os.path.join(work, "corpus"), scale=args.scale)
-        gen_s = time.perf_counter() - t0
-        inp = os.path.join(work, "corpus", "manifests")
-        recipe = os.path.join(CONFIG_DIR, "demo.yaml")
+        for scale in [int(x) for x in args.scales.split(",")]:
+            corpus = os.path.join(work, f"corpus_{scale}")
+            generate(corpus, scale=scale)
+            inp = os.path.join(corpus, "manifests")
 
-        def beam_run(extra):
-            out = os.path.join(work, "beam_out")
-            return run("build_mixture", build_mixture, ["--config", recipe, "--input", inp, "--output", out,
-                                                         "--overwrite", "--progress_s", "0", *extra])
+            def beam_run(extra, inp=inp):
+                out = os.path.join(work, "beam_out")
+                return run("build_mixture", build_mixture, ["--config", recipe, "--input", inp, "--output", out,
+                                                             "--overwrite", "--progress_s", "0", *extra])
 
-        def loop_run():
-            out = os.path.join(work, "loop_out")
-            shutil.rmtree(out, ignore_errors=True)
-            cfg = load_config(recipe).with_inputs([InputConfig(path=inp, source=None, format="auto")])
-            return plain_loop(cfg, out)
+            def loop_run(inp=inp):
+                out = os.path.join(work, "loop_out")
+                shutil.rmtree(out, ignore_errors=True)
+                cfg = load_config(recipe).with_inputs([InputConfig(path=inp, source=None, format="auto")])
+                return plain_loop(cfg, out)
 
-        loop_s, loop = best_of(loop_run, args.repeat)
-        beam_s, manifest = best_of(lambda: beam_run([]), args.repeat)
-        assert loop["kept"] == manifest.totals.kept and loop["input_rows"] == manifest.totals.input_rows, \
-            (loop, manifest.totals)
-        results = {
-            "corpus": {"scale": args.scale, "input_rows": loop["input_rows"], "kept": loop["kept"],
-                       "generate_s": round(gen_s, 2)},
-            "plain_loop_s": round(loop_s, 3),
-            "direct_in_process": {"wall_s": round(beam_s, 3),
-                                  "samples_per_s": round(loop["input_rows"] / beam_s, 1),
-                                  "beam_overhead_ratio": ratio(beam_s, loop_s)},
-            "plain_loop_samples_per_s": round(loop["input_rows"] / loop_s, 1),
-        }
-        if args.workers:
-            mp_s, _ = best_of(lambda: beam_run(["--direct_running_mode=multi_processing",
-                                                f"--direct_num_workers={args.workers}"]), args.repeat)
-            results[f"direct_multi_processing_{args.workers}"] = {
-                "wall_s": round(mp_s, 3), "samples_per_s": round(loop["input_rows"] / mp_s, 1),
-                "beam_overhead_ratio": ratio(mp_s, loop_s)}
+            loop_s, loop = best_of(loop_run, args.repeat)
+            beam_s, manifest = best_of(lambda: beam_run([]), args.repeat)
+            assert loop["kept"] == manifest.totals.kept and loop["input_rows"] == manifest.totals.input_rows, \
+                (loop, manifest.totals)
+            point = {"scale": scale, "input_rows": loop["input_rows"], "kept": loop["kept"],
+                     "plain_loop_s": round(loop_s, 3), "direct_in_process_s": round(beam_s, 3),
+                     "samples_per_s": round(loop["input_rows"] / beam_s, 1),
+                     "beam_overhead_ratio": ratio(beam_s, loop_s)}
+            if args.workers and scale == max(int(x) for x in args.scales.split(",")):
+                mp_s, _ = best_of(lambda: beam_run(["--direct_running_mode=multi_processing",
+                                                    f"--direct_num_workers={args.workers}"]), args.repeat)
+                point[f"multi_processing_{args.workers}_s"] = round(mp_s, 3)
+                point[f"multi_processing_{args.workers}_overhead_ratio"] = ratio(mp_s, loop_s)
+            points.append(point)
+        results = {"points": points}
+        if len(points) >= 2:
+            a, b = points[0], points[-1]
+            rows = b["input_rows"] - a["input_rows"]
+            beam_per_row = (b["direct_in_process_s"] - a["direct_in_process_s"]) / rows
+            loop_per_row = (b["plain_loop_s"] - a["plain_loop_s"]) / rows
+            results["per_row_ms"] = {"direct_in_process": round(1e3 * beam_per_row, 3),
+                                     "plain_loop": round(1e3 * loop_per_row, 3)}
+            results["beam_fixed_cost_s"] = round(a["direct_in_process_s"] - beam_per_row * a["input_rows"], 3)
+            results["marginal_overhead_ratio"] = ratio(beam_per_row, loop_per_row)
         results["peak_rss_mb"] = round(peak_rss_mb(), 1)
         return emit("pipeline", results)
     finally:

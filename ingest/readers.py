@@ -358,13 +358,15 @@ def _lift_embedded_media(rec: dict, uri_prefix: str) -> dict[str, bytes]:
                 uri = f"{uri_prefix}.{key}.{i}{ext}"
                 inline[uri] = bytes(v["bytes"])
                 out.append(uri)
+            elif isinstance(v, dict) and v.get("bytes") is None and isinstance(v.get("path"), str):
+                out.append(v["path"])   # datasets stores images kept on disk as {"bytes": None, "path": ...}
             elif isinstance(v, (bytes, bytearray)):
                 uri = f"{uri_prefix}.{key}.{i}" + (".jpg" if key.startswith("image") else ".mp4")
                 inline[uri] = bytes(v)
                 out.append(uri)
             else:
                 out.append(v)
-        if inline:
+        if out != values:
             rec[key] = out if isinstance(value, list) else out[0]
     return inline
 

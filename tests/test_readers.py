@@ -99,11 +99,13 @@ def test_json_single_object_and_empty(tmp_path):
 
 def test_parquet_rows_and_embedded_media(tmp_path):
     p = tmp_path / "t.parquet"
-    table = pa.table({"caption": ["a", "b"],
-                      "image": [{"bytes": b"PNGDATA", "path": "x.png"}, {"bytes": b"JPG", "path": "y.jpg"}]})
+    table = pa.table({"caption": ["a", "b", "c"],
+                      "image": [{"bytes": b"PNGDATA", "path": "x.png"}, {"bytes": b"JPG", "path": "y.jpg"},
+                                {"bytes": None, "path": "on/disk.png"}]})
     pq.write_table(table, p, row_group_size=1)
     out = rows(p)
-    assert [r.source_ref for r in out] == ["t.parquet:0", "t.parquet:1"]
+    assert [r.source_ref for r in out] == ["t.parquet:0", "t.parquet:1", "t.parquet:2"]
+    assert out[2].payload["image"] == "on/disk.png" and not out[2].inline
     uri0 = out[0].payload["image"]
     assert uri0.endswith(".png") and out[0].inline[uri0] == b"PNGDATA"
 
