@@ -19,7 +19,9 @@ from typing import Any, Literal, Optional, Union
 
 import yaml
 
-CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+import configs as _configs_package
+
+CONFIG_DIR = os.path.dirname(os.path.abspath(_configs_package.__file__))
 
 
 class ConfigError(ValueError):
