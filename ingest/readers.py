@@ -86,6 +86,10 @@ def read_file(task: FileTask) -> Iterator[RawRow]:
         where = f"after {last}" if last else "before the first row"
         yield _row(task, f"{task.relpath}:rest", error=(Reason.UNREADABLE_FILE,
                    f"read failed {where}: {type(e).__name__}: {e}; the rest of the file is not read"))
+    except Exception as e:  # noqa: BLE001 - a reader bug on odd bytes: report it, keep the job alive
+        where = f"after {last}" if last else "before the first row"
+        yield _row(task, f"{task.relpath}:rest", error=(Reason.STEP_ERROR,
+                   f"reader raised {where}: {type(e).__name__}: {e}; the rest of the file is not read"))
 
 
 class _Unreadable(Exception):

@@ -6,6 +6,7 @@ can leave the pipeline without landing in one of the two.
 """
 from __future__ import annotations
 
+import traceback
 from typing import Optional
 
 import apache_beam as beam
@@ -14,7 +15,9 @@ from apache_beam.pvalue import TaggedOutput
 
 from filters.base import Step
 from pipelines import progress
-from schemas.rejected import Rejected
+from schemas.reasons import Reason
+from schemas.rejected import Rejected, reject
+from schemas.sample import Sample
 
 KEPT = "kept"
 REJECTED = "rejected"
@@ -31,6 +34,20 @@ def count_rejected(rejected: Rejected) -> None:
     progress.count(rejected.stage, rejected.reason)
 
 
+def step_error(stage: str, element, exc: BaseException) -> Rejected:
+    """A dead-letter row: the stage's code raised on this element. The run goes on; the row,
+    the exception and the innermost frames are kept so the bug can be found and the row rerun."""
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__, limit=-3))
+    source = getattr(element, "source", "?")
+    ref = getattr(element, "source_ref", "?")
+    try:
+        payload = element.to_json() if isinstance(element, Sample) else getattr(element, "raw", None)
+    except Exception:  # noqa: BLE001 - the row itself may be what is broken
+        payload = None
+    return reject(stage, Reason.STEP_ERROR, source, ref, f"{type(exc).__name__}: {exc}\n{tb}",
+                  id=getattr(element, "id", None), payload=payload)
+
+
 class _StepDoFn(beam.DoFn):
     def __init__(self, step: Step) -> None:
         self.step = step
@@ -39,7 +56,10 @@ class _StepDoFn(beam.DoFn):
         self.step.setup()
 
     def process(self, element):
-        out = self.step(element)
+        try:
+            out = self.step(element)
+        except Exception as e:  # noqa: BLE001 - dead-letter: one odd row must not fail the job
+            out = step_error(self.step.stage.value, element, e)
         if isinstance(out, Rejected):
             count_rejected(out)
             yield TaggedOutput(REJECTED, out)

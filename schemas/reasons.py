@@ -53,6 +53,8 @@ class Reason(str, enum.Enum):
     EXACT_DUPLICATE = "exact_duplicate"
     # tokens
     TOO_MANY_TOKENS = "too_many_tokens"
+    # any stage: the stage's own code raised on this row (a bug or an unforeseen input)
+    STEP_ERROR = "step_error"
 
 
 REASON_DOCS: dict[Reason, str] = {
@@ -82,6 +84,7 @@ REASON_DOCS: dict[Reason, str] = {
     Reason.MEDIA_TOO_LARGE: "a media file is larger than media.max_bytes",
     Reason.EXACT_DUPLICATE: "same normalised text and media bytes as the row in dup_of",
     Reason.TOO_MANY_TOKENS: "text plus visual tokens exceed tokens.max_total_tokens",
+    Reason.STEP_ERROR: "the stage raised on this row; detail holds the exception and where it was raised",
 }
 
 assert set(REASON_DOCS) == set(Reason), "every Reason needs a line in REASON_DOCS"
