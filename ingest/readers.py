@@ -69,6 +69,12 @@ def detect_format(path: str) -> Optional[str]:
     return None
 
 
+def folder_source(relpath: str) -> str:
+    """The source of a file inside a folder input: its top-level entry without extensions
+    (`captions.jsonl` -> captions, `laion/part-1.parquet` -> laion)."""
+    return relpath.split("/", 1)[0].split(".", 1)[0] or "input"
+
+
 def read_file(task: FileTask) -> Iterator[RawRow]:
     """Dispatch on format; an unopenable file becomes one `unreadable_file` row."""
     reader = {"jsonl": read_jsonl, "json": read_json_array, "parquet": read_parquet,

@@ -13,7 +13,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from ingest.readers import FileTask, RawRow, detect_format, read_file
+from ingest.readers import FileTask, RawRow, detect_format, folder_source, read_file
 from ingest.validate import ValidateRows
 from pipelines import progress
 from pipelines.common import METRICS_NAMESPACE, ApplyStep
@@ -43,7 +43,7 @@ def source_name(spec: InputConfig, relpath: str) -> str:
         return spec.source
     pattern, root = input_pattern(spec)
     if pattern.endswith("/**") and pattern[:-3] == spec.path.rstrip("/"):
-        return relpath.split("/", 1)[0].split(".", 1)[0] or "input"
+        return folder_source(relpath)
     if not _GLOB.search(spec.path):
         base = posixpath.basename(spec.path)
         return base.split(".", 1)[0] or base

@@ -60,6 +60,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ingest.readers import folder_source
 from schemas.sample import sample_id
 from synthetic import language as lang
 from synthetic.scenes import (BACKGROUNDS, DIRECTIONS, Clip, Scene, draw, encode_clip, encode_image,
@@ -159,11 +160,6 @@ def _clip_media(path: str, clip: Clip) -> dict:
     return _media(path, "video", clip.scene.width, clip.scene.height, clip.fps, clip.frames, clip.duration_s)
 
 
-def _source(relpath: str) -> str:
-    """The source the pipeline gives a file of a folder input (pipelines.ingest.source_name)."""
-    return relpath.split("/", 1)[0].split(".", 1)[0]
-
-
 class _Tree:
     """The output folder: writes files, and collects every manifest's rows with their refs."""
 
@@ -207,7 +203,7 @@ class _Tree:
 
     def _register(self, relpath: str, rows: list[Row], refs: list[str]) -> None:
         for row, ref in zip(rows, refs):
-            row.source, row.ref = _source(relpath), ref
+            row.source, row.ref = folder_source(relpath), ref
         self.rows.extend(rows)
 
     def jsonl(self, relpath: str, rows: list[Row]) -> None:
