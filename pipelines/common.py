@@ -38,6 +38,11 @@ class _StepDoFn(beam.DoFn):
     def setup(self) -> None:
         self.step.setup()
 
+    def teardown(self) -> None:
+        teardown = getattr(self.step, "teardown", None)
+        if teardown is not None:
+            teardown()
+
     def process(self, element):
         out = self.step(element)
         if isinstance(out, Rejected):
