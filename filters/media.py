@@ -190,6 +190,8 @@ class MediaFilter:
         sample.scores.update(row_scores(sample.media))
         if failure is not None:
             sample.blobs = {}
+            for item in sample.media:        # nothing is stored for a rejected row
+                item.members, item.source_member = [], None
             return reject_sample(sample, self.stage, *failure, max_payload_bytes=self.max_payload_bytes)
         return sample
 

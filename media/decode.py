@@ -16,8 +16,9 @@ Videos
      - `PyAVSampler` (the CPU default). `exact` access maps each sample time to the frame
        with the nearest timestamp and decodes exactly those frames, bit-identical to a full
        decode, doing less work than one: a packet whose frame is not wanted is sent with
-       `skip_frame=NONREF`, so the decoder drops it when nothing references it (H.264 /
-       HEVC non-reference B-frames), and when no wanted frame needs the next GOPs it seeks
+       `skip_frame=NONREF`, so the decoder drops it when nothing references it (H.264
+       non-reference B-frames; HEVC only without temporal sub-layers, `nonref_skip_safe`),
+       and when no wanted frame needs the next GOPs it seeks
        to the keyframe the next wanted frame needs (never into an open-GOP leading picture).
        `reference` (every non-reference frame skipped) and `keyframe` (keyframes only) snap
        each sample time to the nearest frame that was decoded: faster, approximate, reported
@@ -166,6 +167,8 @@ class VideoInfo:
     duration_s: float
     fps: float
     demux_errors: int = 0
+    nonref_skip_safe: bool = False      # dropping non-reference frames cannot change any other frame
+
 
     @property
     def num_frames(self) -> int:
@@ -261,10 +264,26 @@ def probe_video(data: bytes, max_pixels: int) -> VideoInfo:
         if declared and duration < 0.5 * declared and declared - duration > 1.0:
             raise MediaError(Reason.TRUNCATED_MEDIA, f"{fmt} declares {declared:.2f} s of video, "
                                                      f"its frames cover {duration:.2f} s")
-        return VideoInfo(container=fmt, codec=getattr(cc.codec, "canonical_name", None) or cc.name, coded_width=w, coded_height=h,
+        codec = getattr(cc.codec, "canonical_name", None) or cc.name
+        return VideoInfo(container=fmt, codec=codec, coded_width=w, coded_height=h,
                          sar=float(sar) if sar else 1.0, time_base=Fraction(tb), pts=pts, times=times,
                          decode_pts=decode_pts, decode_key=decode_key, duration_s=duration, fps=fps,
-                         demux_errors=errors)
+                         demux_errors=errors, nonref_skip_safe=nonref_skip_safe(codec, cc.extradata))
+
+
+# Codecs whose "non-reference" frames are never referenced by any other frame, so a decoder
+# told to drop them (skip_frame=NONREF) leaves every other frame bit-identical. HEVC only
+# without temporal sub-layers: there a sub-layer non-reference picture (TRAIL_N, ...) may
+# still be referenced from a higher sub-layer.
+NONREF_SAFE_CODECS = {"h264", "mpeg4", "mpeg2video", "mpeg1video", "h263", "vp8", "vp9", "av1"}
+
+
+def nonref_skip_safe(codec: str, extradata: Optional[bytes]) -> bool:
+    if codec in NONREF_SAFE_CODECS:
+        return True
+    if codec == "hevc" and extradata and len(extradata) >= 23 and extradata[0] == 1:
+        return (extradata[21] >> 3) & 7 == 1          # hvcC numTemporalLayers
+    return False
 
 
 def _declared_duration(container, stream) -> Optional[float]:
@@ -399,7 +418,7 @@ class PyAVSampler:
                         if landed is None or landed > nxt:
                             return None      # the index did not take us where exactness needs
                         packet = first
-                if packet.size:
+                if packet.size and info.nonref_skip_safe:
                     cc.skip_frame = "DEFAULT" if packet.pts in remaining else "NONREF"
                 errors += self._feed(cc, packet if packet.size else None, remaining, got, conv)
             if remaining:

@@ -14,8 +14,8 @@ apples-to-apples timing in the benchmark): no protection against crashes or hang
 """
 from __future__ import annotations
 
+import atexit
 import os
-import queue
 import signal
 import socket
 import subprocess
@@ -118,66 +118,63 @@ def _signal_name(code: Optional[int]) -> str:
 
 
 class DecodePool:
-    """`size` persistent decode processes; `run` blocks until one is free."""
+    """`size` persistent decode processes; `run` blocks until one is free. Thread-safe: Beam
+    may call it from several DoFn threads of one worker process."""
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self._idle: queue.Queue = queue.Queue()
+        self._slots = threading.BoundedSemaphore(size)
+        self._idle: list[_Child] = []
         self._lock = threading.Lock()
-        self._started = 0
 
-    def _acquire(self) -> _Child:
-        try:
-            return self._idle.get_nowait()
-        except queue.Empty:
-            pass
+    def _take(self) -> _Child:
         with self._lock:
-            if self._started < self.size:
-                self._started += 1
-                try:
-                    return _Child()
-                except Exception:
-                    self._started -= 1
-                    raise
-        return self._idle.get()
-
-    def _replace(self, child: _Child) -> None:
-        child.kill()
-        with self._lock:
-            self._started -= 1
+            while self._idle:
+                child = self._idle.pop()
+                if child.proc.poll() is None:
+                    return child
+                child.kill()              # died while idle (killed from outside): replace it
+        return _Child()
 
     def run(self, task: ItemTask, timeout_s: float) -> ItemResult:
-        child = self._acquire()
-        t0 = time.perf_counter()
-        try:
-            child.conn.send(task)
-            if not child.conn.poll(timeout_s):
-                self._replace(child)
-                return ItemResult(kind=task.kind, reason=Reason.DECODE_TIMEOUT.value,
-                                  detail=f"no result after {timeout_s:g} s; decoder killed")
-            result = child.conn.recv()
-        except (EOFError, OSError, BrokenPipeError):
-            code = child.exitcode
-            self._replace(child)
-            return ItemResult(kind=task.kind, reason=Reason.DECODER_CRASHED.value,
-                              detail=f"decoder process {_signal_name(code)} after "
-                                     f"{time.perf_counter() - t0:.2f} s")
-        child.tasks += 1
-        self._idle.put(child)
-        return result
+        with self._slots:
+            child = self._take()
+            t0 = time.perf_counter()
+            try:
+                child.conn.send(task)
+                if not child.conn.poll(timeout_s):
+                    child.kill()
+                    return ItemResult(kind=task.kind, reason=Reason.DECODE_TIMEOUT.value,
+                                      detail=f"no result after {timeout_s:g} s; decoder killed")
+                result = child.conn.recv()
+            except (EOFError, OSError):
+                code = child.exitcode
+                child.kill()
+                return ItemResult(kind=task.kind, reason=Reason.DECODER_CRASHED.value,
+                                  detail=f"decoder process {_signal_name(code)} after "
+                                         f"{time.perf_counter() - t0:.2f} s")
+            child.tasks += 1
+            with self._lock:
+                self._idle.append(child)
+            return result
 
     def close(self) -> None:
-        while True:
-            try:
-                self._idle.get_nowait().kill()
-            except queue.Empty:
-                break
+        """Stop the idle workers. A busy one returns to the pool when its item is done and
+        is stopped by the next close, at exit, or when this process's end closes its pipe."""
         with self._lock:
-            self._started = 0
+            idle, self._idle = self._idle, []
+        for child in idle:
+            child.kill()
 
 
 _POOLS: dict[int, DecodePool] = {}
 _POOLS_LOCK = threading.Lock()
+
+
+@atexit.register
+def _close_pools() -> None:
+    for pool in list(_POOLS.values()):
+        pool.close()
 
 
 def shared_pool(size: int) -> DecodePool:

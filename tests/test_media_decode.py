@@ -57,7 +57,8 @@ def test_exact_sampling_equals_full_decode_with_bframes_and_short_gops(mc):
     """The skip-non-reference and seek shortcuts change nothing: same pixels as decoding all."""
     import av
 
-    for codec, gop in (("h264_mp4", 5), ("hevc_mp4", 6), ("h264_mkv", None), ("vp9_webm", 4), ("mjpeg_avi", None)):
+    for codec, gop in (("h264_mp4", 5), ("hevc_mp4", 6), ("h264_mkv", None), ("vp9_webm", 4), ("av1_mkv", 8),
+                       ("mpeg4_avi", 6), ("mjpeg_avi", None)):
         data = indexed_video(60, codec, gop=gop)
         info = probe_video(data, 1 << 40)
         targets = np.linspace(0, info.span_s, 5)       # sparse: the seek path runs on short GOPs
@@ -69,6 +70,19 @@ def test_exact_sampling_equals_full_decode_with_bframes_and_short_gops(mc):
         ref = [every[int(info.pts[i])] for i in np.abs(info.times[None, :] - targets[:, None]).argmin(1)]
         for a, b, r in zip(fast.frames, slow.frames, ref):
             assert np.array_equal(a, b) and np.array_equal(a, r), codec
+
+
+def test_nonref_skipping_only_where_it_is_exact():
+    assert probe_video(indexed_video(10, "h264_mp4"), 1 << 40).nonref_skip_safe
+    assert probe_video(indexed_video(10, "hevc_mp4"), 1 << 40).nonref_skip_safe      # one temporal layer
+    layered = indexed_video(30, "hevc_mp4", options={"x265-params": "log-level=error:temporal-layers=3"})
+    info = probe_video(layered, 1 << 40)
+    assert not info.nonref_skip_safe          # sub-layer non-reference pictures may be referenced
+    targets = np.linspace(0, info.span_s, 4)
+    a = PyAVSampler(2).sample(layered, info, targets, (64, 96)).frames
+    b = PyAVSampler(1, seek=False).sample(layered, dataclasses.replace(info, nonref_skip_safe=False),
+                                          targets, (64, 96)).frames
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
 
 
 # --- orientation, timing ------------------------------------------------------------------------

@@ -234,3 +234,13 @@ def test_resource_hints_only_when_set():
     assert cfg.media.resources.hints() == {"accelerator": "type:nvidia-l4;count:1;install-nvidia-driver",
                                            "min_ram": "16GB"}
     assert math.isclose(cfg.media.sampling.fps, 2.0)
+
+
+def test_keye15_recipe():
+    import os
+
+    from schemas.config import CONFIG_DIR
+
+    cfg = load_config(os.path.join(CONFIG_DIR, "keye15.yaml"))
+    assert cfg.media.sampling.mode == "slow_fast" and cfg.media.sampling.image_max_tokens == 20480
+    assert cfg.media.sampling.video_max_tokens == load_config().media.sampling.video_max_tokens

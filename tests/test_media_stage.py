@@ -260,3 +260,27 @@ def test_media_stage_in_the_curate_pipeline(tmp_path):
         assert len(item_frames(sample, 0)) == len(r["media"][0]["members"])
     assert manifest.totals.visual_tokens == sum(r["visual_tokens"] for r in by_ref.values())
     assert not any(n.endswith((".mp4", ".webm")) for n in members)          # keep: frames
+
+
+def test_pool_is_thread_safe_and_replaces_dead_workers():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from media.process import ItemTask
+    from media.worker import DecodePool
+
+    mc = load_config().media
+    pool = DecodePool(2)
+    good = indexed_video(20)
+    tasks = [ItemTask("video", good, mc), ItemTask("video", b"x", mc, fault="abort"),
+             ItemTask("video", good, mc), ItemTask("image", image_bytes(quadrant_image()), mc)]
+    try:
+        with ThreadPoolExecutor(4) as ex:
+            results = list(ex.map(lambda t: pool.run(t, 60), tasks))
+        assert [r.reason for r in results] == [None, "decoder_crashed", None, None]
+        assert results[0].encoded == results[2].encoded
+        victim = pool._idle[0]                       # a worker killed from outside while idle
+        victim.proc.kill()
+        victim.proc.wait()
+        assert pool.run(ItemTask("video", good, mc), 60).reason is None
+    finally:
+        pool.close()
