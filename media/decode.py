@@ -169,7 +169,6 @@ class VideoInfo:
     demux_errors: int = 0
     nonref_skip_safe: bool = False      # dropping non-reference frames cannot change any other frame
 
-
     @property
     def num_frames(self) -> int:
         return len(self.pts)
@@ -224,6 +223,8 @@ def probe_video(data: bytes, max_pixels: int) -> VideoInfo:
         if cc is None:
             raise MediaError(Reason.UNDECODABLE, f"no decoder for stream codec in {fmt}")
         w, h = cc.width, cc.height
+        if w < 1 or h < 1:
+            raise MediaError(Reason.UNDECODABLE, f"{fmt}/{cc.name}: no frame size in the stream header")
         if w * h > max_pixels:
             raise MediaError(Reason.TOO_MANY_PIXELS, f"{w}x{h} frames > {max_pixels} pixels")
         sar = stream.sample_aspect_ratio or cc.sample_aspect_ratio
@@ -499,9 +500,12 @@ class PyAVSampler:
             cc = self._decoder(container, stream)
             cc.skip_frame = skip
             last_t = None
+            timed = bool(info.decode_pts) and info.decode_pts[0] is not None   # else: count frames
             for f in frames_of(container, stream, cc):
-                t = (f.pts - first_pts) * tb if f.pts is not None else (
-                    last_t + 1.0 / max(info.fps, 1e-6) if last_t is not None else 0.0)
+                if timed and f.pts is not None:
+                    t = (f.pts - first_pts) * tb
+                else:
+                    t = last_t + 1.0 / max(info.fps, 1e-6) if last_t is not None else 0.0
                 last_t = t
                 cur = (t, f)
                 while k < n and tgt[k] <= t:
