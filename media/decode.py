@@ -28,6 +28,12 @@ Videos
        A file decord cannot read falls back to PyAV.
      `backend: auto` picks decord on a GPU and PyAV otherwise (PyAV's exact sampler is the
      faster CPU path: python -m bench.decode).
+     GPU workers: PyPI's decord wheel is CPU-only. NVDEC decoding needs decord built from
+     source with CUDA (`cmake .. -DUSE_CUDA=ON`, against FFmpeg 4.x development headers,
+     the CUDA toolkit and the NVIDIA Video Codec SDK headers; at run time libnvcuvid from
+     the driver, i.e. NVIDIA_DRIVER_CAPABILITIES including `video` in containers).
+     `decord_gpu_available()` checks a device through libcuda and opens a tiny clip with
+     `decord.gpu(0)`; anything short of that falls back to PyAV on the CPU.
 Images
   `decode_image`: Pillow, first frame of animations (GIF, WebP), EXIF orientation applied,
   converted to RGB (transparency composited on white, as Keye's processor does; 16-bit
