@@ -25,7 +25,7 @@ from tests import media_util as mu
 OVERRIDES = ["text.min_chars=3", "text.max_chars=5000", "validate.max_field_chars=20000",
              "validate.max_media_per_row=3", "validate.max_messages=6", "media.max_bytes=5000",
              "tokens.max_total_tokens=300", "ingest.max_row_bytes=60000", "text.min_words_for_repetition=20",
-             "media.decode.timeout_s=5", "media.decode.max_video_pixels=20000", "media.decode.max_duration_s=20",
+             "media.decode.timeout_s=3", "media.decode.max_video_pixels=20000", "media.decode.max_duration_s=20",
              "media.quality.max_scene_changes_per_min=100"]
 
 
