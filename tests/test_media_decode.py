@@ -247,10 +247,14 @@ def test_broken_images(mc):
 
 
 # --- backends --------------------------------------------------------------------------------
-def test_auto_backend_is_pyav_without_a_gpu():
-    assert not decord_gpu_available()
-    assert isinstance(make_sampler("auto", 2), PyAVSampler)
-    assert isinstance(make_sampler("decord", 2), DecordSampler) and not make_sampler("decord", 2).gpu
+def test_auto_backend_is_gpu_decord_or_pyav():
+    """Here (PyPI decord, no GPU) auto is PyAV; with a CUDA build of decord and a GPU, decord.gpu."""
+    auto, forced = make_sampler("auto", 2), make_sampler("decord", 2)
+    assert isinstance(forced, DecordSampler)
+    if decord_gpu_available():
+        assert isinstance(auto, DecordSampler) and auto.gpu and forced.gpu
+    else:
+        assert isinstance(auto, PyAVSampler) and not forced.gpu
 
 
 def test_decord_backend_agrees_with_pyav(mc):
