@@ -23,7 +23,7 @@ def plain_loop(cfg, out_dir: str) -> dict:
     from filters.tokens import TokenAccounting
     from ingest.readers import read_file
     from ingest.validate import ValidateRows
-    from media.fetch import MediaFetch
+    from filters.media import MediaFilter
     from pipelines.ingest import ExpandInputs
     from filters.base import reject_sample
     from schemas.reasons import Reason, Stage
@@ -31,7 +31,7 @@ def plain_loop(cfg, out_dir: str) -> dict:
     from schemas.sample import SAMPLE_SCHEMA
     from shards.writer import atomic_write, cut, parquet_writer, payload_bytes, shard_name, wds_writer
 
-    steps = [ValidateRows(cfg), TextFilter(cfg), MediaFetch(cfg)]
+    steps = [ValidateRows(cfg), TextFilter(cfg), MediaFilter(cfg)]
     tokens = TokenAccounting(cfg)
     for s in steps + [tokens]:
         s.setup()

@@ -1,7 +1,7 @@
 """The per-row step contract every simple stage follows (datatrove's small step, typed).
 
 A step is a plain object: `setup()` loads what it needs once per worker (a tokenizer, a
-model); calling it with a `Sample` returns the sample (scores added, text normalised...)
+model; an optional `teardown()` releases it); calling it with a `Sample` returns the sample (scores added, text normalised...)
 or a `Rejected` row saying why not. Steps never raise on bad data. `pipelines.common.
 ApplyStep` runs any step as a Beam stage with counters; tests call steps directly.
 """

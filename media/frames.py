@@ -1,9 +1,19 @@
 """Decoded pixels of a media item, for every stage that looks at images or frames.
 
-Contract with the media stage: after it runs, `MediaItem.members` lists, in order, the
-WebDataset members holding the item's visual content: one image for an image item, the
-sampled frames (JPEG, one per `frame_timestamps` entry) for a video item. Scoring, pHash and
-embedding stages call `item_frames` and never decode containers themselves.
+Contract with the media stage (filters/media.py). After it runs, for item `i` of row `KEY`:
+  - `MediaItem.members` lists, in order, the WebDataset members with the item's visual
+    content. With `media.output.keep: frames` or `both` (the default is frames):
+      image: one member, the image at the size the model sees it (`width` x `height`),
+             `KEY.i.000.jpg` (`.png` when the source format is lossless);
+      video: the sampled frames as JPEG, `KEY.i.NNN.jpg`, one per `frame_timestamps` entry,
+             in that order; slow frames are `width` x `height`, fast frames (slow_fast mode,
+             `frame_types` 1) `fast_width` x `fast_height`.
+    With `keep: original`: one member, the source bytes `KEY.i.<ext>`, for videos as well.
+  - `MediaItem.source_member` names the member with the source bytes when they were kept
+    (`original`, `both`), else None.
+  - `Sample.blobs` holds those members' bytes, keyed by member name.
+Scoring, pHash and embedding stages call `item_frames` and never decode containers
+themselves; it gives the same frames whichever way they were stored.
 """
 from __future__ import annotations
 
@@ -13,7 +23,7 @@ import numpy as np
 
 from schemas.sample import Sample
 
-VIDEO_SUFFIXES = (".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v", ".mpg", ".mpeg", ".ts")
+VIDEO_SUFFIXES = (".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v", ".mpg", ".mpeg", ".ts", ".gif", ".flv")
 
 
 def decode_image(data: bytes) -> np.ndarray:
@@ -27,11 +37,25 @@ def decode_image(data: bytes) -> np.ndarray:
 
 
 def item_frames(sample: Sample, index: int) -> list[np.ndarray]:
-    """The item's images (one) or sampled frames (many), decoded to RGB arrays."""
+    """The item's image (one) or sampled frames (many), decoded to RGB arrays.
+
+    Frames stored as image members are decoded; a video kept only as its source bytes is
+    decoded at its `frame_timestamps` (exact frame access), each frame scaled to its
+    type's size, so the result matches what `keep: frames` would have stored (up to JPEG).
+    """
     item = sample.media[index]
+    if item.kind == "video" and len(item.members) == 1 and item.members[0] == item.source_member:
+        from media.decode import frames_at, resize_rgb
+
+        if not item.frame_timestamps:
+            raise ValueError(f"{sample.id}: media[{index}] has no sampled frames; run the media stage first")
+        frames = frames_at(sample.blobs[item.members[0]], item.frame_timestamps, (item.height, item.width))
+        fast = (item.fast_height, item.fast_width)
+        return [resize_rgb(f, fast) if t == 1 and item.fast_height else f
+                for f, t in zip(frames, item.frame_types or [0] * len(frames))]
     frames = []
     for name in item.members:
-        if name.lower().endswith(VIDEO_SUFFIXES):
+        if item.kind == "video" and name.lower().endswith(VIDEO_SUFFIXES):
             raise ValueError(f"{sample.id}: media[{index}] is an undecoded video ({name}); "
                              "frames come from the media stage's decoder")
         frames.append(decode_image(sample.blobs[name]))

@@ -55,6 +55,11 @@ class _StepDoFn(beam.DoFn):
     def setup(self) -> None:
         self.step.setup()
 
+    def teardown(self) -> None:
+        teardown = getattr(self.step, "teardown", None)
+        if teardown is not None:
+            teardown()
+
     def process(self, element):
         try:
             out = self.step(element)

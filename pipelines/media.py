@@ -1,11 +1,24 @@
-"""Media stage: fetch media bytes and hash them (media/fetch.py)."""
+"""Media stage: fetch, decode, Keye-VL frame sampling, visual tokens, media quality.
+
+One composite transform between validation/text and the later stages. The rows are
+reshuffled first (cheap: media bytes are fetched after it, except archive members that came
+inline), so the expensive decode work spreads across workers instead of following input
+files; the step (filters/media.py) runs each item in an isolated decode worker
+(media/worker.py). Counters: `media/kept`, `media/rejected/<reason>` (pipelines.common) and
+`media/frames_sampled`, `media/backend/<name>`, `media/<phase>_ms` distributions. Resource
+hints from `media.resources` (e.g. `accelerator` for GPU workers on Dataflow) apply to this
+stage only.
+"""
 from __future__ import annotations
 
-from media.fetch import MediaFetch
+from typing import Optional
+
+from filters.media import MediaFilter
 from pipelines.common import ApplyStep
 from schemas.config import Config
 
 
 class Media(ApplyStep):
-    def __init__(self, cfg: Config) -> None:
-        super().__init__(MediaFetch(cfg))
+    def __init__(self, cfg: Config, fixed_frames: Optional[int] = None) -> None:
+        super().__init__(MediaFilter(cfg, fixed_frames=fixed_frames), reshuffle=True,
+                         hints=cfg.media.resources.hints())

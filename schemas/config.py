@@ -64,9 +64,135 @@ class TextConfig:
     min_words_for_repetition: int
 
 
+def _check(ok: bool, key: str, rule: str, value: Any) -> None:
+    if not ok:
+        raise ConfigError(f"{key}: must be {rule}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class DecodeConfig:
+    backend: Literal["auto", "pyav", "decord"]
+    isolation: Literal["subprocess", "in_process"]
+    workers: int
+    threads: int
+    timeout_s: float
+    frame_access: Literal["exact", "reference", "keyframe"]
+    max_image_pixels: int
+    max_video_pixels: int
+    max_duration_s: float
+
+    def __post_init__(self) -> None:
+        k = "media.decode."
+        _check(self.workers >= 1, k + "workers", ">= 1", self.workers)
+        _check(self.threads >= 0, k + "threads", ">= 0", self.threads)
+        _check(self.timeout_s > 0, k + "timeout_s", "> 0", self.timeout_s)
+        for name in ("max_image_pixels", "max_video_pixels", "max_duration_s"):
+            _check(getattr(self, name) > 0, k + name, "> 0", getattr(self, name))
+
+
+@dataclass(frozen=True)
+class SlowFastConfig:
+    frame_similarity: float
+    patch_similarity: float
+    fast_token_ratio: float
+    similarity_max_tokens: int
+
+    def __post_init__(self) -> None:
+        k = "media.sampling.slow_fast."
+        for name in ("frame_similarity", "patch_similarity"):
+            _check(0.0 <= getattr(self, name) <= 1.0, k + name, "in [0, 1]", getattr(self, name))
+        _check(0.0 < self.fast_token_ratio <= 1.0, k + "fast_token_ratio", "in (0, 1]", self.fast_token_ratio)
+        _check(self.similarity_max_tokens >= 1, k + "similarity_max_tokens", ">= 1", self.similarity_max_tokens)
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    mode: Literal["keye_preview", "slow_fast", "fixed"]
+    patch_size: int
+    fps: float
+    min_frames: int
+    max_frames: int
+    frame_factor: int
+    frame_min_tokens: int
+    frame_max_tokens: int
+    video_max_tokens: int
+    image_min_tokens: int
+    image_max_tokens: int
+    max_aspect_ratio: float
+    fixed_frames: int
+    fixed_frame_counts: list[int]
+    slow_fast: SlowFastConfig
+
+    def __post_init__(self) -> None:
+        k = "media.sampling."
+        _check(self.patch_size >= 1, k + "patch_size", ">= 1", self.patch_size)
+        _check(self.fps > 0, k + "fps", "> 0", self.fps)
+        _check(self.frame_factor >= 1, k + "frame_factor", ">= 1", self.frame_factor)
+        _check(1 <= self.min_frames <= self.max_frames, k + "min_frames", "in [1, max_frames]", self.min_frames)
+        _check(1 <= self.frame_min_tokens <= self.frame_max_tokens, k + "frame_min_tokens",
+               "in [1, frame_max_tokens]", self.frame_min_tokens)
+        _check(1 <= self.image_min_tokens <= self.image_max_tokens, k + "image_min_tokens",
+               "in [1, image_max_tokens]", self.image_min_tokens)
+        # the budget must hold at least frame_factor frames of the smallest size
+        _check(self.video_max_tokens >= self.frame_factor * self.frame_min_tokens, k + "video_max_tokens",
+               ">= frame_factor * frame_min_tokens", self.video_max_tokens)
+        _check(self.max_aspect_ratio >= 1, k + "max_aspect_ratio", ">= 1", self.max_aspect_ratio)
+        for key, n in [("fixed_frames", self.fixed_frames)] + [
+                (f"fixed_frame_counts[{i}]", c) for i, c in enumerate(self.fixed_frame_counts)]:
+            _check(n >= 1 and n * self.frame_min_tokens <= self.video_max_tokens, k + key,
+                   ">= 1 and fit the video budget (n * frame_min_tokens <= video_max_tokens)", n)
+
+
+@dataclass(frozen=True)
+class MediaOutputConfig:
+    keep: Literal["frames", "original", "both"]
+    jpeg_quality: int
+
+    def __post_init__(self) -> None:
+        _check(1 <= self.jpeg_quality <= 100, "media.output.jpeg_quality", "in [1, 100]", self.jpeg_quality)
+
+
+@dataclass(frozen=True)
+class MediaQualityConfig:
+    analysis_short_side: int
+    min_side_px: int
+    min_duration_s: float
+    min_brightness: float
+    max_brightness: float
+    min_sharpness: float
+    min_motion: float
+    scene_cut_distance: float
+    max_scene_changes_per_min: float
+
+    def __post_init__(self) -> None:
+        k = "media.quality."
+        _check(self.analysis_short_side >= 8, k + "analysis_short_side", ">= 8", self.analysis_short_side)
+        _check(0.0 <= self.min_brightness <= self.max_brightness <= 1.0, k + "min_brightness",
+               "in [0, max_brightness] with max_brightness <= 1", self.min_brightness)
+        _check(0.0 < self.scene_cut_distance <= 1.0, k + "scene_cut_distance", "in (0, 1]",
+               self.scene_cut_distance)
+        for name in ("min_side_px", "min_duration_s", "min_sharpness", "min_motion", "max_scene_changes_per_min"):
+            _check(getattr(self, name) >= 0, k + name, ">= 0", getattr(self, name))
+
+
+@dataclass(frozen=True)
+class MediaResourcesConfig:
+    accelerator: Optional[str]
+    min_ram: Optional[str]
+
+    def hints(self) -> dict[str, str]:
+        """Beam resource hints for the media stage (only those set)."""
+        return {k: v for k, v in (("accelerator", self.accelerator), ("min_ram", self.min_ram)) if v}
+
+
 @dataclass(frozen=True)
 class MediaConfig:
     max_bytes: int
+    decode: DecodeConfig
+    sampling: SamplingConfig
+    output: MediaOutputConfig
+    quality: MediaQualityConfig
+    resources: MediaResourcesConfig
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ class Stage(str, enum.Enum):
     INGEST = "ingest"          # reading files into raw rows
     VALIDATE = "validate"      # structural checks and normalisation into a Sample
     TEXT = "text"              # text normalisation, stats and text filters
-    MEDIA = "media"            # fetching media bytes (decoding lands here too)
+    MEDIA = "media"            # fetching, decoding, frame sampling, visual tokens, media quality
     EXACT_DEDUPE = "exact_dedupe"
     TOKENS = "tokens"          # exact token accounting and sequence-length bounds
 
@@ -49,6 +49,25 @@ class Reason(str, enum.Enum):
     MISSING_MEDIA = "missing_media"
     EMPTY_MEDIA = "empty_media"
     MEDIA_TOO_LARGE = "media_too_large"
+    # media: decoding (robustness)
+    NOT_A_VIDEO = "not_a_video"
+    NOT_AN_IMAGE = "not_an_image"
+    NO_VIDEO_STREAM = "no_video_stream"
+    TRUNCATED_MEDIA = "truncated_media"
+    UNDECODABLE = "undecodable"
+    TOO_MANY_PIXELS = "too_many_pixels"
+    VIDEO_TOO_LONG = "video_too_long"
+    DECODE_TIMEOUT = "decode_timeout"
+    DECODER_CRASHED = "decoder_crashed"
+    # media: quality (stats are stored first, then judged against media.quality)
+    ASPECT_RATIO = "aspect_ratio"
+    TOO_SMALL = "too_small"
+    TOO_SHORT = "too_short"
+    TOO_DARK = "too_dark"
+    TOO_BRIGHT = "too_bright"
+    BLURRY = "blurry"
+    STATIC = "static"
+    TOO_MANY_SCENE_CHANGES = "too_many_scene_changes"
     # dedupe
     EXACT_DUPLICATE = "exact_duplicate"
     # tokens
@@ -82,6 +101,23 @@ REASON_DOCS: dict[Reason, str] = {
     Reason.MISSING_MEDIA: "a referenced media file does not exist",
     Reason.EMPTY_MEDIA: "a referenced media file has zero bytes",
     Reason.MEDIA_TOO_LARGE: "a media file is larger than media.max_bytes",
+    Reason.NOT_A_VIDEO: "a video item's bytes are no media container FFmpeg knows, or a single still image",
+    Reason.NOT_AN_IMAGE: "an image item's bytes are no image format Pillow knows",
+    Reason.NO_VIDEO_STREAM: "the container holds no video stream (audio only, subtitles, cover art only)",
+    Reason.TRUNCATED_MEDIA: "the file ends before its container (or image data) says it does: a cut download",
+    Reason.UNDECODABLE: "container and stream are recognised but the frames cannot be decoded",
+    Reason.TOO_MANY_PIXELS: "a frame or image has more pixels than media.decode.max_video_pixels / max_image_pixels",
+    Reason.VIDEO_TOO_LONG: "the video is longer than media.decode.max_duration_s",
+    Reason.DECODE_TIMEOUT: "decoding one item took longer than media.decode.timeout_s; the decoder was killed",
+    Reason.DECODER_CRASHED: "the decoder process died (segfault, abort, out of memory) on this item",
+    Reason.ASPECT_RATIO: "long side / short side above media.sampling.max_aspect_ratio (Keye: 200)",
+    Reason.TOO_SMALL: "the short side is below media.quality.min_side_px",
+    Reason.TOO_SHORT: "a video is shorter than media.quality.min_duration_s",
+    Reason.TOO_DARK: "mean brightness of the sampled frames is below media.quality.min_brightness",
+    Reason.TOO_BRIGHT: "mean brightness of the sampled frames is above media.quality.max_brightness",
+    Reason.BLURRY: "median Laplacian variance of the sampled frames is below media.quality.min_sharpness",
+    Reason.STATIC: "mean difference between consecutive sampled frames is below media.quality.min_motion",
+    Reason.TOO_MANY_SCENE_CHANGES: "scene changes per minute above media.quality.max_scene_changes_per_min",
     Reason.EXACT_DUPLICATE: "same normalised text and media bytes as the row in dup_of",
     Reason.TOO_MANY_TOKENS: "text plus visual tokens exceed tokens.max_total_tokens",
     Reason.STEP_ERROR: "the stage raised on this row; detail holds the exception and where it was raised",

@@ -19,7 +19,7 @@ from typing import Any, Optional
 
 import pyarrow as pa
 
-from schemas.scores import SCORE_NAMES
+from schemas.scores import MEDIA_STAT_NAMES, SCORE_NAMES
 
 TASKS = ("caption", "ocr", "vqa", "grounding", "interleaved", "video", "text", "cold_start")
 MODES = ("think", "no_think", "auto_think", "agentic_think")
@@ -58,8 +58,12 @@ class MediaItem:
     fps: Optional[float] = None                 # native average frame rate
     frame_timestamps: list[float] = field(default_factory=list)  # seconds, of sampled frames
     frame_types: list[int] = field(default_factory=list)         # 0 = slow, 1 = fast
-    visual_tokens: int = 0
+    visual_tokens: int = 0                      # exactly sum over frames of (h/28)*(w/28); images: one frame
     members: list[str] = field(default_factory=list)             # WebDataset members, e.g. "KEY.0.jpg"
+    # Set by the media stage (media/frames.py documents the member layout):
+    codec: Optional[str] = None                 # decoder name: h264, hevc, vp9, av1, jpeg, png, ...
+    source_member: Optional[str] = None         # member holding the original bytes, when they are kept
+    stats: dict[str, Optional[float]] = field(default_factory=dict)  # schemas.scores.MEDIA_STAT_DOCS
 
 
 @dataclass
@@ -117,6 +121,11 @@ class Sample:
         d.pop("blobs")
         d.pop("embeddings")
         d["scores"] = {name: self.scores.get(name) for name in SCORE_NAMES}
+        for item in d["media"]:
+            unknown = set(item["stats"]) - set(MEDIA_STAT_NAMES)
+            if unknown:
+                raise KeyError(f"unregistered media stats {sorted(unknown)}: add them to schemas/scores.py")
+            item["stats"] = {name: item["stats"].get(name) for name in MEDIA_STAT_NAMES}
         return d
 
     @classmethod
@@ -127,7 +136,9 @@ class Sample:
                     content=[ContentPart(**p) for p in m["content"]])
             for m in row["messages"]
         ]
-        media = [MediaItem(**mi) for mi in row.get("media") or []]
+        media = [MediaItem(**{**mi, "stats": {k: v for k, v in (mi.get("stats") or {}).items()
+                                              if v is not None}})
+                 for mi in row.get("media") or []]
         prov = row.get("provenance") or {}
         provenance = Provenance(
             pipeline_version=prov.get("pipeline_version", ""),
@@ -188,6 +199,9 @@ MEDIA_ITEM_TYPE = pa.struct([
     ("frame_types", pa.list_(pa.int8())),
     ("visual_tokens", pa.int64()),
     ("members", pa.list_(pa.string())),
+    ("codec", pa.string()),
+    ("source_member", pa.string()),
+    ("stats", pa.struct([(name, pa.float64()) for name in MEDIA_STAT_NAMES])),
 ])
 CAPTIONER_TYPE = pa.struct([
     ("captioner_id", pa.string()),

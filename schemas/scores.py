@@ -17,6 +17,34 @@ SCORE_DOCS: dict[str, str] = {
     "text_dup_ngram_ratio": "share of word n-grams (text.repetition_ngram) that repeat an earlier one",
     "text_dup_line_ratio": "share of non-empty lines that repeat an earlier line",
     "text_changed_by_normalisation": "1.0 if normalisation changed any text, else 0.0",
+    # media stage (filters/media.py): row aggregates of the per-item stats below; null when
+    # no item of the row has the stat (a text row, or no video for the video-only ones)
+    "media_min_duration_s": "duration in seconds of the row's shortest video",
+    "media_min_side_px": "short side in pixels of the row's smallest image or video (as displayed)",
+    "media_max_aspect_ratio": "largest long side / short side of the row's images and videos",
+    "media_min_brightness": "lowest item brightness (mean luma in [0, 1] of its frames)",
+    "media_max_brightness": "highest item brightness (mean luma in [0, 1] of its frames)",
+    "media_min_sharpness": "lowest item sharpness (median Laplacian variance of its frames)",
+    "media_min_motion": "lowest video motion (mean abs difference of consecutive sampled frames, [0, 1])",
+    "media_scene_changes": "scene changes summed over the row's videos",
+    "media_max_timestamp_error_s": "largest distance between a sampled frame and the time the sampler asked for",
 }
 
 SCORE_NAMES: tuple[str, ...] = tuple(SCORE_DOCS)
+
+# Per media item stats (`MediaItem.stats`, an Arrow struct of nullable float64 like scores).
+# Measured on "analysis frames": each sampled frame (or the image, at the size the model
+# sees) scaled so that its short side is media.quality.analysis_short_side pixels, or the
+# source's short side when smaller (never upscaled), so values compare across resolutions. Duration and size are MediaItem fields, not repeated here.
+MEDIA_STAT_DOCS: dict[str, str] = {
+    "aspect_ratio": "long side / short side, as displayed (rotation and pixel aspect applied)",
+    "brightness": "mean luma of the analysis frames, in [0, 1]",
+    "sharpness": "median over frames of the variance of the 3x3 Laplacian of the analysis frame's luma",
+    "motion": "mean abs luma difference of consecutive sampled frames, in [0, 1] (videos of 2+ frames)",
+    "scene_changes": "consecutive sampled frames whose HSV histograms differ by more than "
+                     "media.quality.scene_cut_distance (total variation)",
+    "timestamp_error_s": "largest |frame time - asked time| over the sampled frames",
+    "decode_errors": "packets the decoder reported as broken (concealed frames may still be kept)",
+}
+
+MEDIA_STAT_NAMES: tuple[str, ...] = tuple(MEDIA_STAT_DOCS)

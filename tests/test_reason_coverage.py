@@ -7,20 +7,85 @@ must add up. A new Reason without a planted row here fails `test_every_reason_is
 import gzip
 import io
 import json
+import os
 import tarfile
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from filters.media import FAULT_ENV, FAULT_PREFIX
 from pipelines.curate import build_curate
 from pipelines.launch import run
 from schemas.reasons import Reason, Stage
 from schemas.sample import sample_id
+from tests import media_util as mu
 
 OVERRIDES = ["text.min_chars=3", "text.max_chars=5000", "validate.max_field_chars=20000",
              "validate.max_media_per_row=3", "validate.max_messages=6", "media.max_bytes=5000",
-             "tokens.max_total_tokens=300", "ingest.max_row_bytes=60000", "text.min_words_for_repetition=20"]
+             "tokens.max_total_tokens=300", "ingest.max_row_bytes=60000", "text.min_words_for_repetition=20",
+             "media.decode.timeout_s=3", "media.decode.max_video_pixels=20000", "media.decode.max_duration_s=20",
+             "media.quality.max_scene_changes_per_min=100"]
+
+
+def _png(h, w, seed=0):
+    return mu.image_bytes(np.clip(128 + mu.texture(h, w, seed), 0, 255).astype(np.uint8).repeat(3).reshape(h, w, 3))
+
+
+def _clip(fn, n=20, h=48, w=64, fps=10):
+    """A small video (a few KB): n frames of fn(i), 64x48 by default."""
+    return mu.encode_video([fn(i, h, w) for i in range(n)], "h264_mp4", fps,
+                           options={"crf": "30", "preset": "veryfast"})
+
+
+def _moving(i, h, w, level=120):
+    return np.clip(level + np.roll(mu.texture(h, w), 4 * i, axis=1), 0, 255).astype(np.uint8).repeat(3).reshape(h, w, 3)
+
+
+def _scenes(i, h, w):
+    rng = np.random.default_rng(i // 3)
+    cells = np.kron(rng.integers(0, 2, (h // 8 + 1, w // 8 + 1)), np.ones((8, 8)))[:h, :w].astype(bool)
+    a, b = ([230, 30, 30], [30, 30, 230]) if (i // 3) % 2 else ([225, 225, 225], [25, 25, 25])
+    return np.where(cells[..., None], np.array(a), np.array(b)).astype(np.uint8)
+
+
+def plant_media(media):
+    """Media files for the media-stage reasons: {file name: bytes}."""
+    import cv2
+
+    good = _clip(_moving)
+    files = {
+        "text.mp4": b"these are subtitles, not a video\n" * 10,
+        "text.jpg": b"these are not pixels\n" * 10,
+        "audio.m4a": mu.audio_only(0.3),
+        "cut.mp4": good[: len(good) // 2],
+        "zeroed.mp4": mu.zero_payload(good),
+        "huge.mp4": _clip(_moving, n=4, h=128, w=176),
+        "long.mp4": _clip(_moving, n=25, fps=1),
+        "hang.mp4": FAULT_PREFIX + b"hang",
+        "crash.mp4": FAULT_PREFIX + b"abort",
+        "strip.png": mu.image_bytes(np.full((1, 250, 3), 128, np.uint8)),
+        "small.png": _png(20, 20),
+        "short.mp4": _clip(_moving, n=5),
+        "dark.mp4": _clip(lambda i, h, w: (_moving(i, h, w) // 40).astype(np.uint8)),
+        "bright.mp4": _clip(lambda i, h, w: (255 - _moving(i, h, w) // 40).astype(np.uint8)),
+        "static.mp4": _clip(lambda i, h, w: _moving(0, h, w)),
+        "blurry.mp4": _clip(lambda i, h, w: cv2.GaussianBlur(_moving(i, h, w), (0, 0), 4)),
+        "cuts.mp4": _clip(_scenes, n=12),
+    }
+    for name, data in files.items():
+        assert 0 < len(data) <= 5000, (name, len(data))     # under media.max_bytes
+        (media / name).write_bytes(data)
+    return [("video", "text.mp4", Reason.NOT_A_VIDEO), ("image", "text.jpg", Reason.NOT_AN_IMAGE),
+            ("video", "audio.m4a", Reason.NO_VIDEO_STREAM), ("video", "cut.mp4", Reason.TRUNCATED_MEDIA),
+            ("video", "zeroed.mp4", Reason.UNDECODABLE), ("video", "huge.mp4", Reason.TOO_MANY_PIXELS),
+            ("video", "long.mp4", Reason.VIDEO_TOO_LONG), ("video", "hang.mp4", Reason.DECODE_TIMEOUT),
+            ("video", "crash.mp4", Reason.DECODER_CRASHED), ("image", "strip.png", Reason.ASPECT_RATIO),
+            ("image", "small.png", Reason.TOO_SMALL), ("video", "short.mp4", Reason.TOO_SHORT),
+            ("video", "dark.mp4", Reason.TOO_DARK), ("video", "bright.mp4", Reason.TOO_BRIGHT),
+            ("video", "static.mp4", Reason.STATIC), ("video", "blurry.mp4", Reason.BLURRY),
+            ("video", "cuts.mp4", Reason.TOO_MANY_SCENE_CHANGES)]
 
 
 def _words(n, seed):
@@ -46,8 +111,8 @@ def plant(root):
     m, media = root / "in", root / "media"
     m.mkdir()
     media.mkdir()
-    (media / "ok.png").write_bytes(b"\x89PNG fake but fetchable" * 3)
-    (media / "dup.png").write_bytes(b"\x89PNG fake but fetchable" * 3)   # same bytes, other name
+    (media / "ok.png").write_bytes(_png(48, 48))
+    (media / "dup.png").write_bytes(_png(48, 48))   # same bytes, other name
     (media / "empty.mp4").write_bytes(b"")
     (media / "big.jpg").write_bytes(b"J" * 6000)
     expect = {}
@@ -88,11 +153,15 @@ def plant(root):
     line({"video": "../media/empty.mp4", "caption": "empty"}, "media", Reason.EMPTY_MEDIA)
     line({"image": "../media/big.jpg", "caption": "too big"}, "media", Reason.MEDIA_TOO_LARGE)
     line({"text": _words(400, 2)}, "tokens", Reason.TOO_MANY_TOKENS)
+    for kind, name, reason in plant_media(media):
+        line({kind: f"../media/{name}", "caption": f"planted {name}"}, "media", reason)
     (m / "rows.jsonl").write_bytes(b"\n".join(lines) + b"\n")
 
     (m / "broken.parquet").write_bytes(b"PAR1 not really")
     expect["broken.parquet"] = ("ingest", Reason.MALFORMED_PARQUET)
-    (m / "cut.tar").write_bytes(_tar([("a.png", b"P" * 700), ("a.txt", b"a tar caption"),
+    tar_png = _png(32, 40, seed=3)
+    assert len(tar_png) <= 1024               # so that the cut below still falls inside b.png
+    (m / "cut.tar").write_bytes(_tar([("a.png", tar_png), ("a.txt", b"a tar caption"),
                                       ("b.png", b"Q" * 3000), ("b.txt", b"lost")], cut=4000))
     expect["cut.tar#b"] = ("ingest", Reason.TRUNCATED_ARCHIVE)
     (m / "bad.jsonl.gz").write_bytes(b"\x1f\x8b\x08\x00garbage")
@@ -109,7 +178,15 @@ def planted_run(tmp_path_factory):
     argv = ["--input", str(root / "in"), "--output", str(out), "--progress_s", "0"]
     for o in OVERRIDES:
         argv += ["--set", o]
-    manifest = run("curate", build_curate, argv)
+    before = os.environ.get(FAULT_ENV)
+    os.environ[FAULT_ENV] = "1"          # hang.mp4 / crash.mp4 misbehave inside the decode worker
+    try:
+        manifest = run("curate", build_curate, argv)
+    finally:
+        if before is None:
+            os.environ.pop(FAULT_ENV, None)
+        else:
+            os.environ[FAULT_ENV] = before
     rejected = pq.read_table(str(out / "rejected")).to_pylist()
     return expect, manifest, rejected
 

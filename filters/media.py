@@ -1,0 +1,236 @@
+"""The media stage as a step: fetch, decode, sample, resize, encode, measure, then decide.
+
+Like the text filters it computes stats first and stores them whether the row passes or not
+(`MediaItem.stats` per item, `scores.media_*` per row), so thresholds can be retuned from the
+Parquet output (kept and rejected rows) without decoding again. `frame_stats` measures,
+`item_verdict` judges one item against `media.quality`; the row is rejected with the first
+failing item's reason.
+
+Per item, in a decode worker (media/process.py, isolated by media/worker.py): the original
+bytes become, by `media.output.keep`,
+  frames   - video: the sampled frames as JPEG members KEY.<item>.<frame:03d>.jpg, one per
+             frame_timestamps entry; image: the resized image as KEY.<item>.000.jpg (.png when
+             the source format is lossless, so text in screenshots stays sharp);
+  original - the source bytes only, under KEY.<item>.<ext> (`source_member`);
+  both     - the frames, plus the source bytes under `source_member`.
+`MediaItem.members` lists the members holding the visual content (media/frames.py).
+"""
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+import numpy as np
+
+from filters.base import StepResult, reject_sample
+from media.fetch import MediaFetch
+from schemas.config import Config, MediaQualityConfig
+from schemas.reasons import Reason, Stage
+from schemas.sample import MediaItem, Sample
+
+FAULT_ENV = "KEYE_MEDIA_TEST_FAULTS"     # tests only: lets "KEYE-FAULT:<kind>" bytes misbehave in a worker
+FAULT_PREFIX = b"KEYE-FAULT:"
+
+
+# --- stats ------------------------------------------------------------------------------------
+def analysis_rgb(rgb: np.ndarray, short_side: int) -> np.ndarray:
+    """The frame scaled (area average) so its short side is short_side; never upscaled."""
+    import cv2
+
+    h, w = rgb.shape[:2]
+    s = short_side / min(h, w)
+    if s < 1.0:
+        rgb = cv2.resize(rgb, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+    return np.ascontiguousarray(rgb)
+
+
+def hsv_histogram(rgb: np.ndarray) -> np.ndarray:
+    """Normalised 16x4x4 HSV histogram (OpenCV ranges)."""
+    import cv2
+
+    hsv = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)
+    hist = cv2.calcHist([hsv], [0, 1, 2], None, [16, 4, 4], [0, 180, 0, 256, 0, 256]).ravel()
+    return hist / max(1.0, float(hist.sum()))
+
+
+def frame_stats(frames: list, qc: MediaQualityConfig, video: bool,
+                source_short_side: Optional[int] = None) -> dict[str, Optional[float]]:
+    """brightness, sharpness (and for videos motion, scene_changes) of RGB frames of one size,
+    measured on analysis frames: short side media.quality.analysis_short_side, or the
+    source's short side when that is smaller (a small source that smart_resize scaled up is
+    judged at its own resolution: upscaling is not blur)."""
+    import cv2
+
+    short = min(qc.analysis_short_side, source_short_side or qc.analysis_short_side)
+    small = [analysis_rgb(f, short) for f in frames]
+    grays = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in small]
+    stats: dict[str, Optional[float]] = {
+        "brightness": round(float(np.mean([g.mean() for g in grays])) / 255.0, 6),
+        "sharpness": round(float(np.median([cv2.Laplacian(g, cv2.CV_32F).var() for g in grays])), 6),
+    }
+    if video:
+        pairs = list(zip(grays, grays[1:]))
+        stats["motion"] = (round(float(np.mean([cv2.absdiff(a, b).mean() for a, b in pairs])) / 255.0, 6)
+                           if pairs else None)
+        hists = [hsv_histogram(f) for f in small]
+        stats["scene_changes"] = float(sum(0.5 * float(np.abs(a - b).sum()) > qc.scene_cut_distance
+                                           for a, b in zip(hists, hists[1:])))
+    return stats
+
+
+def item_verdict(item: MediaItem, cfg: Config) -> Optional[tuple[Reason, str]]:
+    """The reason this measured item fails media.quality (or the aspect-ratio rule), or None."""
+    q, st = cfg.media.quality, item.stats
+    if item.source_width and item.source_height:
+        short = min(item.source_width, item.source_height)
+        if short < q.min_side_px:
+            return Reason.TOO_SMALL, f"{item.source_width}x{item.source_height}: short side {short} < {q.min_side_px}"
+    ar = st.get("aspect_ratio")
+    if ar is not None and ar > cfg.media.sampling.max_aspect_ratio:
+        return Reason.ASPECT_RATIO, f"aspect ratio {ar:.1f} > {cfg.media.sampling.max_aspect_ratio:g}"
+    video = item.kind == "video"
+    if video and item.duration_s is not None and item.duration_s < q.min_duration_s:
+        return Reason.TOO_SHORT, f"{item.duration_s:.3f} s < {q.min_duration_s:g} s"
+    b = st.get("brightness")
+    if b is not None and b < q.min_brightness:
+        return Reason.TOO_DARK, f"brightness {b:.4f} < {q.min_brightness:g}"
+    if b is not None and b > q.max_brightness:
+        return Reason.TOO_BRIGHT, f"brightness {b:.4f} > {q.max_brightness:g}"
+    m = st.get("motion")
+    if video and m is not None and m < q.min_motion:
+        return Reason.STATIC, f"motion {m:.5f} < {q.min_motion:g}"
+    s = st.get("sharpness")
+    if s is not None and s < q.min_sharpness:
+        return Reason.BLURRY, f"sharpness {s:.3f} < {q.min_sharpness:g}"
+    sc = st.get("scene_changes")
+    if video and q.max_scene_changes_per_min > 0 and sc is not None and item.duration_s:
+        rate = sc / (item.duration_s / 60.0)
+        if rate > q.max_scene_changes_per_min:
+            return Reason.TOO_MANY_SCENE_CHANGES, (f"{sc:.0f} scene changes in {item.duration_s:.1f} s = "
+                                                   f"{rate:.1f}/min > {q.max_scene_changes_per_min:g}")
+    return None
+
+
+def row_scores(media: list[MediaItem]) -> dict[str, float]:
+    """Row aggregates of the items' stats (schemas/scores.py media_*); absent when no item has one."""
+    def pick(fn, values):
+        values = [v for v in values if v is not None]
+        return fn(values) if values else None
+
+    videos = [m for m in media if m.kind == "video"]
+    out = {
+        "media_min_duration_s": pick(min, [m.duration_s for m in videos]),
+        "media_min_side_px": pick(min, [min(m.source_width, m.source_height) for m in media
+                                        if m.source_width and m.source_height]),
+        "media_max_aspect_ratio": pick(max, [m.stats.get("aspect_ratio") for m in media]),
+        "media_min_brightness": pick(min, [m.stats.get("brightness") for m in media]),
+        "media_max_brightness": pick(max, [m.stats.get("brightness") for m in media]),
+        "media_min_sharpness": pick(min, [m.stats.get("sharpness") for m in media]),
+        "media_min_motion": pick(min, [m.stats.get("motion") for m in videos]),
+        "media_scene_changes": pick(sum, [m.stats.get("scene_changes") for m in videos]),
+        "media_max_timestamp_error_s": pick(max, [m.stats.get("timestamp_error_s") for m in videos]),
+    }
+    return {k: float(v) for k, v in out.items() if v is not None}
+
+
+# --- the step ---------------------------------------------------------------------------------
+class MediaFilter:
+    """fetch bytes -> decode/sample/resize/encode in a worker -> stats -> verdict."""
+
+    stage = Stage.MEDIA
+
+    def __init__(self, cfg: Config, fixed_frames: Optional[int] = None) -> None:
+        self.cfg = cfg
+        self.fixed_frames = fixed_frames
+        self.fetch = MediaFetch(cfg)
+        self.max_payload_bytes = cfg.ingest.max_payload_bytes
+        self._runner = None
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_runner"] = None          # worker processes stay with the process that made them
+        return state
+
+    def setup(self) -> None:
+        from media.worker import make_runner
+
+        if self._runner is None:
+            self._runner = make_runner(self.cfg.media.decode)
+
+    def teardown(self) -> None:
+        self._runner = None              # pools are shared per process and outlive one step
+
+    def __call__(self, sample: Sample) -> StepResult:
+        from media.process import ItemTask
+
+        fetched = self.fetch(sample)
+        if not isinstance(fetched, Sample) or not sample.media:
+            return fetched
+        if self._runner is None:
+            self.setup()
+        mc = self.cfg.media
+        keep = mc.output.keep
+        failure: Optional[tuple[Reason, str]] = None
+        for i, item in enumerate(sample.media):
+            source = item.members[0]
+            data = sample.blobs[source]
+            fault = None
+            if data.startswith(FAULT_PREFIX) and os.environ.get(FAULT_ENV) == "1":
+                fault = data[len(FAULT_PREFIX):].split(b"\n", 1)[0].decode("ascii", "replace")
+            task = ItemTask(kind=item.kind, data=data, cfg=mc, fixed_frames=self.fixed_frames,
+                            encode=keep != "original", fault=fault)
+            res = self._runner.run(task)
+            _record_metrics(res)
+            _apply(item, res)
+            if res.reason is None:
+                self._attach(sample, i, item, res, source, keep)
+            verdict = (Reason(res.reason), res.detail) if res.reason else item_verdict(item, self.cfg)
+            if verdict is not None and failure is None:
+                failure = (verdict[0], f"media[{i}] {item.uri}: {verdict[1]}")
+        sample.scores.update(row_scores(sample.media))
+        if failure is not None:
+            sample.blobs = {}
+            for item in sample.media:        # nothing is stored for a rejected row
+                item.members, item.source_member = [], None
+            return reject_sample(sample, self.stage, *failure, max_payload_bytes=self.max_payload_bytes)
+        return sample
+
+    @staticmethod
+    def _attach(sample: Sample, i: int, item: MediaItem, res, source: str, keep: str) -> None:
+        """Frames (or the resized image) as members; the source bytes kept or dropped."""
+        names = [f"{sample.id}.{i}.{j:03d}.{res.ext}" for j in range(len(res.encoded))]
+        for name, data in zip(names, res.encoded):
+            sample.blobs[name] = data
+        if keep == "frames":
+            sample.blobs.pop(source, None)
+            item.members, item.source_member = names, None
+        elif keep == "original":
+            item.members, item.source_member = [source], source
+        else:
+            item.members, item.source_member = names, source
+
+
+def _apply(item: MediaItem, res) -> None:
+    for name in ("codec", "source_width", "source_height", "width", "height", "fast_width", "fast_height",
+                 "duration_s", "fps", "visual_tokens"):
+        setattr(item, name, getattr(res, name))
+    item.frame_timestamps = list(res.frame_timestamps)
+    item.frame_types = list(res.frame_types)
+    item.stats = {k: (None if v is None else float(v)) for k, v in res.stats.items()}
+
+
+def _record_metrics(res) -> None:
+    """Beam Metrics (no-ops outside a pipeline): frames, decode/resize/encode time per item."""
+    try:
+        from apache_beam.metrics import Metrics
+    except ImportError:      # pragma: no cover
+        return
+    from pipelines.common import METRICS_NAMESPACE
+
+    Metrics.counter(METRICS_NAMESPACE, f"media/{res.kind}s").inc()
+    if res.frame_timestamps:
+        Metrics.counter(METRICS_NAMESPACE, "media/frames_sampled").inc(len(res.frame_timestamps))
+    if res.backend:
+        Metrics.counter(METRICS_NAMESPACE, f"media/backend/{res.backend}").inc()
+    for phase, seconds in res.timings.items():
+        Metrics.distribution(METRICS_NAMESPACE, f"media/{phase}_ms").update(int(seconds * 1000))
