@@ -160,6 +160,8 @@ class MediaQualityConfig:
     min_brightness: float
     max_brightness: float
     min_sharpness: float
+    sharpness_tile_px: int
+    sharpness_top_fraction: float
     min_motion: float
     scene_cut_distance: float
     max_scene_changes_per_min: float
@@ -171,6 +173,9 @@ class MediaQualityConfig:
                "in [0, max_brightness] with max_brightness <= 1", self.min_brightness)
         _check(0.0 < self.scene_cut_distance <= 1.0, k + "scene_cut_distance", "in (0, 1]",
                self.scene_cut_distance)
+        _check(self.sharpness_tile_px >= 8, k + "sharpness_tile_px", ">= 8", self.sharpness_tile_px)
+        _check(0.0 < self.sharpness_top_fraction <= 1.0, k + "sharpness_top_fraction", "in (0, 1]",
+               self.sharpness_top_fraction)
         for name in ("min_side_px", "min_duration_s", "min_sharpness", "min_motion", "max_scene_changes_per_min"):
             _check(getattr(self, name) >= 0, k + name, ">= 0", getattr(self, name))
 

@@ -24,7 +24,7 @@ SCORE_DOCS: dict[str, str] = {
     "media_max_aspect_ratio": "largest long side / short side of the row's images and videos",
     "media_min_brightness": "lowest item brightness (mean luma in [0, 1] of its frames)",
     "media_max_brightness": "highest item brightness (mean luma in [0, 1] of its frames)",
-    "media_min_sharpness": "lowest item sharpness (median Laplacian variance of its frames)",
+    "media_min_sharpness": "lowest item sharpness (Laplacian variance of the sharpest tiles, median over frames)",
     "media_min_motion": "lowest video motion (mean abs difference of consecutive sampled frames, [0, 1])",
     "media_scene_changes": "scene changes summed over the row's videos",
     "media_max_timestamp_error_s": "largest distance between a sampled frame and the time the sampler asked for",
@@ -39,7 +39,7 @@ SCORE_NAMES: tuple[str, ...] = tuple(SCORE_DOCS)
 MEDIA_STAT_DOCS: dict[str, str] = {
     "aspect_ratio": "long side / short side, as displayed (rotation and pixel aspect applied)",
     "brightness": "mean luma of the analysis frames, in [0, 1]",
-    "sharpness": "median over frames of the variance of the 3x3 Laplacian of the analysis frame's luma",
+    "sharpness": "median over frames of the Laplacian variance of the sharpest tiles of the analysis frame's luma",
     "motion": "mean abs luma difference of consecutive sampled frames, in [0, 1] (videos of 2+ frames)",
     "scene_changes": "consecutive sampled frames whose HSV histograms differ by more than "
                      "media.quality.scene_cut_distance (total variation)",

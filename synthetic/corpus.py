@@ -75,7 +75,7 @@ VIDEO_FPS = (15, 24, 25, 30)
 CURRENT_DETECTOR = {"ingest": "ingest", "validate": "validate", "text": "text", "media": "media_fetch",
                     "exact_dedupe": "exact_dedupe"}
 DECODE_REASON = {  # media_defect -> what the (future) decode stage rejects the row for
-    "truncated": "undecodable", "not_a_video": "not_a_video", "no_video_stream": "no_video_stream",
+    "truncated": "truncated_media", "not_a_video": "not_a_video", "no_video_stream": "no_video_stream",
     "dark": "too_dark", "static": "static", "blurry": "blurry", "too_short": "too_short",
     "single_frame": "too_short",
 }

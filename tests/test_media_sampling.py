@@ -219,7 +219,7 @@ def test_classify_frames_scene_cut(s):
     ("media.sampling.mode=slowfast", "must be one of"),
     ("media.decode.backend=ffmpeg", "must be one of"),
     ("media.output.jpeg_quality=0", "jpeg_quality"),
-    ("media.quality.min_brightness=0.99", "min_brightness"),
+    ("media.quality.min_brightness=0.995", "min_brightness"),
     ("media.decode.timeout_s=0", "timeout_s"),
 ])
 def test_media_recipe_is_validated_on_load(override, message):

@@ -162,7 +162,7 @@ def _blurred(i):
 
 @pytest.mark.parametrize("name, make, reason", [
     ("dark.mp4", lambda: video_of(_dark, 20), "too_dark"),
-    ("bright.mp4", lambda: video_of(lambda i: np.clip(index_frame(i).astype(int) + 190, 0, 255).astype(np.uint8), 20),
+    ("bright.mp4", lambda: video_of(lambda i: np.clip(index_frame(i).astype(int) + 252, 0, 255).astype(np.uint8), 20),
      "too_bright"),
     ("static.mp4", lambda: video_of(lambda i: index_frame(3), 20), "static"),
     ("blurry.mp4", lambda: video_of(_blurred, 20), "blurry"),
@@ -284,3 +284,20 @@ def test_pool_is_thread_safe_and_replaces_dead_workers():
         assert pool.run(ItemTask("video", good, mc), 60).reason is None
     finally:
         pool.close()
+
+
+def test_sharpness_ignores_flat_regions_but_not_blur():
+    """A small crisp shape in a big flat margin (slides, charts, logos) is sharp; blurring it is not."""
+    import cv2
+
+    from filters.media import sharpness
+
+    img = np.full((300, 96), 200, np.uint8)
+    img[220:240, 66:87] = 160                       # a small square in the right-hand margin
+    whole_frame = float(cv2.Laplacian(img, cv2.CV_32F).var())
+    sharp = sharpness(img, 32, 0.05)
+    blurred = sharpness(cv2.GaussianBlur(img, (0, 0), 4), 32, 0.05)
+    cfg = load_config().media.quality
+    assert whole_frame < cfg.min_sharpness < sharp   # the old whole-frame measure called this blurry
+    assert blurred < cfg.min_sharpness
+    assert sharpness(np.full((64, 64), 128, np.uint8), 32, 0.05) == 0.0

@@ -69,7 +69,7 @@ def plant_media(media):
         "small.png": _png(20, 20),
         "short.mp4": _clip(_moving, n=5),
         "dark.mp4": _clip(lambda i, h, w: (_moving(i, h, w) // 40).astype(np.uint8)),
-        "bright.mp4": _clip(lambda i, h, w: (255 - _moving(i, h, w) // 40).astype(np.uint8)),
+        "bright.mp4": _clip(lambda i, h, w: (255 - _moving(i, h, w) // 128).astype(np.uint8)),
         "static.mp4": _clip(lambda i, h, w: _moving(0, h, w)),
         "blurry.mp4": _clip(lambda i, h, w: cv2.GaussianBlur(_moving(i, h, w), (0, 0), 4)),
         "cuts.mp4": _clip(_scenes, n=12),

@@ -154,7 +154,7 @@ def test_every_planted_defect_is_present(corpus):
         "static", "dark", "blurry", "too_short", "single_frame", "truncated", "not_a_video",
         "no_video_stream", "missing", "empty"}
     assert {t["future"]["reason"] for t in truth if t["future"]} == {
-        "undecodable", "not_a_video", "no_video_stream", "too_dark", "static", "blurry", "too_short",
+        "truncated_media", "not_a_video", "no_video_stream", "too_dark", "static", "blurry", "too_short",
         "near_duplicate", "semantic_duplicate", "contaminated"}
     assert all(t["expect"] is None for t in truth if t["future"]), "future verdicts are for rows kept today"
     assert {t["near_dup_kind"] for t in truth} - {None} == {"text", "image", "video"}
