@@ -26,7 +26,7 @@ class TokenAccounting:
         if self._tok is None:
             self.setup()
         sample.text_tokens, sample.visual_tokens = count_tokens(
-            sample.messages, sample.media, self._tok, self.cfg.system_prompt)
+            sample.messages, sample.media, self._tok, self.cfg.system_prompt, self.cfg.chat_layout)
         total = sample.text_tokens + sample.visual_tokens
         if self.cfg.max_total_tokens and total > self.cfg.max_total_tokens:
             return reject_sample(sample, self.stage, Reason.TOO_MANY_TOKENS,

@@ -1,14 +1,20 @@
 """Keye-VL's chat layout, and the exact token accounting that follows from it.
 
-A sample is rendered the way Keye-VL's processor renders it: Qwen's `<|im_start|>role\\n...
-<|im_end|>\\n` turns, a default system turn when the row has none, each image as
-`<|vision_start|><|image_pad|><|vision_end|>` and each video as
-`<|vision_start|><|video_pad|><|vision_end|>`, with a single pad that the processor later
-expands to the item's visual tokens. An assistant's reasoning trace is rendered as
-`<think>\\n...\\n</think>\\n\\n` before its answer, as Keye's tokenizer template does.
+A sample is rendered the way Keye-VL's processor renders it: Qwen's `<|im_start|>role\n...
+<|im_end|>\n` turns, a default system turn when the row has none, each image as
+`<|vision_start|><|image_pad|><|vision_end|>`, and an assistant's reasoning trace as
+`<think>\n...\n</think>\n\n` before its answer, as Keye's tokenizer template does.
+Videos follow one of two layouts (`tokens.chat_layout`):
 
-Hence `text_tokens` = tokens of the rendered string minus one pad per media item, and
-`visual_tokens` = the sum of the items' visual tokens; their sum is the sequence length.
+- `keye_preview`: `<|vision_start|><|video_pad|><|vision_end|>`; time is carried by mRoPE.
+- `keye_1_5`: inside vision_start/end, per sampled frame `<|frame|>` + its timestamp as text
+  with one decimal, then the frame's pads, wrapped in `<|fast_start|>...<|fast_end|>` for fast
+  frames (KeyeVL1_5Processor's expansion, as in transformers' port).
+
+Pads are rendered once per image, video (preview) or frame (1.5); the processor later expands
+each to the item's (or frame's) visual tokens. Hence `text_tokens` = tokens of the rendered
+string minus those single pads, and `visual_tokens` = the sum of the items' visual tokens;
+their sum is the sequence length.
 """
 from __future__ import annotations
 
@@ -17,31 +23,55 @@ from typing import Optional, Sequence
 from keye.tokenizer import TokenCounter
 from schemas.sample import MediaItem, Message
 
-PLACEHOLDERS = {
-    "image": "<|vision_start|><|image_pad|><|vision_end|>",
-    "video": "<|vision_start|><|video_pad|><|vision_end|>",
-}
+LAYOUTS = ("keye_preview", "keye_1_5")
+IMAGE = "<|vision_start|><|image_pad|><|vision_end|>"
+VIDEO_PREVIEW = "<|vision_start|><|video_pad|><|vision_end|>"
+
+
+def media_placeholder(item: MediaItem, layout: str) -> tuple[str, int]:
+    """(text for one media item, number of single pads in it)."""
+    if item.kind == "image":
+        return IMAGE, 1
+    if layout == "keye_preview" or not item.frame_timestamps:
+        return VIDEO_PREVIEW, 1
+    types = item.frame_types or [0] * len(item.frame_timestamps)
+    frames = "".join(f"<|frame|>{ts:.1f}" + ("<|video_pad|>" if t == 0 else "<|fast_start|><|video_pad|><|fast_end|>")
+                     for ts, t in zip(item.frame_timestamps, types))
+    return f"<|vision_start|>{frames}<|vision_end|>", len(item.frame_timestamps)
 
 
 def render_chat(messages: Sequence[Message], media: Sequence[MediaItem],
-                system_prompt: Optional[str]) -> str:
-    """The sample as the model's text stream, one pad token per media item."""
-    out = []
+                system_prompt: Optional[str], layout: str = "keye_preview") -> str:
+    """The sample as the model's text stream, one pad token per image, video or frame."""
+    return _render(messages, media, system_prompt, layout)[0]
+
+
+def _render(messages, media, system_prompt, layout) -> tuple[str, int]:
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown chat layout {layout!r} ({', '.join(LAYOUTS)})")
+    out, pads = [], 0
     if system_prompt is not None and (not messages or messages[0].role != "system"):
         out.append(f"<|im_start|>system\n{system_prompt}<|im_end|>\n")
     for m in messages:
-        body = "".join((p.text or "") if p.type == "text" else PLACEHOLDERS[media[p.media_index].kind]
-                       for p in m.content)
+        body = []
+        for p in m.content:
+            if p.type == "text":
+                body.append(p.text or "")
+            else:
+                text, n = media_placeholder(media[p.media_index], layout)
+                body.append(text)
+                pads += n
+        text = "".join(body)
         if m.role == "assistant" and m.reasoning:
-            body = f"<think>\n{m.reasoning.strip(chr(10))}\n</think>\n\n{body.lstrip(chr(10))}"
-        out.append(f"<|im_start|>{m.role}\n{body}<|im_end|>\n")
-    return "".join(out)
+            text = f"<think>\n{m.reasoning.strip(chr(10))}\n</think>\n\n{text.lstrip(chr(10))}"
+        out.append(f"<|im_start|>{m.role}\n{text}<|im_end|>\n")
+    return "".join(out), pads
 
 
-def count_tokens(messages: Sequence[Message], media: Sequence[MediaItem],
-                 tokenizer: TokenCounter, system_prompt: Optional[str]) -> tuple[int, int]:
+def count_tokens(messages: Sequence[Message], media: Sequence[MediaItem], tokenizer: TokenCounter,
+                 system_prompt: Optional[str], layout: str = "keye_preview") -> tuple[int, int]:
     """(text_tokens, visual_tokens) of a sample, exactly as the trainer will see it."""
-    placeholders = sum(1 for m in messages for p in m.content if p.type != "text")
-    text_tokens = tokenizer.count(render_chat(messages, media, system_prompt)) - placeholders
+    rendered, pads = _render(messages, media, system_prompt, layout)
+    text_tokens = tokenizer.count(rendered) - pads
     visual_tokens = sum(item.visual_tokens for item in media)
     return text_tokens, visual_tokens

@@ -29,6 +29,11 @@ KEYE_SPECIAL_TOKENS: dict[str, int] = {
     "<|point_start|>": 151669, "<|point_end|>": 151670,
     "<|ocr_text_start|>": 151671, "<|ocr_text_end|>": 151672,
     "<|clip_time_start|>": 151673, "<|clip_time_end|>": 151674,
+    # Keye-VL 1.5 video layout tokens. Their ids are not published with a tokenizer we can
+    # read (keye.md section 9); we place them after the preview's and keep
+    # `<|fast_video_pad|>` at 151678 as the unofficial training code does. Token counts are
+    # exact either way: each is one added token.
+    "<|frame|>": 151675, "<|fast_start|>": 151676, "<|fast_end|>": 151677, "<|fast_video_pad|>": 151678,
 }
 # Qwen2/Qwen3 pre-tokenisation pattern (the same regex as Qwen2Tokenizer).
 QWEN_PAT_STR = (r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"""

@@ -213,6 +213,7 @@ class DedupeConfig:
 @dataclass(frozen=True)
 class TokensConfig:
     tokenizer: str
+    chat_layout: Literal["keye_preview", "keye_1_5"]
     system_prompt: Optional[str]
     max_total_tokens: int
 

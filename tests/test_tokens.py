@@ -70,3 +70,23 @@ def test_token_step_bounds_sequence_length():
     assert step(short).text_tokens > 0
     out = step(long)
     assert isinstance(out, Rejected) and out.reason == Reason.TOO_MANY_TOKENS.value
+
+
+def test_keye_1_5_video_layout_counts_frame_text():
+    from schemas.sample import MediaItem
+
+    tok = load_tokenizer()
+    s = normalize_row({"video": "v.mp4", "question": "What moves?", "answer": "A ball."}, ctx())
+    s.media[0] = MediaItem(kind="video", uri="v.mp4", frame_timestamps=[0.0, 0.5, 12.25],
+                           frame_types=[0, 1, 0], visual_tokens=300)
+    rendered = render_chat(s.messages, s.media, None, "keye_1_5")
+    assert ("<|vision_start|><|frame|>0.0<|video_pad|><|frame|>0.5<|fast_start|><|video_pad|><|fast_end|>"
+            "<|frame|>12.2<|video_pad|><|vision_end|>") in rendered      # format(ts, ".1f"), as the processor
+    text_15, visual = count_tokens(s.messages, s.media, tok, None, "keye_1_5")
+    text_preview, _ = count_tokens(s.messages, s.media, tok, None, "keye_preview")
+    assert visual == 300
+    assert text_15 == len(tok.encode(rendered)) - 3           # one pad per frame
+    # per frame: <|frame|> + digits; fast frames add two markers; the preview has none of it
+    frame_text = sum(1 + len(tok.encode(f"{t:.1f}")) for t in (0.0, 0.5, 12.25)) + 2
+    assert text_15 - text_preview == frame_text
+    assert tok.encode("<|frame|>") == [151675]
