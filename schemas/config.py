@@ -206,8 +206,127 @@ class ExactDedupeConfig:
 
 
 @dataclass(frozen=True)
+class NearDedupeConfig:
+    enabled: bool
+    tasks: list[str]
+    shingle: Literal["word", "char"]
+    ngram: int
+    lowercase: bool
+    min_words: int
+    num_perm: int
+    seed: int
+    threshold: float
+    false_positive_weight: float
+    false_negative_weight: float
+    verify: bool
+    max_bucket_size: int
+    cc_max_rounds: int
+    quality_score: str
+    batch_size: int
+
+    def __post_init__(self) -> None:
+        _check_range("dedupe.near.threshold", self.threshold, 0.0, 1.0, low_open=True)
+        _check_positive("dedupe.near", ngram=self.ngram, num_perm=self.num_perm,
+                        max_bucket_size=self.max_bucket_size, cc_max_rounds=self.cc_max_rounds,
+                        batch_size=self.batch_size)
+        if self.max_bucket_size < 2:
+            raise ConfigError("dedupe.near.max_bucket_size: must be at least 2")
+        _check_tasks("dedupe.near.tasks", self.tasks)
+        _check_score("dedupe.near.quality_score", self.quality_score)
+
+
+@dataclass(frozen=True)
+class SemanticDedupeConfig:
+    enabled: bool
+    embedding: Literal["perceptual", "clip_image"]
+    threshold: float
+    sample_size: int
+    target_cluster_size: int
+    max_cluster_size: int
+    kmeans_iters: int
+    seed: int
+    spill_margin: float
+    max_spill: int
+    cc_max_rounds: int
+    quality_score: str
+    batch_size: int
+
+    def __post_init__(self) -> None:
+        _check_range("dedupe.semantic.threshold", self.threshold, -1.0, 1.0)
+        _check_positive("dedupe.semantic", sample_size=self.sample_size,
+                        target_cluster_size=self.target_cluster_size, max_cluster_size=self.max_cluster_size,
+                        kmeans_iters=self.kmeans_iters, cc_max_rounds=self.cc_max_rounds,
+                        batch_size=self.batch_size)
+        _check_range("dedupe.semantic.spill_margin", self.spill_margin, 0.0, 2.0)
+        if self.max_spill < 0:
+            raise ConfigError("dedupe.semantic.max_spill: must be >= 0")
+        _check_score("dedupe.semantic.quality_score", self.quality_score)
+
+
+@dataclass(frozen=True)
 class DedupeConfig:
     exact: ExactDedupeConfig
+    near: NearDedupeConfig
+    semantic: SemanticDedupeConfig
+
+
+@dataclass(frozen=True)
+class BenchmarkConfig:
+    name: str                       # recorded in rejected rows' detail
+    path: str                       # file, folder or glob; format by extension (as inputs)
+
+
+@dataclass(frozen=True)
+class PhashDecontamConfig:
+    enabled: bool
+    threshold: float
+    num_perm: int
+    seed: int
+    false_positive_weight: float
+    false_negative_weight: float
+    skip_tasks: list[str]
+
+    def __post_init__(self) -> None:
+        _check_range("decontaminate.phash.threshold", self.threshold, 0.0, 1.0, low_open=True)
+        _check_positive("decontaminate.phash", num_perm=self.num_perm)
+        _check_tasks("decontaminate.phash.skip_tasks", self.skip_tasks)
+
+
+@dataclass(frozen=True)
+class ClipDecontamConfig:
+    enabled: bool
+    image_threshold: float
+    text_threshold: float
+
+    def __post_init__(self) -> None:
+        _check_range("decontaminate.clip.image_threshold", self.image_threshold, -1.0, 1.0)
+        _check_range("decontaminate.clip.text_threshold", self.text_threshold, -1.0, 1.0)
+
+
+@dataclass(frozen=True)
+class NgramDecontamConfig:
+    enabled: bool
+    n: int
+    min_matches: int
+    max_items_per_ngram: int
+    lowercase: bool
+
+    def __post_init__(self) -> None:
+        _check_positive("decontaminate.ngram", n=self.n, min_matches=self.min_matches)
+
+
+@dataclass(frozen=True)
+class DecontaminateConfig:
+    enabled: bool
+    benchmarks: list[BenchmarkConfig]
+    phash: PhashDecontamConfig
+    clip: ClipDecontamConfig
+    ngram: NgramDecontamConfig
+
+    def __post_init__(self) -> None:
+        names = [b.name for b in self.benchmarks]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"decontaminate.benchmarks: names must be unique, got {names}")
 
 
 @dataclass(frozen=True)
@@ -237,6 +356,7 @@ class Config:
     text: TextConfig
     media: MediaConfig
     dedupe: DedupeConfig
+    decontaminate: DecontaminateConfig
     tokens: TokensConfig
     output: OutputConfig
 
@@ -252,6 +372,35 @@ class Config:
 
     def with_inputs(self, inputs: list[InputConfig]) -> "Config":
         return dataclasses.replace(self, inputs=list(inputs))
+
+
+# --- value checks (run on load, from the dataclasses' __post_init__) -----------------------
+def _check_range(key: str, value: float, lo: float, hi: float, low_open: bool = False) -> None:
+    if value < lo or value > hi or (low_open and value == lo):
+        raise ConfigError(f"{key}: must be in {'(' if low_open else '['}{lo}, {hi}], got {value}")
+
+
+def _check_positive(section: str, **values: int) -> None:
+    for key, value in values.items():
+        if value < 1:
+            raise ConfigError(f"{section}.{key}: must be at least 1, got {value}")
+
+
+def _check_tasks(key: str, tasks: list[str]) -> None:
+    from schemas.sample import TASKS
+
+    unknown = [t for t in tasks if t not in TASKS]
+    if unknown:
+        raise ConfigError(f"{key}: unknown tasks {unknown}; known: {list(TASKS)}")
+
+
+def _check_score(key: str, name: str) -> None:
+    from schemas.scores import SCORE_NAMES
+
+    if name not in SCORE_NAMES:
+        close = difflib.get_close_matches(name, SCORE_NAMES, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(f"{key}: {name!r} is not a registered score{hint}")
 
 
 # --- loading ---------------------------------------------------------------------------

@@ -17,6 +17,9 @@ class Stage(str, enum.Enum):
     TEXT = "text"              # text normalisation, stats and text filters
     MEDIA = "media"            # fetching, decoding, frame sampling, visual tokens, media quality
     EXACT_DEDUPE = "exact_dedupe"
+    NEAR_DEDUPE = "near_dedupe"          # text near-duplicates (MinHash LSH)
+    SEMANTIC_DEDUPE = "semantic_dedupe"  # image / video near-duplicates (embeddings, faiss)
+    DECONTAMINATE = "decontaminate"      # benchmark decontamination
     TOKENS = "tokens"          # exact token accounting and sequence-length bounds
 
 
@@ -70,6 +73,10 @@ class Reason(str, enum.Enum):
     TOO_MANY_SCENE_CHANGES = "too_many_scene_changes"
     # dedupe
     EXACT_DUPLICATE = "exact_duplicate"
+    NEAR_DUPLICATE = "near_duplicate"
+    SEMANTIC_DUPLICATE = "semantic_duplicate"
+    # decontaminate
+    CONTAMINATED = "contaminated"
     # tokens
     TOO_MANY_TOKENS = "too_many_tokens"
     # any stage: the stage's own code raised on this row (a bug or an unforeseen input)
@@ -119,6 +126,9 @@ REASON_DOCS: dict[Reason, str] = {
     Reason.STATIC: "mean difference between consecutive sampled frames is below media.quality.min_motion",
     Reason.TOO_MANY_SCENE_CHANGES: "scene changes per minute above media.quality.max_scene_changes_per_min",
     Reason.EXACT_DUPLICATE: "same normalised text and media bytes as the row in dup_of",
+    Reason.NEAR_DUPLICATE: "text Jaccard (MinHash estimate) >= dedupe.near.threshold, transitively, with the row in dup_of",
+    Reason.SEMANTIC_DUPLICATE: "media embedding cosine >= dedupe.semantic.threshold, transitively, with the row in dup_of",
+    Reason.CONTAMINATED: "copies a benchmark item: detail is JSON naming the benchmark, item id and rule",
     Reason.TOO_MANY_TOKENS: "text plus visual tokens exceed tokens.max_total_tokens",
     Reason.STEP_ERROR: "the stage raised on this row; detail holds the exception and where it was raised",
 }

@@ -28,6 +28,15 @@ SCORE_DOCS: dict[str, str] = {
     "media_min_motion": "lowest video motion (mean abs difference of consecutive sampled frames, [0, 1])",
     "media_scene_changes": "scene changes summed over the row's videos",
     "media_max_timestamp_error_s": "largest distance between a sampled frame and the time the sampler asked for",
+    # near dedupe (filters/minhash.py, pipelines/near_dedupe.py)
+    "near_dup_cluster_size": "rows in this row's text near-duplicate cluster (1: none); null: not compared",
+    # semantic dedupe (filters/semantic.py, pipelines/semantic_dedupe.py)
+    "media_pixels": "decoded pixels (width x height) summed over the row's images and videos' first frames",
+    "semantic_dup_cluster_size": "rows in this row's media near-duplicate cluster (1: none); null: not compared",
+    # decontamination (filters/decontam.py, pipelines/decontaminate.py)
+    "benchmark_ngram_overlap": "share of the row's word n-grams (decontaminate.ngram.n) found in benchmark texts",
+    "benchmark_phash_jaccard": "highest set-bit Jaccard of the row's image pHashes to a benchmark image (LSH candidates; 0: none)",
+    "benchmark_clip_image_cos": "highest CLIP image cosine to a benchmark image (needs CLIP embeddings)",
 }
 
 SCORE_NAMES: tuple[str, ...] = tuple(SCORE_DOCS)

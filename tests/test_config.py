@@ -60,3 +60,31 @@ def test_hash_tracks_thresholds_not_inputs():
     assert cfg.hash() != load_config(None, ["text.min_chars=2"]).hash()
     moved = cfg.with_inputs([InputConfig(path="/elsewhere", source=None, format="auto")])
     assert moved.hash() == cfg.hash()
+
+
+@pytest.mark.parametrize("override, message", [
+    ("dedupe.near.quality_score=text_charz", "not a registered score (did you mean 'text_chars'?)"),
+    ("dedupe.near.threshold=0", "dedupe.near.threshold: must be in (0.0, 1.0]"),
+    ("dedupe.near.tasks=[poetry]", "dedupe.near.tasks: unknown tasks ['poetry']"),
+    ("dedupe.near.shingle=sentence", "must be one of ['word', 'char']"),
+    ("dedupe.near.max_bucket_size=1", "max_bucket_size: must be at least 2"),
+    ("dedupe.semantic.embedding=dino", "must be one of ['perceptual', 'clip_image']"),
+    ("dedupe.semantic.threshold=1.5", "dedupe.semantic.threshold: must be in [-1.0, 1.0]"),
+    ("dedupe.semantic.max_spill=-1", "max_spill: must be >= 0"),
+    ("dedupe.semantic.cc_max_rounds=0", "dedupe.semantic.cc_max_rounds: must be at least 1"),
+    ("decontaminate.phash.skip_tasks=[nope]", "decontaminate.phash.skip_tasks: unknown tasks"),
+    ("decontaminate.benchmarks=[{name: a, path: /x, extra: 1}]", "unknown key 'decontaminate.benchmarks[0].extra'"),
+])
+def test_dedupe_and_decontam_values_checked_on_load(override, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(None, [override])
+
+
+def test_dedupe_defaults():
+    cfg = load_config()
+    assert cfg.dedupe.near.enabled and cfg.dedupe.semantic.enabled
+    assert cfg.decontaminate.enabled and cfg.decontaminate.benchmarks == []
+    assert (cfg.dedupe.near.num_perm, cfg.dedupe.near.ngram, cfg.dedupe.near.threshold) == (128, 5, 0.8)
+    assert cfg.dedupe.semantic.threshold == 0.95 and cfg.decontaminate.ngram.n == 13
+    assert (cfg.decontaminate.clip.image_threshold, cfg.decontaminate.clip.text_threshold) == (0.98, 0.5)
+    assert (cfg.decontaminate.phash.threshold, cfg.decontaminate.phash.num_perm) == (0.95, 128)
