@@ -1,19 +1,26 @@
-"""The curation pipeline: ingest -> validate -> text -> media -> exact dedupe -> tokens -> write.
+"""The curation pipeline: ingest -> validate -> text -> media -> exact dedupe -> near dedupe
+(text) -> [score] -> semantic dedupe (media) -> decontaminate -> [recaption] -> tokens -> write.
 
-`curation_stages` is the single ordered list of stages; later stages (decode, near-dup and
-semantic dedupe, decontamination, scoring, recaptioning) are inserted into it. Each entry
-is a PTransform returning {KEPT, REJECTED}; `RunStages` threads the kept rows through and
-flattens every rejected output, so the manifest can account for every input row.
+`curation_stages` is the single ordered list of stages; later stages (decode, scoring,
+recaptioning) are inserted into it at the places in brackets. Each entry is a PTransform
+returning {KEPT, REJECTED}; `RunStages` threads the kept rows through and flattens every
+rejected output, so the manifest can account for every input row.
+
+Dedupe runs cheapest first: exact (one hash) before near (MinHash) before semantic (decode
+and embed media), so each stage sees fewer rows; decontamination runs on what is left.
 """
 from __future__ import annotations
 
 import apache_beam as beam
 
 from pipelines.common import KEPT, REJECTED
+from pipelines.decontaminate import Decontaminate
 from pipelines.dedupe import ExactDedupe
 from pipelines.ingest import Ingest, Validate
 from pipelines.manifest import WriteManifest
 from pipelines.media import Media
+from pipelines.near_dedupe import NearDedupe
+from pipelines.semantic_dedupe import SemanticDedupe
 from pipelines.text import TextFilters
 from pipelines.tokens import Tokens
 from pipelines.write import WriteRejected, WriteSamples
@@ -29,6 +36,14 @@ def curation_stages(cfg: Config) -> list[tuple[str, beam.PTransform]]:
     ]
     if cfg.dedupe.exact.enabled:
         stages.append(("ExactDedupe", ExactDedupe(cfg)))
+    if cfg.dedupe.near.enabled:
+        stages.append(("NearDedupe", NearDedupe(cfg)))
+    # (scoring: the CLIP stage fills Sample.embeddings here)
+    if cfg.dedupe.semantic.enabled:
+        stages.append(("SemanticDedupe", SemanticDedupe(cfg)))
+    if cfg.decontaminate.enabled and cfg.decontaminate.benchmarks:
+        stages.append(("Decontaminate", Decontaminate(cfg)))
+    # (recaptioning)
     stages.append(("Tokens", Tokens(cfg)))
     return stages
 

@@ -4,7 +4,7 @@ import scipy.fft
 from datasketch import MinHash
 from PIL import Image
 
-from dedupe_data import encode, synth_image
+from tests.dedupe_data import encode, synth_image
 from filters.phash import SetBitsMinHasher, bits_jaccard, hamming, phash64, set_bits
 from media.frames import decode_image
 

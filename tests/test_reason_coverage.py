@@ -21,6 +21,7 @@ from pipelines.launch import run
 from schemas.reasons import Reason, Stage
 from schemas.sample import sample_id
 from tests import media_util as mu
+from tests.dedupe_data import encode, synth_image
 
 OVERRIDES = ["text.min_chars=3", "text.max_chars=5000", "validate.max_field_chars=20000",
              "validate.max_media_per_row=3", "validate.max_messages=6", "media.max_bytes=5000",
@@ -155,6 +156,28 @@ def plant(root):
     line({"text": _words(400, 2)}, "tokens", Reason.TOO_MANY_TOKENS)
     for kind, name, reason in plant_media(media):
         line({kind: f"../media/{name}", "caption": f"planted {name}"}, "media", reason)
+    # near_dedupe: the same 40 words without the last one; the longer text is kept
+    long_text = _words(40, 3)
+    line({"text": long_text})
+    line({"text": long_text.rsplit(" ", 1)[0]}, "near_dedupe", Reason.NEAR_DUPLICATE)
+    # semantic_dedupe: a real picture and a smaller, harsher JPEG of it; the larger is kept
+    picture = synth_image(21, 64, 48)
+    (media / "pic.jpg").write_bytes(encode(picture, "JPEG", 85))
+    (media / "pic_small.jpg").write_bytes(encode(picture, "JPEG", 40, (48, 36)))
+    line({"image": "../media/pic.jpg", "caption": "a picture"})
+    line({"image": "../media/pic_small.jpg", "caption": "a smaller copy"}, "semantic_dedupe",
+         Reason.SEMANTIC_DUPLICATE)
+    # decontaminate: a benchmark (outside the inputs) whose image and question training rows copy
+    bench = root / "bench"
+    bench.mkdir()
+    exam = synth_image(22, 64, 48)
+    (bench / "exam.jpg").write_bytes(encode(exam, "JPEG", 80))
+    (media / "copied_exam.jpg").write_bytes((bench / "exam.jpg").read_bytes())
+    question = "which of the three coloured shapes in the upper left corner of the figure is the largest one"
+    (bench / "evalset.jsonl").write_text(
+        json.dumps({"id": "item-7", "image": "exam.jpg", "question": question, "answer": "the red one"}) + "\n")
+    line({"image": "../media/copied_exam.jpg", "caption": "shapes"}, "decontaminate", Reason.CONTAMINATED)
+    line({"question": question.capitalize() + "?", "answer": "red"}, "decontaminate", Reason.CONTAMINATED)
     (m / "rows.jsonl").write_bytes(b"\n".join(lines) + b"\n")
 
     (m / "broken.parquet").write_bytes(b"PAR1 not really")
@@ -176,7 +199,7 @@ def planted_run(tmp_path_factory):
     expect = plant(root)
     out = root / "out"
     argv = ["--input", str(root / "in"), "--output", str(out), "--progress_s", "0"]
-    for o in OVERRIDES:
+    for o in OVERRIDES + [f"decontaminate.benchmarks=[{{name: evalset, path: {root / 'bench'}}}]"]:
         argv += ["--set", o]
     before = os.environ.get(FAULT_ENV)
     os.environ[FAULT_ENV] = "1"          # hang.mp4 / crash.mp4 misbehave inside the decode worker
@@ -233,12 +256,22 @@ def test_each_planted_row_rejected_with_its_reason(planted_run):
     got = {r["source_ref"]: (r["stage"], r["reason"]) for r in rejected}
     assert got == {ref: (stage, reason.value) for ref, (stage, reason) in expect.items()}
     assert all(r["detail"] for r in rejected)
+    by_ref = {r["source_ref"]: r for r in rejected}
+    for ref, (stage, reason) in expect.items():
+        if reason in (Reason.EXACT_DUPLICATE, Reason.NEAR_DUPLICATE, Reason.SEMANTIC_DUPLICATE):
+            assert by_ref[ref]["dup_of"], ref
+        if reason is Reason.CONTAMINATED:
+            detail = json.loads(by_ref[ref]["detail"])
+            assert detail["benchmark"] == "evalset" and detail["item"] == "item-7", detail
+            assert detail["rule"] in ("phash", "ngram")
 
 
 def test_manifest_adds_up(planted_run):
     expect, manifest, _ = planted_run
     t = manifest.totals
     assert t.balanced and t.rejected == len(expect)
-    assert t.kept == 4   # one of the duplicate captions, the text row, the parquet row, tar sample a
+    # one of the duplicate captions, the text row, the parquet row, tar sample a, the longer of
+    # the near-duplicate texts, the larger of the two pictures
+    assert t.kept == 6
     assert t.input_rows == t.kept + t.rejected
     assert sum(t.rejected_by_reason.values()) == t.rejected

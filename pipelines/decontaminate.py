@@ -1,0 +1,198 @@
+"""Benchmark decontamination: drop training rows that copy a benchmark item (filters/decontam.py).
+
+    recipe benchmarks [{name, path}] --expand files--> FileTasks --read (ingest/readers.py)
+        --validate (schemas/input.py)--> benchmark Samples --fetch media, pHash frames,
+        n-grams, CLIP vectors--> BenchmarkItems --CombineGlobally--> DecontamIndex
+    rows --Judge (index as a side input)--> kept / rejected `contaminated`
+
+Benchmarks use the same layouts and readers as training inputs (JSONL, LLaVA JSON, Parquet,
+WebDataset; local or any Beam filesystem); nothing is downloaded. Benchmark sets are small
+(thousands to tens of thousands of items), so building their index once and broadcasting it
+as a side input is the standard shape: every worker holds the index, which is bounded by the
+benchmarks, never by the corpus; the corpus streams past it with no shuffle.
+
+A rejected row's `detail` is JSON: {"benchmark", "item", "rule", "similarity", ...}; `item`
+is the benchmark row's own id when it has one, else its file locator.
+"""
+from __future__ import annotations
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+from apache_beam.pvalue import AsSingleton, TaggedOutput
+
+from filters.base import reject_sample
+from filters.decontam import BenchmarkItem, DecontamIndex, RowFeatures, text_ngrams
+from filters.phash import phash64
+from filters.visual import PHASH, NoFrames, visual_features
+from ingest.readers import read_file
+from ingest.validate import ValidateRows
+from media.fetch import MediaFetch
+from media.frames import item_frames
+from pipelines.common import KEPT, METRICS_NAMESPACE, REJECTED, count_kept, count_rejected
+from pipelines.ingest import ExpandInputs
+from schemas.config import BenchmarkConfig, Config, InputConfig
+from schemas.reasons import Reason, Stage
+from schemas.rejected import Rejected
+from schemas.sample import Sample
+
+STAGE = Stage.DECONTAMINATE
+
+
+def _counter(name: str):
+    return Metrics.counter(METRICS_NAMESPACE, f"{STAGE.value}/{name}")
+
+
+def judged_texts(sample: Sample, cfg: Config) -> list[str]:
+    """The row's texts minus the recipe's own boilerplate (the default caption prompt and the
+    system prompt), which would otherwise match on both sides."""
+    boiler = {t for t in (cfg.validate.default_caption_prompt, cfg.tokens.system_prompt) if t}
+    return [t for t in sample.texts() if t not in boiler]
+
+
+def benchmark_item(sample: Sample, payload, cfg: Config) -> tuple[BenchmarkItem, int]:
+    """A validated, fetched benchmark row -> its item; also the number of media items that
+    could not be decoded (counted by the caller)."""
+    d = cfg.decontaminate
+    phashes, undecodable = [], 0
+    for i, item in enumerate(sample.media):
+        if not item.members:
+            undecodable += 1
+            continue
+        try:
+            phashes.extend(phash64(f) for f in item_frames(sample, i))
+        except Exception:  # noqa: BLE001 - undecoded video, corrupt bytes
+            undecodable += 1
+    emb = payload.get("embeddings") if isinstance(payload, dict) else None
+    emb = emb if isinstance(emb, dict) else {}
+    item = BenchmarkItem(
+        benchmark=sample.source, item_id=sample.source_id or sample.source_ref, phashes=phashes,
+        ngrams=text_ngrams(judged_texts(sample, cfg), d.ngram.n, d.ngram.lowercase),
+        clip_image=emb.get("clip_image"), clip_text=emb.get("clip_text"))
+    return item, undecodable
+
+
+class _LoadBenchmarkFile(beam.DoFn):
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+
+    def setup(self) -> None:
+        self.validate = ValidateRows(self.cfg)
+        self.fetch = MediaFetch(self.cfg)
+        self.rows = _counter("benchmark_items")
+        self.invalid = _counter("benchmark_invalid_rows")
+        self.missing = _counter("benchmark_missing_media")
+        self.undecodable = _counter("benchmark_undecodable_media")
+
+    def process(self, task):
+        for raw in read_file(task):
+            sample = self.validate(raw)
+            if isinstance(sample, Rejected):
+                self.invalid.inc()
+                continue
+            if isinstance(self.fetch(sample), Rejected):
+                self.missing.inc()   # items fetched before the failure still count
+            item, bad = benchmark_item(sample, raw.payload, self.cfg)
+            self.undecodable.inc(bad)
+            self.rows.inc()
+            yield item
+
+
+class _BuildIndex(beam.CombineFn):
+    """Benchmark items -> one DecontamIndex (bounded by the benchmarks' size)."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+
+    def create_accumulator(self):
+        return []
+
+    def add_input(self, acc, item):
+        acc.append(item)
+        return acc
+
+    def merge_accumulators(self, accs):
+        return [x for a in accs for x in a]
+
+    def extract_output(self, acc):
+        d = self.cfg.decontaminate
+        return DecontamIndex(
+            acc, phash_threshold=d.phash.threshold, num_perm=d.phash.num_perm, seed=d.phash.seed,
+            false_positive_weight=d.phash.false_positive_weight,
+            false_negative_weight=d.phash.false_negative_weight,
+            image_threshold=d.clip.image_threshold, text_threshold=d.clip.text_threshold,
+            min_ngram_matches=d.ngram.min_matches, max_items_per_ngram=d.ngram.max_items_per_ngram)
+
+
+class BuildIndex(beam.PTransform):
+    """PBegin -> a one-element PCollection holding the DecontamIndex of the recipe's benchmarks."""
+
+    def __init__(self, cfg: Config) -> None:
+        super().__init__()
+        self.cfg = cfg
+
+    def expand(self, pbegin):
+        cfg = self.cfg
+        specs = [InputConfig(path=b.path, source=b.name, format="auto") for b in cfg.decontaminate.benchmarks]
+        return (pbegin
+                | "Benchmarks" >> beam.Create(specs)
+                | "ExpandFiles" >> beam.ParDo(ExpandInputs(cfg))
+                | "SpreadFiles" >> beam.Reshuffle()
+                | "LoadItems" >> beam.ParDo(_LoadBenchmarkFile(cfg))
+                | "BuildIndex" >> beam.CombineGlobally(_BuildIndex(cfg)))
+
+
+class _Judge(beam.DoFn):
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+
+    def setup(self) -> None:
+        self.undecodable = _counter("undecodable_media")
+        self.by_rule = {r: _counter(f"matched_{r}") for r in ("phash", "clip", "ngram")}
+
+    def process(self, sample: Sample, index: DecontamIndex):
+        d = self.cfg.decontaminate
+        use_phash = (d.phash.enabled and index.num_images > 0 and bool(sample.media)
+                     and sample.task not in d.phash.skip_tasks)
+        phashes = []
+        if use_phash:
+            try:
+                visual_features(sample, embedding=False, phash=True)
+                phashes = [h for item in sample.embeddings[PHASH] for h in item]
+            except NoFrames:
+                self.undecodable.inc()
+        row = RowFeatures(
+            phashes=phashes,
+            ngrams=text_ngrams(judged_texts(sample, self.cfg), d.ngram.n, d.ngram.lowercase)
+            if d.ngram.enabled else None,
+            clip_image=sample.embeddings.get("clip_image"), clip_text=sample.embeddings.get("clip_text"))
+        verdict = index.judge(row, use_phash=use_phash, use_clip=d.clip.enabled, use_ngram=d.ngram.enabled)
+        if d.ngram.enabled:
+            sample.scores["benchmark_ngram_overlap"] = verdict.ngram_overlap
+        if use_phash and phashes:
+            sample.scores["benchmark_phash_jaccard"] = verdict.phash_jaccard
+        if verdict.clip_image_cos is not None:
+            sample.scores["benchmark_clip_image_cos"] = verdict.clip_image_cos
+        if verdict.match is None:
+            count_kept(STAGE.value)
+            yield sample
+            return
+        self.by_rule[verdict.match.rule].inc()
+        r = reject_sample(sample, STAGE, Reason.CONTAMINATED, verdict.match.detail(),
+                          max_payload_bytes=self.cfg.ingest.max_payload_bytes)
+        count_rejected(r)
+        yield TaggedOutput(REJECTED, r)
+
+
+class Decontaminate(beam.PTransform):
+    def __init__(self, cfg: Config) -> None:
+        super().__init__()
+        self.cfg = cfg
+
+    def expand(self, samples):
+        index = samples.pipeline | "DecontamIndex" >> BuildIndex(self.cfg)
+        out = samples | "Judge" >> beam.ParDo(_Judge(self.cfg), index=AsSingleton(index)).with_outputs(
+            REJECTED, main=KEPT)
+        return {KEPT: out[KEPT], REJECTED: out[REJECTED]}
+
+
+__all__ = ["BuildIndex", "Decontaminate", "BenchmarkConfig", "benchmark_item", "judged_texts"]

@@ -1,0 +1,200 @@
+"""Text near-duplicate removal: MinHash -> LSH buckets -> verified pairs -> connected components.
+
+    rows --Sign (batched, vectorised)--> (node, signature)
+         --Band--> ((band, band hash), (node, signature))        one element per band
+         --GroupByKey--> bucket --Verify--> star edges between verified members
+         --ConnectedComponents (pipelines/clusters.py)--> (id, (representative, size))
+    rows + assignments --CoGroupByKey on id--> kept / rejected near_duplicate with dup_of
+
+What each worker holds: Sign holds one batch of rows; Verify holds one bucket, at most
+`max_bucket_size` signatures (a larger bucket is streamed twice against one pivot: O(1) memory,
+counted in near_dedupe/giant_buckets); the components hold one node's neighbourhood per key;
+the final join holds one id's row. No step sees all signatures or all pairs. Signatures (512
+bytes at 128 permutations) ride in the bucket values so candidates are verified where they
+meet, without joining rows back; with `verify: false` only node keys travel (NeMo Curator's
+choice: every bucket is a cluster).
+
+The text compared is every text of the row (captions, questions, answers, reasoning, ASR
+turns), in order. The representative of a cluster is the row with the highest
+`quality_score` (default `text_chars`: the most complete text), then the smallest id; it is
+encoded in the node key, so the component minimum is the representative.
+"""
+from __future__ import annotations
+
+import itertools
+import re
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.metrics import Metrics
+from apache_beam.pvalue import TaggedOutput
+
+from filters.cluster import node_key, star_edges
+from filters.minhash import MinHasher, band_hashes, optimal_bands, pairwise_estimates, shingles
+from pipelines.clusters import ApplyClusters, ConnectedComponents
+from pipelines.common import METRICS_NAMESPACE
+from schemas.config import Config, NearDedupeConfig
+from schemas.reasons import Reason, Stage
+from schemas.sample import Sample
+
+STAGE = Stage.NEAR_DEDUPE
+SIZE_SCORE = "near_dup_cluster_size"
+SIGS = "signatures"
+_WORD_RE = re.compile(r"\w+", re.UNICODE)
+
+
+def dedupe_text(sample: Sample) -> str:
+    return "\n".join(sample.texts())
+
+
+def eligible(sample: Sample, cfg: NearDedupeConfig) -> bool:
+    if cfg.tasks and sample.task not in cfg.tasks:
+        return False
+    return sum(1 for _ in _WORD_RE.finditer(dedupe_text(sample))) >= max(cfg.min_words, 1)
+
+
+class _Sign(beam.DoFn):
+    """A batch of rows -> the rows (compared ones marked) + (node, signature bytes) per compared row."""
+
+    def __init__(self, cfg: NearDedupeConfig) -> None:
+        self.cfg = cfg
+
+    def setup(self) -> None:
+        self.hasher = MinHasher(self.cfg.num_perm, self.cfg.seed)
+        self.skipped = Metrics.counter(METRICS_NAMESPACE, f"{STAGE.value}/not_compared")
+        self.signed = Metrics.counter(METRICS_NAMESPACE, f"{STAGE.value}/signatures")
+
+    def process(self, batch):
+        cfg = self.cfg
+        todo, docs = [], []
+        for s in batch:
+            if eligible(s, cfg):
+                sh = shingles(dedupe_text(s), cfg.shingle, cfg.ngram, cfg.lowercase)
+                if sh:
+                    todo.append(s)
+                    docs.append(sh)
+                    continue
+            self.skipped.inc()
+            yield s
+        if not todo:
+            return
+        sigs = self.hasher.signatures(docs)
+        self.signed.inc(len(todo))
+        for s, sig in zip(todo, sigs):
+            s.scores[SIZE_SCORE] = 1.0
+            yield s
+            yield TaggedOutput(SIGS, (node_key(s.scores.get(cfg.quality_score), s.id), sig.tobytes()))
+
+
+def _bands(cfg: NearDedupeConfig):
+    b, r = optimal_bands(cfg.threshold, cfg.num_perm, cfg.false_positive_weight, cfg.false_negative_weight)
+    verify = cfg.verify
+
+    def explode(batch):
+        nodes = [n for n, _ in batch]
+        sigs = np.frombuffer(b"".join(s for _, s in batch), dtype=np.uint32).reshape(len(batch), -1)
+        keys = band_hashes(sigs, b, r)
+        for i, (node, sig) in enumerate(batch):
+            value = (node, sig) if verify else (node, b"")
+            for band in range(b):
+                yield band.to_bytes(2, "big") + int(keys[i, band]).to_bytes(8, "big"), value
+
+    return explode
+
+
+class _Verify(beam.DoFn):
+    """One LSH bucket -> star edges of its verified components (see module docstring)."""
+
+    def __init__(self, cfg: NearDedupeConfig) -> None:
+        self.threshold, self.cap, self.verify = cfg.threshold, cfg.max_bucket_size, cfg.verify
+
+    def setup(self) -> None:
+        ns = METRICS_NAMESPACE
+        self.buckets = Metrics.counter(ns, f"{STAGE.value}/candidate_buckets")
+        self.giant = Metrics.counter(ns, f"{STAGE.value}/giant_buckets")
+        self.giant_members = Metrics.counter(ns, f"{STAGE.value}/giant_bucket_members")
+        self.pairs = Metrics.counter(ns, f"{STAGE.value}/verified_pairs")
+        self.rejected_pairs = Metrics.counter(ns, f"{STAGE.value}/rejected_candidate_pairs")
+
+    def process(self, element):
+        _, members = element
+        head = list(itertools.islice(iter(members), self.cap + 1))
+        if len(head) < 2:
+            return
+        self.buckets.inc()
+        if len(head) > self.cap:
+            yield from self._pivot(members)
+            return
+        uniq = dict(head)   # a node once, even if its bands collided twice
+        nodes = list(uniq)
+        if len(nodes) < 2:
+            return
+        if not self.verify:
+            yield from star_edges(nodes, ((0, j) for j in range(1, len(nodes))))
+            return
+        sigs = np.frombuffer(b"".join(uniq[n] for n in nodes), dtype=np.uint32).reshape(len(nodes), -1)
+        est = pairwise_estimates(sigs)
+        iu, ju = np.triu_indices(len(nodes), 1)
+        ok = est[iu, ju] >= self.threshold
+        self.pairs.inc(int(ok.sum()))
+        self.rejected_pairs.inc(int((~ok).sum()))
+        yield from star_edges(nodes, zip(iu[ok].tolist(), ju[ok].tolist()))
+
+    def _pivot(self, members):
+        """Giant bucket: stream once for the smallest node, once more to link each member
+        that matches it; memory O(1), time O(bucket), result independent of arrival order."""
+        pivot, pivot_sig, n = None, None, 0
+        for node, sig in members:
+            n += 1
+            if pivot is None or node < pivot:
+                pivot, pivot_sig = node, sig
+        self.giant.inc()
+        self.giant_members.inc(n)
+        ref = np.frombuffer(pivot_sig, dtype=np.uint32) if self.verify else None
+        for node, sig in members:
+            if node == pivot:
+                continue
+            if self.verify:
+                est = np.count_nonzero(np.frombuffer(sig, dtype=np.uint32) == ref) / len(ref)
+                if est < self.threshold:
+                    continue
+            self.pairs.inc()
+            yield node, pivot
+
+
+class CandidateEdges(beam.PTransform):
+    """(node, signature bytes) -> verified edges (node, node): LSH banding + per-bucket checks."""
+
+    def __init__(self, cfg: NearDedupeConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+
+    def expand(self, sigs):
+        cfg = self.cfg
+        return (sigs
+                | "BatchSigs" >> beam.BatchElements(min_batch_size=64, max_batch_size=cfg.batch_size)
+                | "Bands" >> beam.FlatMap(_bands(cfg))
+                | "GroupBuckets" >> beam.GroupByKey()
+                | "Verify" >> beam.ParDo(_Verify(cfg)))
+
+
+class NearDedupe(beam.PTransform):
+    def __init__(self, cfg: Config) -> None:
+        super().__init__()
+        self.cfg = cfg
+
+    def expand(self, samples):
+        cfg = self.cfg.dedupe.near
+        signed = (samples
+                  | "Batch" >> beam.BatchElements(min_batch_size=16, max_batch_size=cfg.batch_size)
+                  | "Sign" >> beam.ParDo(_Sign(cfg)).with_outputs(SIGS, main="rows"))
+        assignments = (signed[SIGS]
+                       | "Edges" >> CandidateEdges(cfg)
+                       | "Components" >> ConnectedComponents(STAGE.value, cfg.cc_max_rounds))
+        what = f"{cfg.shingle} {cfg.ngram}-gram MinHash Jaccard >= {cfg.threshold}"
+
+        def describe(rep: str, size: int) -> str:
+            return f"near-duplicate text ({what}) in a cluster of {size}; kept {rep}"
+
+        return (signed["rows"], assignments) | "Apply" >> ApplyClusters(
+            STAGE, Reason.NEAR_DUPLICATE, SIZE_SCORE, describe, self.cfg.ingest.max_payload_bytes)

@@ -1,0 +1,193 @@
+"""Image and video near-duplicate removal (SemDeDup style) with faiss.
+
+    rows --Embed (batched)--> (node, unit vector) per row with media
+    vectors --Top.Smallest(sample_size, by id)--> one bounded, deterministic training sample
+            --TrainCentroids (one DoFn, faiss k-means)--> centroids, a side input
+    vectors --Assign (batched, side input)--> (cluster, member) for the home cluster and up
+            to max_spill near-border clusters
+            --Split giant clusters by id hash--> GroupByKey --RangeSearch (exact, faiss)--> edges
+    edges --ConnectedComponents--> (id, (representative, size)) --join rows--> kept / rejected
+
+What each worker holds: Embed one batch of rows; training the sample (`sample_size` vectors,
+8 MB at 20,000 x 385 floats) and the centroids; RangeSearch one cluster, at most
+`max_cluster_size` vectors (a cluster larger than that is split by id hash: counted in
+semantic_dedupe/split_clusters, since pairs across the parts are not searched). Nothing
+holds the whole corpus.
+
+Embeddings: `embedding: perceptual` (default) decodes each image / frame and uses the
+built-in thumbnail embedding (filters/perceptual.py); `embedding: clip_image` uses
+`Sample.embeddings["clip_image"]` from the CLIP stage ((d,) per row or (n_items, d)) and
+skips rows without it. One space per run: vectors of different models are never compared.
+
+Rows with several media items: the row's vector is the normalised mean of its items'
+vectors (a video item's is the normalised mean of its frames'), so two rows are duplicates
+when their media, taken together, are; a row sharing one of several images with another is
+not. Rows without media, or whose media cannot be decoded here (undecoded video before the
+media decoder runs), are passed through uncompared and counted (semantic_dedupe/not_compared).
+
+The representative of a cluster: highest `quality_score` (default `media_pixels`: the largest
+decode, i.e. the best re-encode), then the smallest id.
+"""
+from __future__ import annotations
+
+import zlib
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.metrics import Metrics
+from apache_beam.pvalue import AsDict, AsSingleton, TaggedOutput
+
+from filters.cluster import node_id, node_key, star_edges
+from filters.semantic import assign, choose_k, range_pairs, train_centroids
+from filters.visual import NoFrames, row_vector, visual_features
+from pipelines.clusters import ApplyClusters, ConnectedComponents
+from pipelines.common import METRICS_NAMESPACE
+from schemas.config import Config, SemanticDedupeConfig
+from schemas.reasons import Reason, Stage
+
+STAGE = Stage.SEMANTIC_DEDUPE
+SIZE_SCORE = "semantic_dup_cluster_size"
+VECS = "vectors"
+
+
+def _counter(name: str):
+    return Metrics.counter(METRICS_NAMESPACE, f"{STAGE.value}/{name}")
+
+
+class _Embed(beam.DoFn):
+    def __init__(self, cfg: SemanticDedupeConfig, with_phash: bool) -> None:
+        self.cfg, self.with_phash = cfg, with_phash
+
+    def setup(self) -> None:
+        self.skipped = _counter("not_compared")
+        self.undecodable = _counter("undecodable_media")
+        self.embedded = _counter("embedded")
+
+    def process(self, batch):
+        cfg = self.cfg
+        for s in batch:
+            try:
+                if self.with_phash or cfg.embedding == "perceptual":
+                    visual_features(s, embedding=cfg.embedding == "perceptual", phash=self.with_phash)
+                vec = row_vector(s, cfg.embedding)
+            except NoFrames:
+                self.undecodable.inc()
+                vec = None
+            if vec is None:
+                self.skipped.inc()
+                yield s
+                continue
+            self.embedded.inc()
+            s.scores[SIZE_SCORE] = 1.0
+            yield s
+            yield TaggedOutput(VECS, (node_key(s.scores.get(cfg.quality_score), s.id), vec))
+
+
+def _train(sample, total, cfg: SemanticDedupeConfig):
+    """The bounded sample -> unit centroids (or None when there is nothing to cluster)."""
+    if not sample:
+        return None
+    x = np.stack([v for _, v in sample])
+    k = choose_k(total, len(x), cfg.target_cluster_size)
+    _counter("kmeans_clusters").inc(k)
+    _counter("kmeans_sample").inc(len(x))
+    return train_centroids(x, k, niter=cfg.kmeans_iters, seed=cfg.seed)
+
+
+class _Assign(beam.DoFn):
+    def __init__(self, cfg: SemanticDedupeConfig) -> None:
+        self.cfg = cfg
+
+    def setup(self) -> None:
+        self.spilled = _counter("spilled_assignments")
+
+    def process(self, batch, centroids):
+        if centroids is None or not batch:
+            return
+        x = np.stack([v for _, v in batch])
+        home, extra = assign(x, centroids, self.cfg.spill_margin, self.cfg.max_spill)
+        for (node, vec), h, ex in zip(batch, home, extra):
+            yield int(h), (node, vec)
+            for c in ex:
+                self.spilled.inc()
+                yield int(c), (node, vec)
+
+
+def _split_key(kv, sizes, max_size: int):
+    cluster, member = kv
+    size = sizes.get(cluster, 0)
+    parts = -(-size // max_size)
+    if parts <= 1:
+        return (cluster, 0), member
+    return (cluster, zlib.crc32(node_id(member[0]).encode()) % parts), member
+
+
+class _RangeSearch(beam.DoFn):
+    def __init__(self, threshold: float) -> None:
+        self.threshold = threshold
+
+    def setup(self) -> None:
+        self.pairs = _counter("pairs")
+        self.clusters = _counter("searched_clusters")
+
+    def process(self, element):
+        _, members = element
+        members = list(members)
+        if len(members) < 2:
+            return
+        self.clusters.inc()
+        nodes = [n for n, _ in members]
+        x = np.stack([v for _, v in members])
+        a, b = range_pairs(x, self.threshold)
+        self.pairs.inc(len(a))
+        yield from star_edges(nodes, zip(a.tolist(), b.tolist()))
+
+
+class _CountSplits(beam.DoFn):
+    def __init__(self, max_size: int) -> None:
+        self.max_size = max_size
+
+    def process(self, kv):
+        cluster, size = kv
+        if size > self.max_size:
+            _counter("split_clusters").inc()
+            _counter("split_cluster_members").inc(size)
+        yield kv
+
+
+class SemanticDedupe(beam.PTransform):
+    def __init__(self, cfg: Config) -> None:
+        super().__init__()
+        self.cfg = cfg
+
+    def expand(self, samples):
+        cfg = self.cfg.dedupe.semantic
+        d = self.cfg.decontaminate
+        with_phash = d.enabled and bool(d.benchmarks) and d.phash.enabled
+        embedded = (samples
+                    | "Batch" >> beam.BatchElements(min_batch_size=8, max_batch_size=cfg.batch_size)
+                    | "Embed" >> beam.ParDo(_Embed(cfg, with_phash)).with_outputs(VECS, main="rows"))
+        vecs = embedded[VECS]
+        total = vecs | "Count" >> beam.combiners.Count.Globally()
+        sample = vecs | "TrainingSample" >> beam.combiners.Top.Smallest(
+            cfg.sample_size, key=lambda kv: node_id(kv[0]))
+        centroids = sample | "TrainCentroids" >> beam.Map(_train, total=AsSingleton(total), cfg=cfg)
+        assigned = (vecs
+                    | "BatchVecs" >> beam.BatchElements(min_batch_size=16, max_batch_size=cfg.batch_size)
+                    | "Assign" >> beam.ParDo(_Assign(cfg), centroids=AsSingleton(centroids)))
+        sizes = (assigned
+                 | "ClusterOf" >> beam.Map(lambda kv: kv[0])
+                 | "ClusterSizes" >> beam.combiners.Count.PerElement()
+                 | "CountSplits" >> beam.ParDo(_CountSplits(cfg.max_cluster_size)))
+        edges = (assigned
+                 | "SplitGiant" >> beam.Map(_split_key, sizes=AsDict(sizes), max_size=cfg.max_cluster_size)
+                 | "GroupClusters" >> beam.GroupByKey()
+                 | "RangeSearch" >> beam.ParDo(_RangeSearch(cfg.threshold)))
+        assignments = edges | "Components" >> ConnectedComponents(STAGE.value, cfg.cc_max_rounds)
+        what = f"{cfg.embedding} embedding cosine >= {cfg.threshold}"
+
+        def describe(rep: str, size: int) -> str:
+            return f"near-duplicate media ({what}) in a cluster of {size}; kept {rep}"
+
+        return (embedded["rows"], assignments) | "Apply" >> ApplyClusters(
+            STAGE, Reason.SEMANTIC_DUPLICATE, SIZE_SCORE, describe, self.cfg.ingest.max_payload_bytes)
