@@ -1,7 +1,8 @@
 """Run a composite stage on in-memory inputs with the DirectRunner and read its outputs back.
 
-Outputs cross the runner boundary as files (base64 pickles, one per line), so the helper
-works whatever process the runner executes bundles in.
+Inputs and outputs cross the runner boundary as files (pickles), so the helper works
+whatever process the runner executes bundles in; inputs are not put in a `beam.Create`,
+which would pickle and bz2-compress them into the pipeline graph (slow for thousands of rows).
 """
 from __future__ import annotations
 
@@ -16,6 +17,11 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
 
+def _load(path: str):
+    with open(path, "rb") as f:
+        yield from pickle.load(f)
+
+
 def _encode(x: Any) -> str:
     return base64.b64encode(pickle.dumps(x)).decode("ascii")
 
@@ -24,8 +30,16 @@ def run_collect(inputs: list, build: Callable[[Any], dict], options: list[str] |
     """build(pcoll) returns {name: PCollection}; the result maps each name to its elements,
     and "counters" to the pipeline's counters by name."""
     with tempfile.TemporaryDirectory() as tmp:
+        shards = [inputs[i:i + 500] for i in range(0, len(inputs), 500)]
+        paths = []
+        for n, shard in enumerate(shards):
+            paths.append(os.path.join(tmp, f"input-{n}.pkl"))
+            with open(paths[-1], "wb") as f:
+                pickle.dump(shard, f)
         p = beam.Pipeline(options=PipelineOptions(options or ["--direct_running_mode=in_memory"]))
-        outs = build(p | "Input" >> beam.Create(inputs, reshuffle=False))
+        outs = build(p
+                     | "Shards" >> beam.Create(paths, reshuffle=False)
+                     | "Input" >> beam.FlatMap(_load))
         for name, pcoll in outs.items():
             (pcoll
              | f"Encode_{name}" >> beam.Map(_encode)
