@@ -28,7 +28,7 @@ from ingest.readers import read_file
 from ingest.validate import ValidateRows
 from media.fetch import MediaFetch
 from media.frames import item_frames
-from pipelines.common import KEPT, METRICS_NAMESPACE, REJECTED, count_kept, count_rejected
+from pipelines.common import KEPT, METRICS_NAMESPACE, REJECTED, count_kept, count_rejected, step_error
 from pipelines.ingest import ExpandInputs
 from schemas.config import BenchmarkConfig, Config, InputConfig
 from schemas.reasons import Reason, Stage
@@ -150,6 +150,14 @@ class _Judge(beam.DoFn):
         self.by_rule = {r: _counter(f"matched_{r}") for r in ("phash", "clip", "ngram")}
 
     def process(self, sample: Sample, index: DecontamIndex):
+        try:
+            yield from self._judge(sample, index)
+        except Exception as e:  # noqa: BLE001 - dead-letter: one odd row must not fail the job
+            r = step_error(STAGE.value, sample, e)
+            count_rejected(r)
+            yield TaggedOutput(REJECTED, r)
+
+    def _judge(self, sample: Sample, index: DecontamIndex):
         d = self.cfg.decontaminate
         use_phash = (d.phash.enabled and index.num_images > 0 and bool(sample.media)
                      and sample.task not in d.phash.skip_tasks)

@@ -1,7 +1,7 @@
 """Text near-duplicate removal: MinHash -> LSH buckets -> verified pairs -> connected components.
 
-    rows --Sign (batched, vectorised)--> (node, signature)
-         --Band--> ((band, band hash), (node, signature))        one element per band
+    rows --Sign (batched, vectorised)--> (node, signature, scope)
+         --Band--> ((band, band hash, scope), (node, signature))    one element per band
          --GroupByKey--> bucket --Verify--> star edges between verified members
          --ConnectedComponents (pipelines/clusters.py)--> (id, (representative, size))
     rows + assignments --CoGroupByKey on id--> kept / rejected near_duplicate with dup_of
@@ -15,12 +15,17 @@ meet, without joining rows back; with `verify: false` only node keys travel (NeM
 choice: every bucket is a cluster).
 
 The text compared is every text of the row (captions, questions, answers, reasoning, ASR
-turns), in order. The representative of a cluster is the row with the highest
+turns), in order. With `scope: same_media` (the default) the bucket key also holds a hash of
+the row's media bytes (their SHA-256s, in order), so a row is only compared with rows showing
+the same media, and text-only rows with text-only rows: two captions of different pictures
+that a template made alike are not duplicates (media near-duplicates are semantic dedupe's
+job). `scope: text` lets the text alone decide. The representative of a cluster is the row with the highest
 `quality_score` (default `text_chars`: the most complete text), then the smallest id; it is
 encoded in the node key, so the component minimum is the representative.
 """
 from __future__ import annotations
 
+import hashlib
 import itertools
 import re
 
@@ -32,7 +37,7 @@ from apache_beam.pvalue import TaggedOutput
 from filters.cluster import node_key, star_edges
 from filters.minhash import MinHasher, band_hashes, optimal_bands, pairwise_estimates, shingles
 from pipelines.clusters import ApplyClusters, ConnectedComponents
-from pipelines.common import METRICS_NAMESPACE
+from pipelines.common import KEPT, METRICS_NAMESPACE, REJECTED, count_rejected, step_error
 from schemas.config import Config, NearDedupeConfig
 from schemas.reasons import Reason, Stage
 from schemas.sample import Sample
@@ -47,6 +52,16 @@ def dedupe_text(sample: Sample) -> str:
     return "\n".join(sample.texts())
 
 
+def scope_key(sample: Sample, cfg: NearDedupeConfig) -> bytes:
+    """b"" for text-only rows or scope "text"; else 8 bytes naming the row's media bytes."""
+    if cfg.scope == "text" or not sample.media:
+        return b""
+    h = hashlib.sha1()
+    for item in sample.media:
+        h.update((item.sha256 or item.uri).encode() + b"\x1f")
+    return h.digest()[:8]
+
+
 def eligible(sample: Sample, cfg: NearDedupeConfig) -> bool:
     if cfg.tasks and sample.task not in cfg.tasks:
         return False
@@ -54,7 +69,8 @@ def eligible(sample: Sample, cfg: NearDedupeConfig) -> bool:
 
 
 class _Sign(beam.DoFn):
-    """A batch of rows -> the rows (compared ones marked) + (node, signature bytes) per compared row."""
+    """A batch of rows -> the rows (compared ones marked) + (node, signature bytes, scope) per
+    compared row."""
 
     def __init__(self, cfg: NearDedupeConfig) -> None:
         self.cfg = cfg
@@ -68,22 +84,28 @@ class _Sign(beam.DoFn):
         cfg = self.cfg
         todo, docs = [], []
         for s in batch:
-            if eligible(s, cfg):
-                sh = shingles(dedupe_text(s), cfg.shingle, cfg.ngram, cfg.lowercase)
-                if sh:
-                    todo.append(s)
-                    docs.append(sh)
-                    continue
+            try:
+                if eligible(s, cfg):
+                    sh = shingles(dedupe_text(s), cfg.shingle, cfg.ngram, cfg.lowercase)
+                    if sh:
+                        todo.append((s, scope_key(s, cfg)))
+                        docs.append(sh)
+                        continue
+            except Exception as e:  # noqa: BLE001 - dead-letter: one odd row must not fail the job
+                r = step_error(STAGE.value, s, e)
+                count_rejected(r)
+                yield TaggedOutput(REJECTED, r)
+                continue
             self.skipped.inc()
             yield s
         if not todo:
             return
         sigs = self.hasher.signatures(docs)
         self.signed.inc(len(todo))
-        for s, sig in zip(todo, sigs):
+        for (s, scope), sig in zip(todo, sigs):
             s.scores[SIZE_SCORE] = 1.0
             yield s
-            yield TaggedOutput(SIGS, (node_key(s.scores.get(cfg.quality_score), s.id), sig.tobytes()))
+            yield TaggedOutput(SIGS, (node_key(s.scores.get(cfg.quality_score), s.id), sig.tobytes(), scope))
 
 
 def _bands(cfg: NearDedupeConfig):
@@ -91,13 +113,12 @@ def _bands(cfg: NearDedupeConfig):
     verify = cfg.verify
 
     def explode(batch):
-        nodes = [n for n, _ in batch]
-        sigs = np.frombuffer(b"".join(s for _, s in batch), dtype=np.uint32).reshape(len(batch), -1)
+        sigs = np.frombuffer(b"".join(s for _, s, _ in batch), dtype=np.uint32).reshape(len(batch), -1)
         keys = band_hashes(sigs, b, r)
-        for i, (node, sig) in enumerate(batch):
+        for i, (node, sig, scope) in enumerate(batch):
             value = (node, sig) if verify else (node, b"")
             for band in range(b):
-                yield band.to_bytes(2, "big") + int(keys[i, band]).to_bytes(8, "big"), value
+                yield band.to_bytes(2, "big") + int(keys[i, band]).to_bytes(8, "big") + scope, value
 
     return explode
 
@@ -163,7 +184,8 @@ class _Verify(beam.DoFn):
 
 
 class CandidateEdges(beam.PTransform):
-    """(node, signature bytes) -> verified edges (node, node): LSH banding + per-bucket checks."""
+    """(node, signature bytes, scope bytes) -> verified edges (node, node): LSH banding (within
+    one scope) + per-bucket checks."""
 
     def __init__(self, cfg: NearDedupeConfig) -> None:
         super().__init__()
@@ -187,7 +209,7 @@ class NearDedupe(beam.PTransform):
         cfg = self.cfg.dedupe.near
         signed = (samples
                   | "Batch" >> beam.BatchElements(min_batch_size=16, max_batch_size=cfg.batch_size)
-                  | "Sign" >> beam.ParDo(_Sign(cfg)).with_outputs(SIGS, main="rows"))
+                  | "Sign" >> beam.ParDo(_Sign(cfg)).with_outputs(SIGS, REJECTED, main="rows"))
         assignments = (signed[SIGS]
                        | "Edges" >> CandidateEdges(cfg)
                        | "Components" >> ConnectedComponents(STAGE.value, cfg.cc_max_rounds))
@@ -196,5 +218,7 @@ class NearDedupe(beam.PTransform):
         def describe(rep: str, size: int) -> str:
             return f"near-duplicate text ({what}) in a cluster of {size}; kept {rep}"
 
-        return (signed["rows"], assignments) | "Apply" >> ApplyClusters(
+        out = (signed["rows"], assignments) | "Apply" >> ApplyClusters(
             STAGE, Reason.NEAR_DUPLICATE, SIZE_SCORE, describe, self.cfg.ingest.max_payload_bytes)
+        return {KEPT: out[KEPT],
+                REJECTED: (out[REJECTED], signed[REJECTED]) | "AllRejected" >> beam.Flatten()}

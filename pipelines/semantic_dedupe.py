@@ -9,7 +9,7 @@
     edges --ConnectedComponents--> (id, (representative, size)) --join rows--> kept / rejected
 
 What each worker holds: Embed one batch of rows; training the sample (`sample_size` vectors,
-8 MB at 20,000 x 385 floats) and the centroids; RangeSearch one cluster, at most
+61 MB at 20,000 x 769 floats) and the centroids; RangeSearch one cluster, at most
 `max_cluster_size` vectors (a cluster larger than that is split by id hash: counted in
 semantic_dedupe/split_clusters, since pairs across the parts are not searched). Nothing
 holds the whole corpus.
@@ -18,6 +18,13 @@ Embeddings: `embedding: perceptual` (default) decodes each image / frame and use
 built-in thumbnail embedding (filters/perceptual.py); `embedding: clip_image` uses
 `Sample.embeddings["clip_image"]` from the CLIP stage ((d,) per row or (n_items, d)) and
 skips rows without it. One space per run: vectors of different models are never compared.
+
+Which rows: with `rows: captions` (the default) only rows whose user turns hold nothing but
+media (and the recipe's default caption prompt): caption pairs and video captions, where one
+picture is one sample. A row that asks a question about a picture is not a duplicate of
+another question about the same picture (VQA sets ask several; LLaVA-Instruct has several
+conversations per COCO image), so it keeps its picture; `rows: all` compares every row with
+media (SemDeDup over everything). Exact copies of a whole row are exact dedupe's.
 
 Rows with several media items: the row's vector is the normalised mean of its items'
 vectors (a video item's is the normalised mean of its frames'), so two rows are duplicates
@@ -31,6 +38,7 @@ decode, i.e. the best re-encode), then the smallest id.
 from __future__ import annotations
 
 import zlib
+from typing import Optional
 
 import apache_beam as beam
 import numpy as np
@@ -41,9 +49,10 @@ from filters.cluster import node_id, node_key, star_edges
 from filters.semantic import assign, choose_k, range_pairs, train_centroids
 from filters.visual import NoFrames, row_vector, visual_features
 from pipelines.clusters import ApplyClusters, ConnectedComponents
-from pipelines.common import METRICS_NAMESPACE
+from pipelines.common import KEPT, METRICS_NAMESPACE, REJECTED, count_rejected, step_error
 from schemas.config import Config, SemanticDedupeConfig
 from schemas.reasons import Reason, Stage
+from schemas.sample import Sample
 
 STAGE = Stage.SEMANTIC_DEDUPE
 SIZE_SCORE = "semantic_dup_cluster_size"
@@ -54,9 +63,20 @@ def _counter(name: str):
     return Metrics.counter(METRICS_NAMESPACE, f"{STAGE.value}/{name}")
 
 
+def caption_like(sample: Sample, caption_prompt: Optional[str]) -> bool:
+    """True when the row's user turns hold only media (and the recipe's caption prompt)."""
+    for m in sample.messages:
+        if m.role != "user":
+            continue
+        for p in m.content:
+            if p.type == "text" and p.text and p.text != caption_prompt:
+                return False
+    return True
+
+
 class _Embed(beam.DoFn):
-    def __init__(self, cfg: SemanticDedupeConfig, with_phash: bool) -> None:
-        self.cfg, self.with_phash = cfg, with_phash
+    def __init__(self, cfg: SemanticDedupeConfig, with_phash: bool, caption_prompt: Optional[str]) -> None:
+        self.cfg, self.with_phash, self.caption_prompt = cfg, with_phash, caption_prompt
 
     def setup(self) -> None:
         self.skipped = _counter("not_compared")
@@ -66,6 +86,10 @@ class _Embed(beam.DoFn):
     def process(self, batch):
         cfg = self.cfg
         for s in batch:
+            if cfg.rows == "captions" and not caption_like(s, self.caption_prompt):
+                self.skipped.inc()
+                yield s
+                continue
             try:
                 if self.with_phash or cfg.embedding == "perceptual":
                     visual_features(s, embedding=cfg.embedding == "perceptual", phash=self.with_phash)
@@ -73,6 +97,11 @@ class _Embed(beam.DoFn):
             except NoFrames:
                 self.undecodable.inc()
                 vec = None
+            except Exception as e:  # noqa: BLE001 - dead-letter: one odd row must not fail the job
+                r = step_error(STAGE.value, s, e)
+                count_rejected(r)
+                yield TaggedOutput(REJECTED, r)
+                continue
             if vec is None:
                 self.skipped.inc()
                 yield s
@@ -132,7 +161,7 @@ class _RangeSearch(beam.DoFn):
 
     def process(self, element):
         _, members = element
-        members = list(members)
+        members = sorted(members, key=lambda m: m[0])   # runner-independent order: same floats, same pairs
         if len(members) < 2:
             return
         self.clusters.inc()
@@ -166,7 +195,8 @@ class SemanticDedupe(beam.PTransform):
         with_phash = d.enabled and bool(d.benchmarks) and d.phash.enabled
         embedded = (samples
                     | "Batch" >> beam.BatchElements(min_batch_size=8, max_batch_size=cfg.batch_size)
-                    | "Embed" >> beam.ParDo(_Embed(cfg, with_phash)).with_outputs(VECS, main="rows"))
+                    | "Embed" >> beam.ParDo(_Embed(cfg, with_phash, self.cfg.validate.default_caption_prompt))
+                    .with_outputs(VECS, REJECTED, main="rows"))
         vecs = embedded[VECS]
         total = vecs | "Count" >> beam.combiners.Count.Globally()
         sample = vecs | "TrainingSample" >> beam.combiners.Top.Smallest(
@@ -189,5 +219,7 @@ class SemanticDedupe(beam.PTransform):
         def describe(rep: str, size: int) -> str:
             return f"near-duplicate media ({what}) in a cluster of {size}; kept {rep}"
 
-        return (embedded["rows"], assignments) | "Apply" >> ApplyClusters(
+        out = (embedded["rows"], assignments) | "Apply" >> ApplyClusters(
             STAGE, Reason.SEMANTIC_DUPLICATE, SIZE_SCORE, describe, self.cfg.ingest.max_payload_bytes)
+        return {KEPT: out[KEPT],
+                REJECTED: (out[REJECTED], embedded[REJECTED]) | "AllRejected" >> beam.Flatten()}

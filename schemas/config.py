@@ -208,6 +208,7 @@ class ExactDedupeConfig:
 @dataclass(frozen=True)
 class NearDedupeConfig:
     enabled: bool
+    scope: Literal["same_media", "text"]
     tasks: list[str]
     shingle: Literal["word", "char"]
     ngram: int
@@ -238,6 +239,7 @@ class NearDedupeConfig:
 @dataclass(frozen=True)
 class SemanticDedupeConfig:
     enabled: bool
+    rows: Literal["captions", "all"]
     embedding: Literal["perceptual", "clip_image"]
     threshold: float
     sample_size: int

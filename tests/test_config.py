@@ -84,7 +84,8 @@ def test_dedupe_defaults():
     cfg = load_config()
     assert cfg.dedupe.near.enabled and cfg.dedupe.semantic.enabled
     assert cfg.decontaminate.enabled and cfg.decontaminate.benchmarks == []
-    assert (cfg.dedupe.near.num_perm, cfg.dedupe.near.ngram, cfg.dedupe.near.threshold) == (128, 5, 0.8)
+    assert (cfg.dedupe.near.num_perm, cfg.dedupe.near.ngram, cfg.dedupe.near.threshold) == (128, 5, 0.7)
+    assert cfg.dedupe.near.scope == "same_media" and cfg.dedupe.semantic.rows == "captions"
     assert cfg.dedupe.semantic.threshold == 0.95 and cfg.decontaminate.ngram.n == 13
     assert (cfg.decontaminate.clip.image_threshold, cfg.decontaminate.clip.text_threshold) == (0.98, 0.5)
     assert (cfg.decontaminate.phash.threshold, cfg.decontaminate.phash.num_perm) == (0.95, 128)

@@ -101,3 +101,25 @@ def test_char_shingles_find_unspaced_scripts():
     out_char = _run([text_sample(a, "a"), text_sample(b, "b")], "dedupe.near.shingle=char",
                     "dedupe.near.min_words=1")
     assert len(out_word["kept"]) == 2 and len(out_char["kept"]) == 1
+
+
+def _captioned(ref, text, sha):
+    from schemas.sample import ContentPart, MediaItem, Message, Sample, sample_id
+
+    s = Sample(id=sample_id("c", ref), source="c", source_ref=ref, task="caption",
+               messages=[Message("user", [ContentPart("image", media_index=0)]),
+                         Message("assistant", [ContentPart("text", text=text)])],
+               media=[MediaItem("image", f"/img/{ref}.jpg", sha256=sha)])
+    s.scores["text_chars"] = float(len(text))
+    return s
+
+
+def test_scope_same_media_compares_only_rows_with_the_same_media():
+    caption = "a small red circle and a large blue square on a light gray gradient background in the corner"
+    rows = [_captioned("a", caption, "11" * 32), _captioned("b", caption + " today", "22" * 32),
+            _captioned("c", caption + " again", "11" * 32), text_sample(caption, "t")]
+    out = _run(rows)                                   # default scope: same_media
+    # a and c show the same image: c, the longer caption, is kept; b shows another image
+    assert {r.id for r in out["rejected"]} == {rows[0].id} and out["rejected"][0].dup_of == rows[2].id
+    out = _run(rows, "dedupe.near.scope=text")         # text alone: all four are one cluster
+    assert len(out["kept"]) == 1

@@ -171,3 +171,21 @@ def test_clip_mode_skips_rows_without_vectors():
     rows[0].embeddings.clear()
     out = _run(rows, "dedupe.semantic.embedding=clip_image")
     assert len(out["kept"]) == 20 and out["counters"]["semantic_dedupe/not_compared"] == 1
+
+
+def test_questions_about_one_picture_are_not_duplicates_unless_rows_all():
+    from schemas.sample import ContentPart, Message
+
+    arr = synth_image(300, 200, 150)
+    rows = []
+    for k, (q, data) in enumerate([("How many shapes?", encode(arr, "JPEG", 90)),
+                                   ("What colour is the square?", encode(arr, "JPEG", 50, (100, 75)))]):
+        s = media_sample(f"qa{k}", {"jpg": data}, task="vqa")
+        s.messages[0].content.append(ContentPart("text", text=q))
+        rows.append(s)
+    caption = media_sample("cap", {"jpg": encode(arr, "PNG")})
+    out = _run(rows + [caption])
+    assert out["rejected"] == [] and out["counters"]["semantic_dedupe/not_compared"] == 2
+    out = _run(rows + [caption], "dedupe.semantic.rows=all")
+    assert len(out["kept"]) == 1 and len(out["rejected"]) == 2
+    assert Message  # layout types
