@@ -15,7 +15,7 @@ import sys
 import time
 from typing import Callable, Optional, Sequence
 
-from schemas.config import CONFIG_DIR, Config, ConfigError, InputConfig, load_config
+from schemas.config import CONFIG_DIR, BenchmarkConfig, Config, ConfigError, InputConfig, load_config
 from schemas.manifest import Manifest
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -43,6 +43,12 @@ def parse_args(pipeline: str, argv: Sequence[str]) -> tuple[argparse.Namespace, 
 def parse_input(text: str) -> InputConfig:
     source, path = (text.split("=", 1) if "=" in text.split("/", 1)[0] else (None, text))
     return InputConfig(path=path, source=source, format="auto")
+
+
+def with_benchmarks(cfg: Config, benchmarks: list[BenchmarkConfig]) -> Config:
+    import dataclasses
+
+    return dataclasses.replace(cfg, decontaminate=dataclasses.replace(cfg.decontaminate, benchmarks=list(benchmarks)))
 
 
 def prepare_output(out_dir: str, overwrite: bool) -> None:
@@ -79,6 +85,9 @@ def run(pipeline: str, builder: Callable, argv: Sequence[str]) -> Manifest:
         sample_dir = os.path.join(out_dir, "sample_input")
         generate(sample_dir)
         inputs = [InputConfig(path=os.path.join(sample_dir, "manifests"), source=None, format="auto")]
+        if not cfg.decontaminate.benchmarks:   # the corpus ships its own benchmark to decontaminate against
+            cfg = with_benchmarks(cfg, [BenchmarkConfig(name="synthbench",
+                                                        path=os.path.join(sample_dir, "benchmark", "bench.jsonl"))])
     cfg = cfg.with_inputs(inputs)
     check_inputs(cfg.inputs)
     prepare_output(out_dir, args.overwrite or args.demo)
