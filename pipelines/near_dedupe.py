@@ -11,8 +11,9 @@ What each worker holds: Sign holds one batch of rows; Verify holds one bucket, a
 counted in near_dedupe/giant_buckets); the components hold one node's neighbourhood per key;
 the final join holds one id's row. No step sees all signatures or all pairs. Signatures (512
 bytes at 128 permutations) ride in the bucket values so candidates are verified where they
-meet, without joining rows back; with `verify: false` only node keys travel (NeMo Curator's
-choice: every bucket is a cluster).
+meet, without joining rows back; by default only their lowest 8 bits travel (b-bit MinHash,
+128 bytes, corrected for chance agreement: `verify_bits`); with `verify: false` only node keys
+travel (NeMo Curator's choice: every bucket is a cluster).
 
 The text compared is every text of the row (captions, questions, answers, reasoning, ASR
 turns), in order. With `scope: same_media` (the default) the bucket key also holds a hash of
@@ -35,7 +36,8 @@ from apache_beam.metrics import Metrics
 from apache_beam.pvalue import TaggedOutput
 
 from filters.cluster import node_key, star_edges
-from filters.minhash import MinHasher, band_hashes, optimal_bands, pairwise_estimates, shingles
+from filters.minhash import (MinHasher, band_hashes, bbit_correct, low_bits, optimal_bands, pairwise_estimates,
+                             shingles)
 from pipelines.clusters import ApplyClusters, ConnectedComponents
 from pipelines.common import KEPT, METRICS_NAMESPACE, REJECTED, count_rejected, step_error
 from schemas.config import Config, NearDedupeConfig
@@ -110,13 +112,14 @@ class _Sign(beam.DoFn):
 
 def _bands(cfg: NearDedupeConfig):
     b, r = optimal_bands(cfg.threshold, cfg.num_perm, cfg.false_positive_weight, cfg.false_negative_weight)
-    verify = cfg.verify
+    verify, bits = cfg.verify, cfg.verify_bits
 
     def explode(batch):
         sigs = np.frombuffer(b"".join(s for _, s, _ in batch), dtype=np.uint32).reshape(len(batch), -1)
         keys = band_hashes(sigs, b, r)
-        for i, (node, sig, scope) in enumerate(batch):
-            value = (node, sig) if verify else (node, b"")
+        short = low_bits(sigs, bits) if verify else None
+        for i, (node, _, scope) in enumerate(batch):
+            value = (node, short[i].tobytes() if verify else b"")
             for band in range(b):
                 yield band.to_bytes(2, "big") + int(keys[i, band]).to_bytes(8, "big") + scope, value
 
@@ -128,6 +131,7 @@ class _Verify(beam.DoFn):
 
     def __init__(self, cfg: NearDedupeConfig) -> None:
         self.threshold, self.cap, self.verify = cfg.threshold, cfg.max_bucket_size, cfg.verify
+        self.bits = cfg.verify_bits
 
     def setup(self) -> None:
         ns = METRICS_NAMESPACE
@@ -153,8 +157,9 @@ class _Verify(beam.DoFn):
         if not self.verify:
             yield from star_edges(nodes, ((0, j) for j in range(1, len(nodes))))
             return
-        sigs = np.frombuffer(b"".join(uniq[n] for n in nodes), dtype=np.uint32).reshape(len(nodes), -1)
-        est = pairwise_estimates(sigs)
+        dtype = low_bits(np.zeros((1, 1), np.uint32), self.bits).dtype
+        sigs = np.frombuffer(b"".join(uniq[n] for n in nodes), dtype=dtype).reshape(len(nodes), -1)
+        est = pairwise_estimates(sigs, bits=self.bits)
         iu, ju = np.triu_indices(len(nodes), 1)
         ok = est[iu, ju] >= self.threshold
         self.pairs.inc(int(ok.sum()))
@@ -171,13 +176,14 @@ class _Verify(beam.DoFn):
                 pivot, pivot_sig = node, sig
         self.giant.inc()
         self.giant_members.inc(n)
-        ref = np.frombuffer(pivot_sig, dtype=np.uint32) if self.verify else None
+        dtype = low_bits(np.zeros((1, 1), np.uint32), self.bits).dtype
+        ref = np.frombuffer(pivot_sig, dtype=dtype) if self.verify else None
         for node, sig in members:
             if node == pivot:
                 continue
             if self.verify:
-                est = np.count_nonzero(np.frombuffer(sig, dtype=np.uint32) == ref) / len(ref)
-                if est < self.threshold:
+                share = np.count_nonzero(np.frombuffer(sig, dtype=dtype) == ref) / len(ref)
+                if float(bbit_correct(share, self.bits)) < self.threshold:
                     continue
             self.pairs.inc()
             yield node, pivot

@@ -220,6 +220,7 @@ class NearDedupeConfig:
     false_positive_weight: float
     false_negative_weight: float
     verify: bool
+    verify_bits: Literal[8, 16, 32]
     max_bucket_size: int
     cc_max_rounds: int
     quality_score: str
