@@ -16,6 +16,8 @@ is the benchmark row's own id when it has one, else its file locator.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.pvalue import AsSingleton, TaggedOutput
@@ -76,8 +78,10 @@ class _LoadBenchmarkFile(beam.DoFn):
         self.cfg = cfg
 
     def setup(self) -> None:
-        self.validate = ValidateRows(self.cfg)
-        self.fetch = MediaFetch(self.cfg)
+        # benchmark media resolve against the benchmark's own folder, never the corpus's media_root
+        own = dataclasses.replace(self.cfg, ingest=dataclasses.replace(self.cfg.ingest, media_root=None))
+        self.validate = ValidateRows(own)
+        self.fetch = MediaFetch(own)
         self.rows = _counter("benchmark_items")
         self.invalid = _counter("benchmark_invalid_rows")
         self.missing = _counter("benchmark_missing_media")

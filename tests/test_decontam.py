@@ -171,6 +171,15 @@ def test_stage_rejects_copies_with_benchmark_name_item_and_rule(bench_dir):
     assert out["counters"]["decontaminate/benchmark_items"] == 29
 
 
+def test_benchmark_media_resolve_against_the_benchmark_folder(bench_dir, tmp_path):
+    d, imgs, _, _ = bench_dir
+    row = media_sample("r1", {"jpg": encode(imgs["a"], "PNG")})
+    cfg = make_cfg(f"decontaminate.benchmarks=[{{name: mmb, path: {d}/mmbench.jsonl}}]",
+                   f"ingest.media_root={tmp_path}")           # the corpus's media live elsewhere
+    out = run_collect([row], stage_outputs(Decontaminate(cfg)))
+    assert [json.loads(r.detail)["item"] for r in out["rejected"]] == ["q1"]
+
+
 def test_no_benchmarks_means_no_stage_and_bad_recipes_fail():
     from pipelines.curate import curation_stages
 
