@@ -7,8 +7,9 @@ caches in the in-flight `Sample.embeddings` (never written to Parquet):
                   (a video's is the normalised mean of its frames')
     "phash":      list (per item) of lists of 64-bit pHashes (one per image / frame)
 
-and sets the `media_pixels` score. A later stage that needs a feature the earlier one did
-not compute decodes again; each feature is computed at most once per row.
+and sets the `media_pixels` and `media_quality` scores (`media_size_scores`). A later stage
+that needs a feature the earlier one did not compute decodes again; each feature is computed
+at most once per row.
 """
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ def visual_features(sample: Sample, embedding: bool = True, phash: bool = False)
     need_ph = phash and PHASH not in sample.embeddings
     if not (need_emb or need_ph) or not sample.media:
         return
-    embs, hashes, pixels = [], [], 0.0
+    embs, hashes, shapes = [], [], []
     for i, item in enumerate(sample.media):
         try:
             frames = item_frames(sample, i)
@@ -45,7 +46,7 @@ def visual_features(sample: Sample, embedding: bool = True, phash: bool = False)
             raise NoFrames(f"media[{i}]: {type(e).__name__}: {e}"[:300]) from None
         if not frames:
             raise NoFrames(f"media[{i}]: no frames")
-        pixels += float(frames[0].shape[0] * frames[0].shape[1])
+        shapes.append(frames[0].shape[:2])
         if need_emb:
             embs.append(mean_embedding([frame_embedding(f) for f in frames]))
         if need_ph:
@@ -54,7 +55,25 @@ def visual_features(sample: Sample, embedding: bool = True, phash: bool = False)
         sample.embeddings[PERCEPTUAL] = np.stack(embs)
     if need_ph:
         sample.embeddings[PHASH] = hashes
+    media_size_scores(sample, shapes)
+
+
+def media_size_scores(sample: Sample, decoded_shapes: Optional[list] = None) -> None:
+    """`media_pixels`: source width x height summed over the items (the decoder's
+    `source_width`/`source_height`; the decoded first frame's size where those are unset);
+    `media_quality`: the same plus source bytes x 1e-10, so of two copies at one resolution the
+    one with more bytes (the higher bitrate: the original, not the re-encode) ranks first."""
+    pixels = nbytes = 0.0
+    for i, item in enumerate(sample.media):
+        if item.source_width and item.source_height:
+            pixels += float(item.source_width * item.source_height)
+        elif decoded_shapes is not None and i < len(decoded_shapes):
+            pixels += float(decoded_shapes[i][0] * decoded_shapes[i][1])
+        else:
+            return                      # unknown size: no score rather than a wrong one
+        nbytes += float(item.num_bytes or 0)
     sample.scores["media_pixels"] = pixels
+    sample.scores["media_quality"] = pixels + min(nbytes, 1e9) * 1e-10
 
 
 def row_vector(sample: Sample, kind: str) -> Optional[np.ndarray]:
@@ -70,9 +89,7 @@ def row_vector(sample: Sample, kind: str) -> Optional[np.ndarray]:
         vecs = sample.embeddings.get(kind)
         if vecs is None:
             return None
-        if "media_pixels" not in sample.scores:
-            px = [(m.source_width or 0) * (m.source_height or 0) for m in sample.media]
-            if all(px):
-                sample.scores["media_pixels"] = float(sum(px))
+        if "media_quality" not in sample.scores:
+            media_size_scores(sample)
     vecs = np.asarray(vecs, dtype=np.float32)
     return mean_embedding(vecs if vecs.ndim == 2 else [vecs])

@@ -30,10 +30,11 @@ Rows with several media items: the row's vector is the normalised mean of its it
 vectors (a video item's is the normalised mean of its frames'), so two rows are duplicates
 when their media, taken together, are; a row sharing one of several images with another is
 not. Rows without media, or whose media cannot be decoded here (undecoded video before the
-media decoder runs), are passed through uncompared and counted (semantic_dedupe/not_compared).
+media stage), are passed through uncompared and counted (semantic_dedupe/not_compared).
 
-The representative of a cluster: highest `quality_score` (default `media_pixels`: the largest
-decode, i.e. the best re-encode), then the smallest id.
+The representative of a cluster: highest `quality_score` (default `media_quality`: the largest
+source resolution, then the most source bytes, i.e. the original rather than a smaller or
+lower-bitrate re-encode), then the smallest id.
 """
 from __future__ import annotations
 

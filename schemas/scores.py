@@ -31,7 +31,8 @@ SCORE_DOCS: dict[str, str] = {
     # near dedupe (filters/minhash.py, pipelines/near_dedupe.py)
     "near_dup_cluster_size": "rows in this row's text near-duplicate cluster (1: none); null: not compared",
     # semantic dedupe (filters/semantic.py, pipelines/semantic_dedupe.py)
-    "media_pixels": "decoded pixels (width x height) summed over the row's images and videos' first frames",
+    "media_pixels": "source pixels (width x height) summed over the row's images and videos",
+    "media_quality": "rank of a media duplicate: media_pixels + source bytes x 1e-10 (bytes break ties of equal size)",
     "semantic_dup_cluster_size": "rows in this row's media near-duplicate cluster (1: none); null: not compared",
     # decontamination (filters/decontam.py, pipelines/decontaminate.py)
     "benchmark_ngram_overlap": "share of the row's word n-grams (decontaminate.ngram.n) found in benchmark texts",

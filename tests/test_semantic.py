@@ -134,7 +134,7 @@ def _vector_rows(x):
     for i, v in enumerate(x):
         s = media_sample(f"v{i}", {"jpg": b""})
         s.embeddings["clip_image"] = v
-        s.scores["media_pixels"] = 1.0
+        s.scores["media_quality"] = 1.0
         rows.append(s)
     return rows
 
