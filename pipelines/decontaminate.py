@@ -1,8 +1,9 @@
 """Benchmark decontamination: drop training rows that copy a benchmark item (filters/decontam.py).
 
     recipe benchmarks [{name, path}] --expand files--> FileTasks --read (ingest/readers.py)
-        --validate (schemas/input.py)--> benchmark Samples --fetch media, pHash frames,
-        n-grams, CLIP vectors--> BenchmarkItems --CombineGlobally--> DecontamIndex
+        --validate (schemas/input.py)--> benchmark Samples --the media step (decode, sample
+        frames, as for training rows)--> pHash per image / frame, n-grams, CLIP vectors
+        --> BenchmarkItems --CombineGlobally--> DecontamIndex
     rows --Judge (index as a side input)--> kept / rejected `contaminated`
 
 Benchmarks use the same layouts and readers as training inputs (JSONL, LLaVA JSON, Parquet,
@@ -16,6 +17,7 @@ is the benchmark row's own id when it has one, else its file locator.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 
 import apache_beam as beam
@@ -23,6 +25,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.pvalue import AsSingleton, TaggedOutput
 
 from filters.base import reject_sample
+from filters.media import MediaFilter
 from filters.decontam import BenchmarkItem, DecontamIndex, RowFeatures, text_ngrams
 from filters.phash import phash64
 from filters.visual import PHASH, NoFrames, visual_features
@@ -82,10 +85,30 @@ class _LoadBenchmarkFile(beam.DoFn):
         own = dataclasses.replace(self.cfg, ingest=dataclasses.replace(self.cfg.ingest, media_root=None))
         self.validate = ValidateRows(own)
         self.fetch = MediaFetch(own)
+        self.media = MediaFilter(own)
+        self.media.setup()
         self.rows = _counter("benchmark_items")
         self.invalid = _counter("benchmark_invalid_rows")
         self.missing = _counter("benchmark_missing_media")
+        self.media_rejected = _counter("benchmark_media_not_sampled")
         self.undecodable = _counter("benchmark_undecodable_media")
+
+    def teardown(self) -> None:
+        self.media.teardown()
+
+    def _media(self, sample: Sample) -> Sample:
+        """The benchmark row's media through the training rows' own media step (decode, Keye
+        frame sampling, resize), so both sides hash the same kind of frames; if that step
+        rejects the row (a quality verdict means nothing for a benchmark), the fetched bytes."""
+        if not sample.media:
+            return sample
+        out = self.media(copy.deepcopy(sample))
+        if isinstance(out, Sample):
+            return out
+        self.media_rejected.inc()
+        if isinstance(self.fetch(sample), Rejected):
+            self.missing.inc()       # items fetched before the failure still count
+        return sample
 
     def process(self, task):
         for raw in read_file(task):
@@ -93,8 +116,7 @@ class _LoadBenchmarkFile(beam.DoFn):
             if isinstance(sample, Rejected):
                 self.invalid.inc()
                 continue
-            if isinstance(self.fetch(sample), Rejected):
-                self.missing.inc()   # items fetched before the failure still count
+            sample = self._media(sample)
             item, bad = benchmark_item(sample, raw.payload, self.cfg)
             self.undecodable.inc(bad)
             self.rows.inc()

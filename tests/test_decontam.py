@@ -191,3 +191,33 @@ def test_no_benchmarks_means_no_stage_and_bad_recipes_fail():
     with pytest.raises(ConfigError, match="missing key"):
         make_cfg("decontaminate.benchmarks=[{name: a}]")
     assert Message  # layout types used above
+
+
+def test_video_copying_a_benchmark_video_is_contaminated(tmp_path):
+    """Benchmark videos go through the training rows' media step: the same frames are sampled
+    on both sides, so a copied video matches frame pHashes; another video does not."""
+    from filters.media import MediaFilter
+    from schemas.input import RowContext, normalize_row
+    from tests.dedupe_data import synth_clip
+    from tests.media_util import encode_video
+
+    clip = encode_video(synth_clip(9, frames=30, w=160, h=120), fps=10)
+    other = encode_video(synth_clip(10, frames=30, w=160, h=120), fps=10)
+    (tmp_path / "clip.mp4").write_bytes(clip)
+    (tmp_path / "other.mp4").write_bytes(other)
+    (tmp_path / "copy.mp4").write_bytes(clip)
+    (tmp_path / "bench.jsonl").write_text(json.dumps(
+        {"id": "v1", "video": "clip.mp4", "question": "Which way does the square move?", "answer": "Right."}) + "\n")
+    cfg = make_cfg(f"decontaminate.benchmarks=[{{name: vb, path: {tmp_path}/bench.jsonl}}]")
+    step = MediaFilter(cfg)
+    rows = []
+    for name in ("copy.mp4", "other.mp4"):
+        ctx = RowContext(source="t", source_ref=name, base_dir=str(tmp_path), max_field_chars=1000,
+                         max_media_per_row=4, max_messages=4)
+        row = step(normalize_row({"video": name, "caption": "a clip of moving shapes"}, ctx))
+        assert len(row.media[0].members) > 1              # sampled frames, as the media stage stores them
+        rows.append(row)
+    out = run_collect(rows, stage_outputs(Decontaminate(cfg)))
+    assert [(r.source_ref, json.loads(r.detail)["rule"], json.loads(r.detail)["item"]) for r in out["rejected"]] \
+        == [("copy.mp4", "phash", "v1")]
+    assert [s.source_ref for s in out["kept"]] == ["other.mp4"]
