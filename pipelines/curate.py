@@ -1,7 +1,7 @@
 """The curation pipeline: ingest -> validate -> text -> media -> exact dedupe -> near dedupe
 (text) -> [score] -> semantic dedupe (media) -> decontaminate -> [recaption] -> tokens -> write.
 
-`curation_stages` is the single ordered list of stages; later stages (decode, scoring,
+`curation_stages` is the single ordered list of stages; later stages (scoring,
 recaptioning) are inserted into it at the places in brackets. Each entry is a PTransform
 returning {KEPT, REJECTED}; `RunStages` threads the kept rows through and flattens every
 rejected output, so the manifest can account for every input row.
