@@ -1,13 +1,12 @@
 import gzip
-import io
 import json
-import tarfile
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 import ingest.readers as readers
+from tests.archive_util import make_tar
 from ingest.readers import FileTask, detect_format, read_file
 from schemas.reasons import Reason
 
@@ -118,14 +117,7 @@ def test_parquet_broken_file_is_one_row(tmp_path):
 
 
 def _tar(path, members, cut=None):
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for name, data in members:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    data = buf.getvalue()
-    path.write_bytes(data[:cut] if cut else data)
+    path.write_bytes(make_tar(members, cut))
 
 
 def test_wds_img2dataset_layout(tmp_path):

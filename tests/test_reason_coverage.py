@@ -5,10 +5,8 @@ with exactly the planned (stage, reason), every other row must be kept, and the 
 must add up. A new Reason without a planted row here fails `test_every_reason_is_planted`.
 """
 import gzip
-import io
 import json
 import os
-import tarfile
 
 import numpy as np
 import pyarrow as pa
@@ -17,6 +15,7 @@ import pytest
 
 from filters.media import FAULT_ENV, FAULT_PREFIX
 from pipelines.curate import build_curate
+from tests.archive_util import make_tar
 from pipelines.launch import run
 from schemas.reasons import Reason, Stage
 from schemas.sample import sample_id
@@ -96,15 +95,6 @@ def _words(n, seed):
     return " ".join(rng.choice(vocab) + str(rng.randrange(1000)) for _ in range(n))
 
 
-def _tar(members, cut=None) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for name, data in members:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    data = buf.getvalue()
-    return data[:cut] if cut else data
 
 
 def plant(root):
@@ -184,7 +174,7 @@ def plant(root):
     expect["broken.parquet"] = ("ingest", Reason.MALFORMED_PARQUET)
     tar_png = _png(32, 40, seed=3)
     assert len(tar_png) <= 1024               # so that the cut below still falls inside b.png
-    (m / "cut.tar").write_bytes(_tar([("a.png", tar_png), ("a.txt", b"a tar caption"),
+    (m / "cut.tar").write_bytes(make_tar([("a.png", tar_png), ("a.txt", b"a tar caption"),
                                       ("b.png", b"Q" * 3000), ("b.txt", b"lost")], cut=4000))
     expect["cut.tar#b"] = ("ingest", Reason.TRUNCATED_ARCHIVE)
     (m / "bad.jsonl.gz").write_bytes(b"\x1f\x8b\x08\x00garbage")
