@@ -17,6 +17,8 @@ class Stage(str, enum.Enum):
     TEXT = "text"              # text normalisation, stats and text filters
     MEDIA = "media"            # fetching media bytes (decoding lands here too)
     EXACT_DEDUPE = "exact_dedupe"
+    SCORE = "score"            # CLIP scores, per-source thresholds, routing (keep / recaption / drop)
+    RECAPTION = "recaption"    # new captions from a VLM for rows routed by the score stage
     TOKENS = "tokens"          # exact token accounting and sequence-length bounds
 
 
@@ -51,6 +53,10 @@ class Reason(str, enum.Enum):
     MEDIA_TOO_LARGE = "media_too_large"
     # dedupe
     EXACT_DUPLICATE = "exact_duplicate"
+    # score
+    LOW_CLIP_SCORE = "low_clip_score"
+    # recaption
+    RECAPTION_FAILED = "recaption_failed"
     # tokens
     TOO_MANY_TOKENS = "too_many_tokens"
 
@@ -81,6 +87,8 @@ REASON_DOCS: dict[Reason, str] = {
     Reason.EMPTY_MEDIA: "a referenced media file has zero bytes",
     Reason.MEDIA_TOO_LARGE: "a media file is larger than media.max_bytes",
     Reason.EXACT_DUPLICATE: "same normalised text and media bytes as the row in dup_of",
+    Reason.LOW_CLIP_SCORE: "clip_score below the threshold of a score.rules entry whose action is drop",
+    Reason.RECAPTION_FAILED: "every recaption request failed or came back empty after its retries",
     Reason.TOO_MANY_TOKENS: "text plus visual tokens exceed tokens.max_total_tokens",
 }
 
