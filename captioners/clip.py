@@ -111,9 +111,13 @@ class ClipRef:
             tag_cfg = get_pretrained_cfg(self.model.replace("/", "-"), self.pretrained)
             if tag_cfg:
                 cfg = merge_preprocess_dict(cfg, tag_cfg)
-        size = model_cfg.get("vision_cfg", {}).get("image_size")
-        if size is not None:       # as open_clip sets it from the built tower: (h, w)
-            cfg["size"] = (size, size) if isinstance(size, int) else tuple(size)
+        vision = model_cfg.get("vision_cfg", {})
+        size = vision.get("image_size", 224)
+        # as open_clip sets it from the built tower: ModifiedResNet keeps an int, ViT and timm towers (h, w)
+        resnet = isinstance(vision.get("layers"), (list, tuple)) and "timm_model_name" not in vision
+        cfg["size"] = size if resnet or not isinstance(size, int) else (size, size)
+        if isinstance(cfg["size"], list):
+            cfg["size"] = tuple(cfg["size"])
         return cfg
 
 
