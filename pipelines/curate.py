@@ -1,7 +1,8 @@
-"""The curation pipeline: ingest -> validate -> text -> media -> exact dedupe -> tokens -> write.
+"""The curation pipeline: ingest -> validate -> text -> media -> exact dedupe -> [near dedupe] ->
+score (CLIP) -> [semantic dedupe] -> [decontaminate] -> recaption -> tokens -> write.
 
-`curation_stages` is the single ordered list of stages; later stages (decode, near-dup and
-semantic dedupe, decontamination, scoring, recaptioning) are inserted into it. Each entry
+`curation_stages` is the single ordered list of stages; the bracketed ones are inserted into
+it by their own issues. Each entry
 is a PTransform returning {KEPT, REJECTED}; `RunStages` threads the kept rows through and
 flattens every rejected output, so the manifest can account for every input row.
 """
@@ -14,9 +15,11 @@ from pipelines.dedupe import ExactDedupe
 from pipelines.ingest import Ingest, Validate
 from pipelines.manifest import WriteManifest
 from pipelines.media import Media
+from pipelines.recaption import Recaption
+from pipelines.score import Score
 from pipelines.text import TextFilters
 from pipelines.tokens import Tokens
-from pipelines.write import WriteRejected, WriteSamples
+from pipelines.write import WriteEmbeddings, WriteRejected, WriteSamples
 from schemas.config import Config
 
 
@@ -29,6 +32,10 @@ def curation_stages(cfg: Config) -> list[tuple[str, beam.PTransform]]:
     ]
     if cfg.dedupe.exact.enabled:
         stages.append(("ExactDedupe", ExactDedupe(cfg)))
+    if cfg.score.enabled:
+        stages.append(("Score", Score(cfg)))
+    if cfg.score.enabled and cfg.recaption.enabled:
+        stages.append(("Recaption", Recaption(cfg)))
     stages.append(("Tokens", Tokens(cfg)))
     return stages
 
@@ -51,7 +58,10 @@ def write_outputs(raw_rows, kept, rejected, cfg: Config, out_dir: str, pipeline_
     """Shards for kept and rejected rows, then the manifest over all of them."""
     sample_shards = kept | "WriteSamples" >> WriteSamples(out_dir, cfg.output)
     rejected_shards = rejected | "WriteRejected" >> WriteRejected(out_dir, cfg.output)
-    shards = (sample_shards, rejected_shards) | "AllShards" >> beam.Flatten()
+    parts = [sample_shards, rejected_shards]
+    if cfg.score.enabled and cfg.score.write_embeddings:
+        parts.append(kept | "WriteEmbeddings" >> WriteEmbeddings(out_dir, cfg.output))
+    shards = tuple(parts) | "AllShards" >> beam.Flatten()
     return (raw_rows, kept, rejected, shards) | "Manifest" >> WriteManifest(out_dir, pipeline_name, cfg)
 
 

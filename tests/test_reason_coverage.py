@@ -20,7 +20,14 @@ from schemas.sample import sample_id
 
 OVERRIDES = ["text.min_chars=3", "text.max_chars=5000", "validate.max_field_chars=20000",
              "validate.max_media_per_row=3", "validate.max_messages=6", "media.max_bytes=5000",
-             "tokens.max_total_tokens=300", "ingest.max_row_bytes=60000", "text.min_words_for_repetition=20"]
+             "tokens.max_total_tokens=300", "ingest.max_row_bytes=60000", "text.min_words_for_repetition=20",
+             # CLIP scoring with the bundled tiny model: every grounding box is below 1.0 and dropped,
+             # every decodable caption is below 1.0 and routed to a captioner that is not there
+             "score.enabled=true", "score.model=builtin:tiny-clip-synth", "score.pretrained=null",
+             "score.rules=[{source: null, task: grounding, kind: absolute, value: 1.0, below: drop},"
+             "{source: null, task: caption, kind: absolute, value: 1.0, below: recaption}]",
+             "recaption.enabled=true", "recaption.openai.max_retries=1", "recaption.openai.timeout_s=5",
+             "recaption.openai.backoff_base_s=0.01", "recaption.openai.backoff_max_s=0.02"]
 
 
 def _words(n, seed):
@@ -41,11 +48,23 @@ def _tar(members, cut=None) -> bytes:
     return data[:cut] if cut else data
 
 
+def _dead_port() -> int:
+    """A loopback port nothing listens on: a captioner that is down."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def plant(root):
     """Write the inputs; return {source_ref: (stage, reason)} for the rows that must be rejected."""
+    from tests.score_util import encode, scene
+
     m, media = root / "in", root / "media"
     m.mkdir()
     media.mkdir()
+    (media / "shapes.jpg").write_bytes(encode(scene(1, 64, 48)[0], "JPEG"))   # a real picture, < 5000 bytes
     (media / "ok.png").write_bytes(b"\x89PNG fake but fetchable" * 3)
     (media / "dup.png").write_bytes(b"\x89PNG fake but fetchable" * 3)   # same bytes, other name
     (media / "empty.mp4").write_bytes(b"")
@@ -88,6 +107,12 @@ def plant(root):
     line({"video": "../media/empty.mp4", "caption": "empty"}, "media", Reason.EMPTY_MEDIA)
     line({"image": "../media/big.jpg", "caption": "too big"}, "media", Reason.MEDIA_TOO_LARGE)
     line({"text": _words(400, 2)}, "tokens", Reason.TOO_MANY_TOKENS)
+    line({"messages": [{"role": "user", "content": [{"type": "image", "image": "../media/shapes.jpg"},
+                                                    {"type": "text", "text": "Where is the shape?"}]},
+                       {"role": "assistant", "content": "<|object_ref_start|>the shape<|object_ref_end|>"
+                                                        "<|box_start|>[[100,100,900,900]]<|box_end|>"}]},
+         "score", Reason.LOW_CLIP_SCORE)
+    line({"image": "../media/shapes.jpg", "caption": "shapes on a background"}, "recaption", Reason.RECAPTION_FAILED)
     (m / "rows.jsonl").write_bytes(b"\n".join(lines) + b"\n")
 
     (m / "broken.parquet").write_bytes(b"PAR1 not really")
@@ -106,7 +131,8 @@ def planted_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("reasons")
     expect = plant(root)
     out = root / "out"
-    argv = ["--input", str(root / "in"), "--output", str(out), "--progress_s", "0"]
+    argv = ["--input", str(root / "in"), "--output", str(out), "--progress_s", "0",
+            "--set", f"recaption.openai.base_url=http://127.0.0.1:{_dead_port()}/v1"]
     for o in OVERRIDES:
         argv += ["--set", o]
     manifest = run("curate", build_curate, argv)
