@@ -37,7 +37,7 @@ BUILTIN_DIR = os.path.join(PACKAGE_DIR, "models")
 BUILTIN_PREFIX = "builtin:"
 LOCAL_PREFIX = "local-dir:"
 TINY_CONFIG = "keye-tiny-clip"
-FORWARD_CHUNK = 16
+FORWARD_CHUNK = 8
 
 
 @functools.lru_cache(maxsize=None)
@@ -173,8 +173,10 @@ class ClipModel:
         self.ref = ref
         self.device = resolve_device(device)
         self.forward_chunk = forward_chunk
-        self.model = open_clip.create_model(ref.open_clip_name, pretrained=None if ref.local_dir else ref.pretrained,
-                                            precision=precision, device=self.device)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)      # weights left random (no pretrained) are the same in every process
+            self.model = open_clip.create_model(ref.open_clip_name, pretrained=None if ref.local_dir else ref.pretrained,
+                                                precision=precision, device=self.device)
         self.model.eval()
         self.dtype = next(self.model.parameters()).dtype
         self.embed_dim = int(ref.model_config()["embed_dim"])
