@@ -139,3 +139,16 @@ def test_scores_survive_the_parquet_round_trip(staged):
     table = pa.Table.from_pylist([s.to_row() for s in kept.values()], schema=SAMPLE_SCHEMA)
     back = {r["id"]: Sample.from_row(r) for r in table.to_pylist()}
     assert all(back[sid].scores == s.scores for sid, s in kept.items())
+
+
+def test_large_model_shares_one_model_per_machine_and_scores_the_same(staged):
+    """large_model: Beam serves one model per machine to its worker processes (multi_process_shared)."""
+    cfg = make_cfg(*MODEL, RULES, "recaption.enabled=true", "score.large_model=true")
+    subset = [r for r in rows() if r.source in ("a", "v")][:8]
+    kept, rejected = run_stages([("Score", Score(cfg))], subset)
+    _, before, _ = staged
+    assert len(kept) == 8 and not rejected
+    def clip(scores):    # clip_threshold depends on which rows are in the run; the scores do not
+        return {k: v for k, v in scores.items() if k != "clip_threshold"}
+
+    assert all(clip(s.scores) == clip(before[s.id].scores) for s in kept)
