@@ -313,6 +313,7 @@ class TransformersBackend:
         self.captioner_id = captioner_id
         self.model = self.processor = None
         self.stats = {"retries": 0, "empty": 0, "errors": 0, "batches": 0}
+        self._lock = threading.Lock()      # one generate() at a time: the pipeline's threads share this backend
 
     def setup(self) -> None:
         if self.model is not None:
@@ -333,6 +334,10 @@ class TransformersBackend:
         pass
 
     def caption(self, requests: Sequence[CaptionRequest]) -> list[CaptionResult]:
+        with self._lock:
+            return self._caption(requests)
+
+    def _caption(self, requests: Sequence[CaptionRequest]) -> list[CaptionResult]:
         self.setup()
         results: list[CaptionResult] = []
         for start in range(0, len(requests), self.cfg.batch_size):

@@ -33,7 +33,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional, Union
 
 import numpy as np
@@ -71,10 +71,6 @@ class ScorePlan:
     item_units: list[list[int]]             # per media item: the units whose mean is its clip_image
     caption: Optional[tuple[int, int]] = None   # (message, part) of the caption for caption rows
 
-    @property
-    def num_pictures(self) -> int:
-        return len(self.pictures)
-
 
 @dataclass(frozen=True)
 class Unscored:
@@ -87,9 +83,7 @@ class ScoreResult:
     scores: dict[str, float]
     clip_image: Optional[np.ndarray]        # (n_items, d) unit rows
     clip_text: Optional[np.ndarray]         # (d,)
-    caption_units: Optional[np.ndarray] = None   # (k, d) pictures the caption rule compares with
-    caption_is_video: bool = False
-    extra: dict = field(default_factory=dict)
+    caption_units: Optional[np.ndarray] = None   # (k, d) pictures the caption rule compares with (recaptions)
 
 
 # --- reading the row ---------------------------------------------------------------------------
@@ -337,7 +331,6 @@ def finish(p: ScorePlan, image_emb: np.ndarray, text_emb: np.ndarray) -> ScoreRe
         scores["clip_video_mean"] = caption_score(image_emb[frames], text_emb[0])
         scores["clip_video_max"] = float(per_frame.max())
     caption_units = None
-    is_video = False
     if p.rule == "caption":
         is_video = bool(frames)
         scores["clip_score"] = scores["clip_video_mean"] if is_video else scores["clip_image_text"]
@@ -355,7 +348,7 @@ def finish(p: ScorePlan, image_emb: np.ndarray, text_emb: np.ndarray) -> ScoreRe
     clip_image = _unit(np.stack([image_emb[ids].mean(axis=0) for ids in p.item_units]))
     return ScoreResult(scores=scores, clip_image=clip_image,
                        clip_text=text_emb[0].astype(np.float32) if len(text_emb) else None,
-                       caption_units=caption_units, caption_is_video=is_video)
+                       caption_units=caption_units)
 
 
 def caption_score(caption_units: np.ndarray, text_emb: np.ndarray) -> float:

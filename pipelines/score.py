@@ -28,7 +28,7 @@ from apache_beam.pvalue import TaggedOutput
 
 from captioners.clip import ClipModel, ClipPreprocessor, ClipRef
 from captioners.routing import histogram, match_rule, resolve_threshold, route
-from captioners.scoring import ScorePlan, Unscored, finish, plan
+from captioners.scoring import Unscored, finish, plan
 from filters.base import reject_sample
 from pipelines.common import KEPT, METRICS_NAMESPACE, REJECTED, count_kept, count_rejected
 from schemas.config import Config, ScoreConfig

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from captioners import routing, scoring
-from captioners.clip import ClipModel, ClipRef, ClipScorer
+from captioners.clip import ClipRef, ClipScorer
 from schemas.config import ScoreRule
 from tests.score_util import grounding_row, image_row, interleaved_row, scene, video_row
 

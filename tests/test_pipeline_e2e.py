@@ -216,7 +216,7 @@ def test_demo_with_recaptioning_through_a_flaky_server(corpus, tiny_vlm, tmp_pat
     try:
         m = run_demo(corpus[0], tmp_path / "recaption", "--set", "recaption.enabled=true",
                      "--set", f"recaption.openai.base_url={server.base_url}", "--set", "recaption.openai.model=tiny-vlm",
-                     "--set", "recaption.openai.timeout_s=3", "--set", "recaption.openai.max_retries=5",
+                     "--set", "recaption.openai.timeout_s=4", "--set", "recaption.openai.max_retries=5",
                      "--set", "recaption.openai.backoff_base_s=0.01", "--set", "recaption.max_new_tokens=8",
                      "--set", "recaption.temperature=0.8")
     finally:

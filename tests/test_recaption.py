@@ -316,7 +316,7 @@ def test_stage_recaptions_through_a_flaky_server(tiny_vlm):
     (or, had its retries run out, rejected), the QA row is untouched, and the pipeline finishes."""
     s = Server(tiny_vlm, fault="500:0.3,hang:0.1,malformed:0.1", hang_s=30).start()
     try:
-        cfg = stage_cfg(s.base_url, "recaption.openai.timeout_s=3", "recaption.openai.max_retries=6")
+        cfg = stage_cfg(s.base_url, "recaption.openai.timeout_s=4", "recaption.openai.max_retries=6")
         kept, rejected = run_stages([("Score", Score(cfg)), ("Recaption", Recaption(cfg))], stage_rows())
     finally:
         s.stop()
