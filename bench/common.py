@@ -43,3 +43,22 @@ def emit(bench: str, results: dict[str, Any]) -> dict[str, Any]:
     sys.stdout.write("\n")
     sys.stdout.flush()
     return report
+
+
+_COLLECTED: dict[str, list] = {}
+
+
+class Collect:
+    """`beam.Map(Collect(key))` gathers a PCollection into this process (in-process runners only).
+
+    Lives in an importable module: defined in `__main__`, cloudpickle would copy the store."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+    def __call__(self, x) -> None:
+        _COLLECTED.setdefault(self.key, []).append(x)
+
+
+def collected(key: str) -> list:
+    return _COLLECTED.pop(key, [])

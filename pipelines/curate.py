@@ -1,13 +1,14 @@
-"""The curation pipeline: ingest -> validate -> text -> media -> exact dedupe -> near dedupe
-(text) -> [score] -> semantic dedupe (media) -> decontaminate -> [recaption] -> tokens -> write.
+"""The curation pipeline: ingest -> validate -> text -> media -> exact dedupe -> near dedupe (text)
+-> score (CLIP) -> semantic dedupe (media) -> decontaminate -> recaption -> tokens -> write.
 
-`curation_stages` is the single ordered list of stages; later stages (scoring,
-recaptioning) are inserted into it at the places in brackets. Each entry is a PTransform
-returning {KEPT, REJECTED}; `RunStages` threads the kept rows through and flattens every
-rejected output, so the manifest can account for every input row.
+`curation_stages` is the single ordered list of stages. Each entry is a PTransform returning
+{KEPT, REJECTED}; `RunStages` threads the kept rows through and flattens every rejected
+output, so the manifest can account for every input row.
 
-Dedupe runs cheapest first: exact (one hash) before near (MinHash) before semantic (decode
-and embed media), so each stage sees fewer rows; decontamination runs on what is left.
+Cheap before expensive: dedupe runs exact (one hash) before near (MinHash) before semantic
+(embeddings), so each stage sees fewer rows; scoring runs before semantic dedupe and
+decontamination so they can use its CLIP embeddings; recaptioning, the most expensive step,
+runs last, on rows that survived everything else.
 """
 from __future__ import annotations
 
@@ -20,10 +21,12 @@ from pipelines.ingest import Ingest, Validate
 from pipelines.manifest import WriteManifest
 from pipelines.media import Media
 from pipelines.near_dedupe import NearDedupe
+from pipelines.recaption import Recaption
+from pipelines.score import Score
 from pipelines.semantic_dedupe import SemanticDedupe
 from pipelines.text import TextFilters
 from pipelines.tokens import Tokens
-from pipelines.write import WriteRejected, WriteSamples
+from pipelines.write import WriteEmbeddings, WriteRejected, WriteSamples
 from schemas.config import Config
 
 
@@ -38,12 +41,14 @@ def curation_stages(cfg: Config) -> list[tuple[str, beam.PTransform]]:
         stages.append(("ExactDedupe", ExactDedupe(cfg)))
     if cfg.dedupe.near.enabled:
         stages.append(("NearDedupe", NearDedupe(cfg)))
-    # (scoring: the CLIP stage fills Sample.embeddings here)
+    if cfg.score.enabled:
+        stages.append(("Score", Score(cfg)))            # fills Sample.embeddings["clip_image"/"clip_text"]
     if cfg.dedupe.semantic.enabled:
         stages.append(("SemanticDedupe", SemanticDedupe(cfg)))
     if cfg.decontaminate.enabled and cfg.decontaminate.benchmarks:
         stages.append(("Decontaminate", Decontaminate(cfg)))
-    # (recaptioning)
+    if cfg.score.enabled and cfg.recaption.enabled:
+        stages.append(("Recaption", Recaption(cfg)))    # re-scores with the score stage's model
     stages.append(("Tokens", Tokens(cfg)))
     return stages
 
@@ -66,7 +71,10 @@ def write_outputs(raw_rows, kept, rejected, cfg: Config, out_dir: str, pipeline_
     """Shards for kept and rejected rows, then the manifest over all of them."""
     sample_shards = kept | "WriteSamples" >> WriteSamples(out_dir, cfg.output)
     rejected_shards = rejected | "WriteRejected" >> WriteRejected(out_dir, cfg.output)
-    shards = (sample_shards, rejected_shards) | "AllShards" >> beam.Flatten()
+    parts = [sample_shards, rejected_shards]
+    if cfg.score.enabled and cfg.score.write_embeddings:
+        parts.append(kept | "WriteEmbeddings" >> WriteEmbeddings(out_dir, cfg.output))
+    shards = tuple(parts) | "AllShards" >> beam.Flatten()
     return (raw_rows, kept, rejected, shards) | "Manifest" >> WriteManifest(out_dir, pipeline_name, cfg)
 
 

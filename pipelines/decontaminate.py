@@ -54,9 +54,9 @@ def judged_texts(sample: Sample, cfg: Config) -> list[str]:
     return [t for t in sample.texts() if t not in boiler]
 
 
-def benchmark_item(sample: Sample, payload, cfg: Config) -> tuple[BenchmarkItem, int]:
+def benchmark_item(sample: Sample, cfg: Config) -> tuple[BenchmarkItem, int]:
     """A validated, fetched benchmark row -> its item; also the number of media items that
-    could not be decoded (counted by the caller)."""
+    could not be decoded (counted by the caller). CLIP vectors come from `sample.embeddings`."""
     d = cfg.decontaminate
     phashes, undecodable = [], 0
     for i, item in enumerate(sample.media):
@@ -67,8 +67,7 @@ def benchmark_item(sample: Sample, payload, cfg: Config) -> tuple[BenchmarkItem,
             phashes.extend(phash64(f) for f in item_frames(sample, i))
         except Exception:  # noqa: BLE001 - undecoded video, corrupt bytes
             undecodable += 1
-    emb = payload.get("embeddings") if isinstance(payload, dict) else None
-    emb = emb if isinstance(emb, dict) else {}
+    emb = sample.embeddings
     item = BenchmarkItem(
         benchmark=sample.source, item_id=sample.source_id or sample.source_ref, phashes=phashes,
         ngrams=text_ngrams(judged_texts(sample, cfg), d.ngram.n, d.ngram.lowercase),
@@ -91,7 +90,6 @@ class _LoadBenchmarkFile(beam.DoFn):
         self.invalid = _counter("benchmark_invalid_rows")
         self.missing = _counter("benchmark_missing_media")
         self.media_rejected = _counter("benchmark_media_not_sampled")
-        self.undecodable = _counter("benchmark_undecodable_media")
 
     def teardown(self) -> None:
         self.media.teardown()
@@ -117,10 +115,24 @@ class _LoadBenchmarkFile(beam.DoFn):
                 self.invalid.inc()
                 continue
             sample = self._media(sample)
-            item, bad = benchmark_item(sample, raw.payload, self.cfg)
-            self.undecodable.inc(bad)
+            given = raw.payload.get("embeddings") if isinstance(raw.payload, dict) else None
+            if isinstance(given, dict):   # vectors shipped with the benchmark manifest
+                sample.embeddings.update({k: v for k, v in given.items() if k in ("clip_image", "clip_text")})
             self.rows.inc()
-            yield item
+            yield sample
+
+
+class _ToItem(beam.DoFn):
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+
+    def setup(self) -> None:
+        self.undecodable = _counter("benchmark_undecodable_media")
+
+    def process(self, sample: Sample):
+        item, bad = benchmark_item(sample, self.cfg)
+        self.undecodable.inc(bad)
+        yield item
 
 
 class _BuildIndex(beam.CombineFn):
@@ -150,7 +162,11 @@ class _BuildIndex(beam.CombineFn):
 
 
 class BuildIndex(beam.PTransform):
-    """PBegin -> a one-element PCollection holding the DecontamIndex of the recipe's benchmarks."""
+    """PBegin -> a one-element PCollection holding the DecontamIndex of the recipe's benchmarks.
+
+    When the score stage runs, benchmark rows are embedded by the same CLIP model, in the same
+    RunInference step, as training rows (vectors of two models cannot be compared); otherwise
+    the CLIP rule uses vectors shipped in the benchmark manifest, if any."""
 
     def __init__(self, cfg: Config) -> None:
         super().__init__()
@@ -159,11 +175,17 @@ class BuildIndex(beam.PTransform):
     def expand(self, pbegin):
         cfg = self.cfg
         specs = [InputConfig(path=b.path, source=b.name, format="auto") for b in cfg.decontaminate.benchmarks]
-        return (pbegin
-                | "Benchmarks" >> beam.Create(specs)
-                | "ExpandFiles" >> beam.ParDo(ExpandInputs(cfg))
-                | "SpreadFiles" >> beam.Reshuffle()
-                | "LoadItems" >> beam.ParDo(_LoadBenchmarkFile(cfg))
+        samples = (pbegin
+                   | "Benchmarks" >> beam.Create(specs)
+                   | "ExpandFiles" >> beam.ParDo(ExpandInputs(cfg))
+                   | "SpreadFiles" >> beam.Reshuffle()
+                   | "LoadRows" >> beam.ParDo(_LoadBenchmarkFile(cfg)))
+        if cfg.score.enabled and cfg.decontaminate.clip.enabled:
+            from pipelines.score import ScoreClip
+
+            samples = samples | "EmbedBenchmarks" >> ScoreClip(cfg)
+        return (samples
+                | "ToItems" >> beam.ParDo(_ToItem(cfg))
                 | "BuildIndex" >> beam.CombineGlobally(_BuildIndex(cfg)))
 
 

@@ -1,4 +1,5 @@
-"""Write stage: kept samples to Parquet + WebDataset shards, rejected rows to Parquet shards.
+"""Write stage: kept samples to Parquet + WebDataset shards, rejected rows to Parquet shards, and
+the CLIP embeddings of kept samples to a Parquet sidecar.
 
 Sharding is deterministic and needs no single-worker pass over the data: one global
 combine counts rows and bytes, which fixes the number of buckets; each row's bucket is a
@@ -10,6 +11,9 @@ from __future__ import annotations
 from typing import Callable
 
 import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 from apache_beam.metrics import Metrics
 
 from pipelines.common import METRICS_NAMESPACE
@@ -101,3 +105,72 @@ class WriteRejected(beam.PTransform):
             key=lambda r: f"{r.source}\x1f{r.source_ref}", sort_key=Rejected.sort_key,
             size=lambda r: 256 + len(r.detail) + len(r.payload or b""),
             max_rows=cfg.rejected_shard_max_rows, max_bytes=cfg.shard_max_bytes, write_piece=write_piece)
+
+
+EMBEDDING_KINDS = ("clip_image", "clip_text")
+
+
+def embedding_rows(sample: Sample) -> list[dict]:
+    """Sidecar rows of one sample: clip_image one per media item (item = media index), clip_text one."""
+    rows = []
+    for kind in EMBEDDING_KINDS:
+        vec = sample.embeddings.get(kind)
+        if vec is None:
+            continue
+        vec = np.asarray(vec, np.float32)
+        if vec.ndim == 1:
+            rows.append({"id": sample.id, "kind": kind, "item": None, "vector": vec})
+        else:
+            rows.extend({"id": sample.id, "kind": kind, "item": i, "vector": v} for i, v in enumerate(vec))
+    return rows
+
+
+def embedding_schema(dim: int) -> pa.Schema:
+    return pa.schema([("id", pa.string()), ("kind", pa.string()), ("item", pa.int32()),
+                      ("vector", pa.list_(pa.float32(), dim))])
+
+
+def embeddings_writer(rows: list[dict], compression: str, row_group_rows: int) -> Callable:
+    dim = len(rows[0]["vector"])
+
+    def write(f) -> None:
+        table = pa.table({
+            "id": pa.array([r["id"] for r in rows], pa.string()),
+            "kind": pa.array([r["kind"] for r in rows], pa.string()),
+            "item": pa.array([r["item"] for r in rows], pa.int32()),
+            "vector": pa.FixedSizeListArray.from_arrays(
+                pa.array(np.concatenate([r["vector"] for r in rows]), pa.float32()), dim),
+        }, schema=embedding_schema(dim))
+        pq.write_table(table, f, compression=None if compression == "none" else compression,
+                       row_group_size=max(1, row_group_rows))
+    return write
+
+
+class WriteEmbeddings(beam.PTransform):
+    """Kept samples' vectors -> DIR/embeddings/part-*.parquet (id, kind, item, vector); emits ShardInfo.
+
+    One row per vector, ordered by (id, kind, item), bucketed by a hash of the id like the
+    samples, so the sidecar is deterministic too. The dedupe stages read the same vectors in flight from
+    Sample.embeddings; the sidecar serves later runs (cross-dataset dedupe, decontamination,
+    analysis). ShardInfo.rows counts vectors, not samples."""
+
+    def __init__(self, out_dir: str, cfg: OutputConfig) -> None:
+        super().__init__()
+        self.out_dir, self.cfg = out_dir, cfg
+
+    def expand(self, samples):
+        out_dir, cfg = self.out_dir, self.cfg
+
+        def write_piece(name: str, piece: list[list[dict]]):
+            rows = sorted((r for rs in piece for r in rs),
+                          key=lambda r: (r["id"], r["kind"], -1 if r["item"] is None else r["item"]))
+            yield atomic_write(out_dir, f"embeddings/{name}.parquet", "embeddings", len(rows),
+                               embeddings_writer(rows, cfg.parquet_compression, cfg.parquet_row_group_rows))
+
+        return (samples
+                | "Rows" >> beam.Map(embedding_rows)
+                | "NonEmpty" >> beam.Filter(bool)
+                | "Shard" >> _ShardedWrite(
+                    key=lambda rs: rs[0]["id"], sort_key=lambda rs: rs[0]["id"],
+                    size=lambda rs: sum(64 + 4 * len(r["vector"]) for r in rs),
+                    max_rows=cfg.shard_max_rows, max_bytes=cfg.shard_max_bytes, write_piece=write_piece))

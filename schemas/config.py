@@ -332,6 +332,107 @@ class DecontaminateConfig:
             raise ConfigError(f"decontaminate.benchmarks: names must be unique, got {names}")
 
 
+SCORE_TASKS = ("caption", "video", "grounding", "interleaved")   # tasks with a clip_score
+RECAPTION_TASKS = ("caption", "video")
+
+
+@dataclass(frozen=True)
+class ScoreRule:
+    """Which threshold applies to rows of a task (and optionally one source), and what
+    happens below it. The first rule that matches a row wins."""
+
+    source: Optional[str]           # null: every source
+    task: str                       # one of SCORE_TASKS
+    kind: Literal["absolute", "percentile"]
+    value: float                    # a cosine, or a percentile (0-100) of the (source, task) distribution
+    below: Literal["keep", "recaption", "drop"]
+
+    def __post_init__(self) -> None:
+        if self.task not in SCORE_TASKS:
+            raise ConfigError(f"score.rules: task {self.task!r} has no clip_score; use one of {SCORE_TASKS}")
+        if self.kind == "percentile" and not 0.0 <= self.value <= 100.0:
+            raise ConfigError(f"score.rules: percentile {self.value} is outside 0-100")
+        if self.kind == "absolute" and not -1.0 <= self.value <= 1.0:
+            raise ConfigError(f"score.rules: absolute threshold {self.value} is not a cosine in [-1, 1]")
+        if self.below == "recaption" and self.task not in RECAPTION_TASKS:
+            raise ConfigError(f"score.rules: rows of task {self.task!r} cannot be recaptioned; "
+                              f"use keep or drop")
+
+
+@dataclass(frozen=True)
+class ScoreConfig:
+    enabled: bool
+    model: str                      # open_clip name, "local-dir:PATH", a folder, or "builtin:NAME"
+    pretrained: Optional[str]       # tag (hub download), a checkpoint file, or null
+    device: str                     # auto | cpu | cuda | cuda:N
+    precision: Literal["fp32", "fp16", "bf16"]
+    min_batch_images: int
+    max_batch_images: int
+    forward_chunk: int
+    large_model: bool
+    model_copies: Optional[int]
+    resource_hints: dict[str, str]
+    video_max_frames: int
+    histogram_bins: int
+    rules: list[ScoreRule]
+    write_embeddings: bool
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.min_batch_images <= self.max_batch_images:
+            raise ConfigError("score: need 1 <= min_batch_images <= max_batch_images")
+        if self.forward_chunk < 1 or self.video_max_frames < 1 or self.histogram_bins < 10:
+            raise ConfigError("score: forward_chunk and video_max_frames must be >= 1, histogram_bins >= 10")
+
+
+@dataclass(frozen=True)
+class OpenAIBackendConfig:
+    base_url: str                   # ends in /v1: POST {base_url}/chat/completions
+    model: str                      # the served model name
+    api_key_env: Optional[str]      # environment variable holding the bearer token; null: none
+    concurrency: int                # requests in flight per worker process
+    timeout_s: float                # per request (connect + read)
+    max_retries: int                # after the first attempt, on 429 / 5xx / timeout / malformed / empty
+    backoff_base_s: float
+    backoff_max_s: float
+    request_budget: int             # requests (retries included) per worker process; 0: unlimited
+
+
+@dataclass(frozen=True)
+class TransformersBackendConfig:
+    model: Optional[str]            # local folder (or hub id where the network allows)
+    device: str                     # auto | cpu | cuda | cuda:N
+    dtype: Literal["auto", "float32", "bfloat16", "float16"]
+    trust_remote_code: bool         # e.g. Keye-VL's own modelling code
+    batch_size: int
+    max_retries: int                # a failed or empty generation is retried alone, with a new seed
+
+
+@dataclass(frozen=True)
+class RecaptionConfig:
+    enabled: bool
+    backend: Literal["openai", "transformers"]
+    captioner_id: Optional[str]     # recorded in provenance; null: "<backend>:<model>"
+    image_prompt: str               # prompt ids: captioners/prompts/<id>.txt
+    video_prompt: str
+    video_asr_prompt: str
+    video_fps: list[float]          # one request per rate for each video (Keye: 0.5, 1, 2)
+    max_frames: int                 # frames per video request, at most
+    image_max_side: int             # images and frames are downscaled to this longer side before sending
+    max_new_tokens: int
+    temperature: float
+    batch_rows: int                 # routed rows buffered per worker before their requests go out together
+    openai: OpenAIBackendConfig
+    transformers: TransformersBackendConfig
+
+    def __post_init__(self) -> None:
+        if not self.video_fps or any(f <= 0 for f in self.video_fps):
+            raise ConfigError("recaption.video_fps: give one or more positive rates")
+        if self.max_frames < 1 or self.batch_rows < 1 or self.max_new_tokens < 1:
+            raise ConfigError("recaption: max_frames, batch_rows and max_new_tokens must be >= 1")
+        if self.openai.concurrency < 1 or self.openai.max_retries < 0 or self.openai.timeout_s <= 0:
+            raise ConfigError("recaption.openai: concurrency >= 1, max_retries >= 0, timeout_s > 0")
+
+
 @dataclass(frozen=True)
 class TokensConfig:
     tokenizer: str
@@ -360,6 +461,8 @@ class Config:
     media: MediaConfig
     dedupe: DedupeConfig
     decontaminate: DecontaminateConfig
+    score: ScoreConfig
+    recaption: RecaptionConfig
     tokens: TokensConfig
     output: OutputConfig
 

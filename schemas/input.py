@@ -32,6 +32,9 @@ format a row is a JSON object in one of these layouts:
    is `media_marker_mismatch`.
 
 Optional keys in every layout: `id` (kept as `source_id`), `task` (else inferred), `mode`.
+A video's speech transcript goes in `asr`: a key of the video part in the own layout
+({"type": "video", "video": URI, "asr": "..."}), or a top-level key of a flat or LLaVA row
+(a string for the row's one video, or a list with one entry per video).
 Relative media URIs resolve against the manifest file's folder (or `ingest.media_root`).
 """
 from __future__ import annotations
@@ -106,6 +109,8 @@ def _normalize(payload: Any, ctx: RowContext) -> Sample:
         raise _Bad(Reason.TOO_MANY_MESSAGES, f"{len(messages)} messages, more than {ctx.max_messages}")
     if len(media) > ctx.max_media_per_row:
         raise _Bad(Reason.TOO_MANY_MEDIA, f"{len(media)} media items, more than {ctx.max_media_per_row}")
+    if payload.get("asr") is not None:
+        _attach_asr(payload["asr"], media, ctx)
 
     mode = _optional_str(payload, "mode")
     if mode is not None and mode not in MODES:
@@ -197,7 +202,10 @@ def _own_part(p: Any, where: str, media: list[MediaItem], ctx: RowContext) -> Co
     if ptype == "text":
         return ContentPart("text", text=_text(p.get("text"), f"{where}.text", ctx))
     if ptype in MEDIA_KINDS:
-        return _media_part(ptype, p.get(ptype), f"{where}.{ptype}", media, ctx)
+        part = _media_part(ptype, p.get(ptype), f"{where}.{ptype}", media, ctx)
+        if ptype == "video" and p.get("asr") is not None:
+            media[-1].asr = _text(p["asr"], f"{where}.asr", ctx)
+        return part
     raise _Bad(Reason.WRONG_TYPE, f"{where}.type {ptype!r} is not text, image or video")
 
 
@@ -304,6 +312,18 @@ def _append_text(parts: list[ContentPart], text: str, after_marker: bool) -> Non
         text = text.lstrip("\n")
     if text.strip():
         parts.append(ContentPart("text", text=text))
+
+
+def _attach_asr(value: Any, media: list[MediaItem], ctx: RowContext) -> None:
+    """A top-level `asr`: one transcript per video of the row, in order."""
+    videos = [m for m in media if m.kind == "video"]
+    values = [value] if isinstance(value, str) else value
+    if not isinstance(values, list) or not all(v is None or isinstance(v, str) for v in values):
+        raise _Bad(Reason.WRONG_TYPE, "asr must be a string or a list of strings")
+    if len(values) != len(videos):
+        raise _Bad(Reason.WRONG_TYPE, f"asr gives {len(values)} transcripts for {len(videos)} videos")
+    for item, text in zip(videos, values):
+        item.asr = None if text is None else _text(text, "asr", ctx)
 
 
 def _media_part(kind: str, uri: Any, where: str, media: list[MediaItem], ctx: RowContext) -> ContentPart:

@@ -20,6 +20,8 @@ class Stage(str, enum.Enum):
     NEAR_DEDUPE = "near_dedupe"          # text near-duplicates (MinHash LSH)
     SEMANTIC_DEDUPE = "semantic_dedupe"  # image / video near-duplicates (embeddings, faiss)
     DECONTAMINATE = "decontaminate"      # benchmark decontamination
+    SCORE = "score"            # CLIP scores, per-source thresholds, routing (keep / recaption / drop)
+    RECAPTION = "recaption"    # new captions from a VLM for rows routed by the score stage
     TOKENS = "tokens"          # exact token accounting and sequence-length bounds
 
 
@@ -77,6 +79,10 @@ class Reason(str, enum.Enum):
     SEMANTIC_DUPLICATE = "semantic_duplicate"
     # decontaminate
     CONTAMINATED = "contaminated"
+    # score
+    LOW_CLIP_SCORE = "low_clip_score"
+    # recaption
+    RECAPTION_FAILED = "recaption_failed"
     # tokens
     TOO_MANY_TOKENS = "too_many_tokens"
     # any stage: the stage's own code raised on this row (a bug or an unforeseen input)
@@ -129,6 +135,8 @@ REASON_DOCS: dict[Reason, str] = {
     Reason.NEAR_DUPLICATE: "text Jaccard (MinHash estimate) >= dedupe.near.threshold, transitively, with the row in dup_of",
     Reason.SEMANTIC_DUPLICATE: "media embedding cosine >= dedupe.semantic.threshold, transitively, with the row in dup_of",
     Reason.CONTAMINATED: "copies a benchmark item: detail is JSON naming the benchmark, item id and rule",
+    Reason.LOW_CLIP_SCORE: "clip_score below the threshold of a score.rules entry whose action is drop",
+    Reason.RECAPTION_FAILED: "every recaption request failed or came back empty after its retries",
     Reason.TOO_MANY_TOKENS: "text plus visual tokens exceed tokens.max_total_tokens",
     Reason.STEP_ERROR: "the stage raised on this row; detail holds the exception and where it was raised",
 }

@@ -64,6 +64,7 @@ class MediaItem:
     codec: Optional[str] = None                 # decoder name: h264, hevc, vp9, av1, jpeg, png, ...
     source_member: Optional[str] = None         # member holding the original bytes, when they are kept
     stats: dict[str, Optional[float]] = field(default_factory=dict)  # schemas.scores.MEDIA_STAT_DOCS
+    asr: Optional[str] = None                   # speech transcript of a video (input key "asr"); recaptions condition on it
 
 
 @dataclass
@@ -73,7 +74,19 @@ class CaptionerRecord:
     captioner_id: str
     prompt_id: Optional[str] = None
     fps: Optional[float] = None
-    target: Optional[str] = None    # which text it replaced or added, e.g. "messages[1]"
+    target: Optional[str] = None    # where the text is: "messages[1].content[0]" or "alternatives[0]"
+
+
+@dataclass
+class Alternative:
+    """A text that competed for a place in the row and lost (e.g. the source caption when a
+    recaption scored higher, or a recaption that scored lower). Who wrote it is recorded in
+    `provenance.captioners` under target "alternatives[k]"; an alternative that no record
+    names came with the source row."""
+
+    target: str                          # the text it competed for, e.g. "messages[1].content[0]"
+    text: str
+    clip_score: Optional[float] = None   # under the same rule as scores["clip_score"]
 
 
 @dataclass
@@ -97,6 +110,7 @@ class Sample:
     visual_tokens: int = 0
     scores: dict[str, float] = field(default_factory=dict)
     provenance: Provenance = field(default_factory=Provenance)
+    alternatives: list[Alternative] = field(default_factory=list)
     blobs: dict[str, bytes] = field(default_factory=dict, repr=False)  # member name -> bytes; not in Parquet
     # In-flight vectors (e.g. "clip_image", "clip_text"): used by later stages (dedupe,
     # decontamination), written to the embeddings sidecar, never to Parquet or KEY.json.
@@ -146,10 +160,12 @@ class Sample:
             captioners=[CaptionerRecord(**c) for c in prov.get("captioners") or []],
         )
         scores = {k: v for k, v in (row.get("scores") or {}).items() if v is not None}
+        alternatives = [Alternative(**a) for a in row.get("alternatives") or []]
         return cls(id=row["id"], source=row["source"], source_ref=row["source_ref"],
                    task=row["task"], mode=row.get("mode"), source_id=row.get("source_id"),
                    messages=messages, media=media, text_tokens=row.get("text_tokens", 0),
-                   visual_tokens=row.get("visual_tokens", 0), scores=scores, provenance=provenance)
+                   visual_tokens=row.get("visual_tokens", 0), scores=scores, provenance=provenance,
+                   alternatives=alternatives)
 
     def to_json(self) -> bytes:
         """Canonical JSON of the row: sorted keys, no whitespace, so bytes are deterministic."""
@@ -202,12 +218,18 @@ MEDIA_ITEM_TYPE = pa.struct([
     ("codec", pa.string()),
     ("source_member", pa.string()),
     ("stats", pa.struct([(name, pa.float64()) for name in MEDIA_STAT_NAMES])),
+    ("asr", pa.large_string()),
 ])
 CAPTIONER_TYPE = pa.struct([
     ("captioner_id", pa.string()),
     ("prompt_id", pa.string()),
     ("fps", pa.float64()),
     ("target", pa.string()),
+])
+ALTERNATIVE_TYPE = pa.struct([
+    ("target", pa.string()),
+    ("text", pa.large_string()),
+    ("clip_score", pa.float64()),
 ])
 PROVENANCE_TYPE = pa.struct([
     ("pipeline_version", pa.string()),
@@ -229,4 +251,5 @@ SAMPLE_SCHEMA = pa.schema([
     ("visual_tokens", pa.int64()),
     ("scores", SCORES_TYPE),
     ("provenance", PROVENANCE_TYPE),
+    ("alternatives", pa.list_(ALTERNATIVE_TYPE)),
 ])

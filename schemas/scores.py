@@ -38,6 +38,23 @@ SCORE_DOCS: dict[str, str] = {
     "benchmark_ngram_overlap": "share of the row's word n-grams (decontaminate.ngram.n) found in benchmark texts",
     "benchmark_phash_jaccard": "highest set-bit Jaccard of the row's image pHashes to a benchmark image (LSH candidates; 0: none)",
     "benchmark_clip_image_cos": "highest CLIP image cosine to a benchmark image (needs CLIP embeddings)",
+    # CLIP scoring (captioners/scoring.py): cosines of L2-normalised open_clip embeddings, of the
+    # row's text as the score stage saw it (a recaption adds clip_recaption, never rewrites these)
+    "clip_image_text": "cosine of each image and the row's text (the caption, else question and answer), "
+                       "mean over the row's images",
+    "clip_video_mean": "mean over the sampled frames of every video of the frame-text cosine",
+    "clip_video_max": "max over the sampled frames of every video of the frame-text cosine",
+    "clip_grounding_min": "min over the row's boxes and polygons of the cosine of the cropped region "
+                          "and its referring text",
+    "clip_grounding_mean": "mean over the row's boxes and polygons of the crop-text cosine",
+    "clip_interleaved_min": "min over the row's images of the cosine of the image and its neighbouring text",
+    "clip_interleaved_mean": "mean over the row's images of the image-neighbouring text cosine",
+    "clip_score": "the score score.rules thresholds: clip_image_text or clip_video_mean for captions, "
+                  "clip_grounding_min, clip_interleaved_min; null for rows no rule covers (QA, text)",
+    "clip_threshold": "the threshold clip_score was compared with: absolute, or the percentile of the "
+                      "row's (source, task) distribution resolved to a cosine",
+    "clip_recaption": "clip_score of the best model-written caption (same rule as clip_score); the kept "
+                      "caption is the one with the higher of the two",
 }
 
 SCORE_NAMES: tuple[str, ...] = tuple(SCORE_DOCS)

@@ -24,3 +24,11 @@ def make_cfg(*overrides: str):
     from schemas.config import load_config
 
     return load_config(None, list(overrides))
+
+
+@pytest.fixture(scope="session")
+def tiny_vlm(tmp_path_factory):
+    """A tiny Qwen2-VL with random weights and the real Qwen BPE tokenizer, built once per session."""
+    from captioners.tiny_vlm import build
+
+    return build(str(tmp_path_factory.mktemp("tiny_vlm") / "tiny-vlm"))

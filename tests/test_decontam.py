@@ -221,3 +221,36 @@ def test_video_copying_a_benchmark_video_is_contaminated(tmp_path):
     assert [(r.source_ref, json.loads(r.detail)["rule"], json.loads(r.detail)["item"]) for r in out["rejected"]] \
         == [("copy.mp4", "phash", "v1")]
     assert [s.source_ref for s in out["kept"]] == ["other.mp4"]
+
+
+def test_clip_rule_with_benchmark_vectors_from_the_score_stages_model(tmp_path):
+    """With the score stage on, benchmark items are embedded by the same CLIP model as training
+    rows, so Keye's post-training rule (image cos > 0.98 and text cos > 0.5) fires on its own:
+    pHash is off and the question is too short for a 13-gram."""
+    from pipelines.common import KEPT, REJECTED
+    from pipelines.score import Score
+
+    image = synth_image(61)
+    (tmp_path / "e.png").write_bytes(encode(image, "PNG"))
+    question, answer = "Which shape is red?", "The circle."
+    (tmp_path / "evalset.jsonl").write_text(json.dumps({"id": "e1", "image": "e.png", "question": question,
+                                                        "answer": answer}) + "\n")
+    cfg = make_cfg("score.enabled=true", "score.model=builtin:tiny-clip-synth", "score.pretrained=null",
+                   "decontaminate.phash.enabled=false",
+                   f"decontaminate.benchmarks=[{{name: evalset, path: {tmp_path}/evalset.jsonl}}]")
+    copy = _with_text(media_sample("c1", {"png": encode(image, "PNG")}), answer, task="vqa")
+    copy.messages[0].content.append(ContentPart("text", text=question))
+    clean = _with_text(media_sample("c2", {"png": encode(synth_image(62), "PNG")}), answer, task="vqa")
+    clean.messages[0].content.append(ContentPart("text", text=question))
+
+    def build(pcoll):
+        scored = pcoll | "Score" >> Score(cfg)
+        out = scored[KEPT] | "Decontaminate" >> Decontaminate(cfg)
+        return {"kept": out[KEPT], "rejected": out[REJECTED]}
+
+    out = run_collect([copy, clean], build)
+    (rejected,) = out["rejected"]
+    detail = json.loads(rejected.detail)
+    assert rejected.id == copy.id and (detail["benchmark"], detail["item"], detail["rule"]) == ("evalset", "e1", "clip")
+    (kept,) = out["kept"]
+    assert kept.id == clean.id and kept.scores["benchmark_clip_image_cos"] < 0.98

@@ -105,3 +105,16 @@ def test_remote_schemes_are_kept_and_http_is_rejected():
 def test_validation_reasons(payload, reason):
     out = bad(payload)
     assert out.reason == reason and out.detail
+
+
+def test_video_asr_transcripts():
+    s = ok({"video": "v.mp4", "caption": "a dog barks", "asr": "woof woof"})
+    assert s.media[0].asr == "woof woof" and s.task == "video"
+    s = ok({"messages": [{"role": "user", "content": [{"type": "video", "video": "v.mp4", "asr": "hello"}]},
+                         {"role": "assistant", "content": "a greeting"}]})
+    assert s.media[0].asr == "hello"
+    s = ok({"videos": ["a.mp4", "b.mp4"], "caption": "two clips", "asr": ["first", None]})
+    assert [m.asr for m in s.media] == ["first", None]
+    assert bad({"videos": ["a.mp4", "b.mp4"], "caption": "x", "asr": "one for two"}).reason == Reason.WRONG_TYPE
+    assert bad({"video": "a.mp4", "caption": "x", "asr": 5}).reason == Reason.WRONG_TYPE
+    assert ok({"image": "a.png", "caption": "x"}).media[0].asr is None

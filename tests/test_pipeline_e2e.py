@@ -54,7 +54,7 @@ def demo(corpus, tmp_path_factory):
 
 def shard_digests(out) -> dict[str, str]:
     digests = {}
-    for kind in ("parquet", "wds", "rejected"):
+    for kind in ("parquet", "wds", "rejected", "embeddings"):
         for name in sorted(os.listdir(out / kind)):
             digests[f"{kind}/{name}"] = hashlib.sha256((out / kind / name).read_bytes()).hexdigest()
     return digests
@@ -79,19 +79,21 @@ def text_near_pairs(truth):
 
 def test_layout_and_manifest(demo):
     manifest, out = demo
-    assert sorted(os.listdir(out)) == ["manifest.json", "parquet", "rejected", "wds"]
+    assert sorted(os.listdir(out)) == ["embeddings", "manifest.json", "parquet", "rejected", "wds"]
     on_disk = Manifest.from_json((out / "manifest.json").read_text())
     assert on_disk.totals.balanced
     t = on_disk.totals
     assert t.input_rows == t.kept + t.rejected == t.kept + sum(t.rejected_by_reason.values())
     assert len(on_disk.shards["parquet"]) > 1, "demo recipe should produce several shards"
-    for s in on_disk.shards["parquet"] + on_disk.shards["wds"] + on_disk.shards["rejected"]:
+    for s in (on_disk.shards["parquet"] + on_disk.shards["wds"] + on_disk.shards["rejected"]
+              + on_disk.shards["embeddings"]):
         data = (out / s.path).read_bytes()
         assert len(data) == s.bytes and hashlib.sha256(data).hexdigest() == s.sha256
     assert sum(s.rows for s in on_disk.shards["parquet"]) == t.kept
     assert [s.rows for s in on_disk.shards["parquet"]] == [s.rows for s in on_disk.shards["wds"]]
     assert t.text_tokens > 0
-    assert not [f for kind in ("parquet", "wds", "rejected") for f in os.listdir(out / kind) if f.startswith(".")]
+    assert not [f for kind in ("parquet", "wds", "rejected", "embeddings") for f in os.listdir(out / kind)
+                if f.startswith(".")]
 
 
 def test_every_row_matches_ground_truth(corpus, demo):
@@ -201,3 +203,78 @@ def test_portable_runner_against_local_job_service(corpus, demo, tmp_path):
     # Verified on the files, not on exit codes (see env.md's note on portable runs).
     assert Manifest.from_json((tmp_path / "portable" / "manifest.json").read_text()).totals.balanced
     assert m.totals.balanced and shard_digests(first) == shard_digests(tmp_path / "portable")
+
+
+def test_clip_scores_and_embeddings_sidecar(corpus, demo):
+    """Every kept row with decodable pictures has CLIP scores, and its vectors are in the sidecar;
+    the lowest-scoring captions (routed to recaptioning) are mostly the corpus's wrong ones."""
+    import numpy as np
+
+    _, truth = corpus
+    _, out = demo
+    rows = pq.read_table(str(out / "parquet")).to_pylist()
+    vectors = pq.read_table(str(out / "embeddings")).to_pylist()
+    by_id = {}
+    for v in vectors:
+        by_id.setdefault(v["id"], []).append(v)
+        assert abs(np.linalg.norm(v["vector"]) - 1) < 1e-4
+    scored = {r["id"] for r in rows if any(r["scores"][k] is not None for k in
+                                           ("clip_image_text", "clip_video_mean", "clip_interleaved_min"))}
+    assert any(r["scores"]["clip_video_mean"] is not None for r in rows), "decoded videos are scored"
+    assert scored and set(by_id) == scored
+    for r in rows:
+        if r["id"] in scored:
+            kinds = sorted((v["kind"], v["item"]) for v in by_id[r["id"]])
+            assert kinds == sorted([("clip_image", i) for i in range(len(r["media"]))] + [("clip_text", None)])
+    captions = [r for r in rows if r["task"] == "caption"]
+    assert captions and all(r["scores"]["clip_score"] is not None and r["scores"]["clip_threshold"] is not None
+                            for r in captions)
+    correct = {t["id"]: t["caption_correct"] for t in truth if t["kind"] == "caption_image"}
+    routed = [r["id"] for r in captions if r["scores"]["clip_score"] < r["scores"]["clip_threshold"]]
+    wrong = {i for i, ok in correct.items() if ok is False}
+    kept_wrong = wrong & {r["id"] for r in captions}
+    assert len(set(routed) & kept_wrong) >= 0.7 * len(kept_wrong), (len(routed), len(kept_wrong))
+
+
+def test_demo_with_recaptioning_through_a_flaky_server(corpus, tiny_vlm, tmp_path):
+    """The demo recipe with recaptioning on, against `captioners.serve` answering 500s, hanging past
+    the client's timeout and sending malformed JSON: the run finishes balanced, and every caption
+    routed to recaptioning is either recaptioned (alternatives + provenance) or rejected."""
+    from captioners.serve import Server
+
+    server = Server(tiny_vlm, fault="500:0.3,hang:0.1,malformed:0.1", hang_s=30).start()
+    try:
+        m = run_demo(corpus[0], tmp_path / "recaption", "--set", "recaption.enabled=true",
+                     "--set", f"recaption.openai.base_url={server.base_url}", "--set", "recaption.openai.model=tiny-vlm",
+                     "--set", "recaption.openai.timeout_s=4", "--set", "recaption.openai.max_retries=5",
+                     "--set", "recaption.openai.backoff_base_s=0.01", "--set", "recaption.max_new_tokens=8",
+                     "--set", "recaption.temperature=0.8")
+    finally:
+        server.stop()
+    assert m.totals.balanced and {"500", "hang", "malformed"} <= set(server.faults.counts)
+    rows = pq.read_table(str(tmp_path / "recaption" / "parquet")).to_pylist()
+    rejected = pq.read_table(str(tmp_path / "recaption" / "rejected")).to_pylist()
+    routed = [r for r in rows if r["task"] in ("caption", "video") and r["scores"]["clip_score"] is not None
+              and r["scores"]["clip_score"] < r["scores"]["clip_threshold"]]
+    assert any(r["task"] == "video" for r in routed), "decoded video captions are routed too"
+    failed = [r for r in rejected if r["reason"] == "recaption_failed"]
+    assert routed and len(routed) + len(failed) >= 10
+    truth = {t["id"]: t for t in corpus[1]}
+    for r in routed:
+        assert r["alternatives"] and r["scores"]["clip_recaption"] is not None
+        records = r["provenance"]["captioners"]
+        prompt = "caption_video_v1" if r["task"] == "video" else "caption_image_v1"
+        assert all(c["captioner_id"] == "openai:tiny-vlm" and c["prompt_id"] == prompt for c in records)
+        if r["task"] == "video":
+            assert all(c["fps"] is not None for c in records)   # video recaptions record their frame rate
+        targets = [c["target"] for c in records]
+        alternatives = [f"alternatives[{k}]" for k in range(len(r["alternatives"]))]
+        if r["scores"]["clip_recaption"] > r["scores"]["clip_score"]:      # a new caption won: it is the text
+            assert targets.count("messages[1].content[0]") == 1
+            assert set(targets) - {"messages[1].content[0]"} <= set(alternatives)   # other fps' captions
+            assert r["scores"]["clip_score"] in [a["clip_score"] for a in r["alternatives"]]   # the original
+            if r["task"] == "caption":   # the tiny CLIP knows pictures, not motion: judged on images only
+                assert truth[r["id"]]["caption_correct"] is False, "noise never beats a right caption"
+        else:                                                                # the original stayed
+            assert targets == alternatives
+    assert not [r for r in rows if r["alternatives"] and r not in routed]

@@ -26,7 +26,15 @@ OVERRIDES = ["text.min_chars=3", "text.max_chars=5000", "validate.max_field_char
              "validate.max_media_per_row=3", "validate.max_messages=6", "media.max_bytes=5000",
              "tokens.max_total_tokens=300", "ingest.max_row_bytes=60000", "text.min_words_for_repetition=20",
              "media.decode.timeout_s=3", "media.decode.max_video_pixels=20000", "media.decode.max_duration_s=20",
-             "media.quality.max_scene_changes_per_min=100"]
+             "media.quality.max_scene_changes_per_min=100",
+             # CLIP scoring with the bundled tiny model, with rules only for the rows of clip.jsonl: its
+             # grounding box scores below 1.0 and is dropped, its caption is below 1.0 and routed to a
+             # captioner that is down; rows of other sources match no rule and are never routed
+             "score.enabled=true", "score.model=builtin:tiny-clip-synth", "score.pretrained=null",
+             "score.rules=[{source: clip, task: grounding, kind: absolute, value: 1.0, below: drop},"
+             "{source: clip, task: caption, kind: absolute, value: 1.0, below: recaption}]",
+             "recaption.enabled=true", "recaption.openai.max_retries=1", "recaption.openai.timeout_s=5",
+             "recaption.openai.backoff_base_s=0.01", "recaption.openai.backoff_max_s=0.02"]
 
 
 def _png(h, w, seed=0):
@@ -97,13 +105,26 @@ def _words(n, seed):
 
 
 
+def _dead_port() -> int:
+    """A loopback port nothing listens on: a captioner that is down."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def plant(root):
     """Write the inputs; return {source_ref: (stage, reason)} for the rows that must be rejected."""
+    from tests.score_util import encode as encode_scene
+    from tests.score_util import scene
+
     m, media = root / "in", root / "media"
     m.mkdir()
     media.mkdir()
     (media / "ok.png").write_bytes(_png(48, 48))
     (media / "dup.png").write_bytes(_png(48, 48))   # same bytes, other name
+    (media / "shapes.jpg").write_bytes(encode_scene(scene(1, 64, 48)[0], "JPEG"))   # a real picture, < 5000 bytes
     (media / "empty.mp4").write_bytes(b"")
     (media / "big.jpg").write_bytes(b"J" * 6000)
     expect = {}
@@ -170,6 +191,16 @@ def plant(root):
     line({"question": question.capitalize() + "?", "answer": "red"}, "decontaminate", Reason.CONTAMINATED)
     (m / "rows.jsonl").write_bytes(b"\n".join(lines) + b"\n")
 
+    # score and recaption: rows of their own source, the only one the recipe's CLIP rules cover
+    grounding = {"messages": [{"role": "user", "content": [{"type": "image", "image": "../media/shapes.jpg"},
+                                                           {"type": "text", "text": "Where is the shape?"}]},
+                              {"role": "assistant", "content": "<|object_ref_start|>the shape<|object_ref_end|>"
+                                                               "<|box_start|>[[100,100,900,900]]<|box_end|>"}]}
+    caption = {"image": "../media/shapes.jpg", "caption": "shapes on a background"}
+    (m / "clip.jsonl").write_text(json.dumps(grounding) + "\n" + json.dumps(caption) + "\n")
+    expect["clip.jsonl:1"] = ("score", Reason.LOW_CLIP_SCORE)
+    expect["clip.jsonl:2"] = ("recaption", Reason.RECAPTION_FAILED)
+
     (m / "broken.parquet").write_bytes(b"PAR1 not really")
     expect["broken.parquet"] = ("ingest", Reason.MALFORMED_PARQUET)
     tar_png = _png(32, 40, seed=3)
@@ -188,7 +219,8 @@ def planted_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("reasons")
     expect = plant(root)
     out = root / "out"
-    argv = ["--input", str(root / "in"), "--output", str(out), "--progress_s", "0"]
+    argv = ["--input", str(root / "in"), "--output", str(out), "--progress_s", "0",
+            "--set", f"recaption.openai.base_url=http://127.0.0.1:{_dead_port()}/v1"]
     for o in OVERRIDES + [f"decontaminate.benchmarks=[{{name: evalset, path: {root / 'bench'}}}]"]:
         argv += ["--set", o]
     before = os.environ.get(FAULT_ENV)
