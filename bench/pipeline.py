@@ -16,9 +16,11 @@ import tempfile
 from bench.common import best_of, emit, peak_rss_mb, ratio
 
 
-# The loop below runs the per-row stages; the shuffle-heavy dedupe stages after exact dedupe
-# are off in both runs so they do the same work (bench.dedupe measures those stages).
-SAME_STAGES = ["dedupe.near.enabled=false", "dedupe.semantic.enabled=false", "decontaminate.enabled=false"]
+# The loop below runs the per-row stages; the shuffle-heavy dedupe stages after exact dedupe and
+# CLIP scoring are off in both runs so they do the same work (bench.dedupe and bench.score
+# measure those stages).
+SAME_STAGES = ["dedupe.near.enabled=false", "dedupe.semantic.enabled=false", "decontaminate.enabled=false",
+               "score.enabled=false"]
 
 
 def plain_loop(cfg, out_dir: str) -> dict:
