@@ -19,8 +19,10 @@ from schemas.sample import Sample
 # C0 and C1 controls except tab and newline; also lone surrogates and the BOM.
 _CONTROL_RE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ufeff\ud800-\udfff]")
 _SPACES_RE = re.compile("[ \u00a0\u2000-\u200a\u3000]{2,}")
-# Whitespace and invisible format characters (zero-width space, word joiner) at either end.
-_EDGES_RE = re.compile("^[\\s\u200b\u2060]+|[\\s\u200b\u2060]+$")
+# Whitespace (what `\s` and `str.isspace` match; all below U+3001) and invisible format
+# characters (zero-width space, word joiner), stripped from either end. `str.strip` is linear;
+# an anchored regex alternative is quadratic in a long whitespace run inside the text.
+_EDGE_CHARS = "".join(chr(c) for c in range(0x3001) if chr(c).isspace()) + "\u200b\u2060"
 
 
 def normalize_text(text: str, cfg: TextConfig) -> str:
@@ -32,7 +34,7 @@ def normalize_text(text: str, cfg: TextConfig) -> str:
         text = _CONTROL_RE.sub("", text)
     if cfg.collapse_spaces:
         text = _SPACES_RE.sub(" ", text)
-    return _EDGES_RE.sub("", text)
+    return text.strip(_EDGE_CHARS)
 
 
 def normalize_sample(sample: Sample, cfg: TextConfig) -> bool:

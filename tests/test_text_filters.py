@@ -1,14 +1,10 @@
 from filters.text import TextFilter, empty_turn, normalize_text, text_stats, text_verdict
 from schemas.config import load_config
-from schemas.input import RowContext, normalize_row
+from schemas.input import normalize_row
 from schemas.reasons import Reason
 from schemas.rejected import Rejected
 from schemas.sample import Sample
-
-
-def ctx():
-    return RowContext(source="s", source_ref="r:1", base_dir="/m", max_field_chars=10**6,
-                      max_media_per_row=8, max_messages=8)
+from tests.conftest import row_context as ctx
 
 
 def test_normalize_text():
@@ -17,6 +13,14 @@ def test_normalize_text():
     assert normalize_text("a    b", cfg) == "a    b"      # layout kept by default
     assert normalize_text("a    b", load_config(None, ["text.collapse_spaces=true"]).text) == "a b"
     assert normalize_text("\ufb01", load_config(None, ["text.unicode_form=NFKC"]).text) == "fi"
+    assert normalize_text("\u200b\u3000 a\u2060\x85", cfg) == "a"   # invisible and Unicode spaces at the edges
+
+
+def test_normalize_text_long_inner_whitespace():
+    """A million-character run of spaces inside a field (validation allows it) stays one linear pass."""
+    cfg = load_config().text
+    text = "a" + " \n" * 500_000 + "b"
+    assert normalize_text(" " + text + "\u200b", cfg) == text
 
 
 def test_stats_and_repetition():
