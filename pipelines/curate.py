@@ -21,8 +21,6 @@ from pipelines.ingest import Ingest, Validate
 from pipelines.manifest import WriteManifest
 from pipelines.media import Media
 from pipelines.near_dedupe import NearDedupe
-from pipelines.recaption import Recaption
-from pipelines.score import Score
 from pipelines.semantic_dedupe import SemanticDedupe
 from pipelines.text import TextFilters
 from pipelines.tokens import Tokens
@@ -42,12 +40,14 @@ def curation_stages(cfg: Config) -> list[tuple[str, beam.PTransform]]:
     if cfg.dedupe.near.enabled:
         stages.append(("NearDedupe", NearDedupe(cfg)))
     if cfg.score.enabled:
+        from pipelines.score import Score   # imported here: RunInference pulls in torch
         stages.append(("Score", Score(cfg)))            # fills Sample.embeddings["clip_image"/"clip_text"]
     if cfg.dedupe.semantic.enabled:
         stages.append(("SemanticDedupe", SemanticDedupe(cfg)))
     if cfg.decontaminate.enabled and cfg.decontaminate.benchmarks:
         stages.append(("Decontaminate", Decontaminate(cfg)))
     if cfg.score.enabled and cfg.recaption.enabled:
+        from pipelines.recaption import Recaption
         stages.append(("Recaption", Recaption(cfg)))    # re-scores with the score stage's model
     stages.append(("Tokens", Tokens(cfg)))
     return stages
