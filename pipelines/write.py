@@ -13,7 +13,6 @@ from typing import Callable
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 from apache_beam.metrics import Metrics
 
 from pipelines.common import METRICS_NAMESPACE
@@ -21,7 +20,7 @@ from schemas.config import OutputConfig
 from schemas.rejected import REJECTED_SCHEMA, Rejected
 from schemas.sample import SAMPLE_SCHEMA, Sample
 from shards.writer import (atomic_write, bucket_of, cut, num_buckets, parquet_writer, payload_bytes,
-                           shard_name, wds_writer)
+                           shard_name, wds_writer, write_table)
 
 
 def _sum_pairs(pairs):
@@ -141,8 +140,7 @@ def embeddings_writer(rows: list[dict], compression: str, row_group_rows: int) -
             "vector": pa.FixedSizeListArray.from_arrays(
                 pa.array(np.concatenate([r["vector"] for r in rows]), pa.float32()), dim),
         }, schema=embedding_schema(dim))
-        pq.write_table(table, f, compression=None if compression == "none" else compression,
-                       row_group_size=max(1, row_group_rows))
+        write_table(table, f, compression, row_group_rows)
     return write
 
 

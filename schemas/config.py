@@ -229,8 +229,7 @@ class NearDedupeConfig:
     def __post_init__(self) -> None:
         _check_range("dedupe.near.threshold", self.threshold, 0.0, 1.0, low_open=True)
         _check_positive("dedupe.near", ngram=self.ngram, num_perm=self.num_perm,
-                        max_bucket_size=self.max_bucket_size, cc_max_rounds=self.cc_max_rounds,
-                        batch_size=self.batch_size)
+                        cc_max_rounds=self.cc_max_rounds, batch_size=self.batch_size)
         if self.max_bucket_size < 2:
             raise ConfigError("dedupe.near.max_bucket_size: must be at least 2")
         _check_tasks("dedupe.near.tasks", self.tasks)

@@ -71,10 +71,14 @@ def atomic_write(out_dir: str, relpath: str, kind: str, rows: int,
 def parquet_writer(rows: Sequence[dict], schema: pa.Schema, compression: str,
                    row_group_rows: int) -> Callable[[HashingWriter], None]:
     def write(f: HashingWriter) -> None:
-        table = pa.Table.from_pylist(list(rows), schema=schema)
-        pq.write_table(table, f, compression=None if compression == "none" else compression,
-                       row_group_size=max(1, row_group_rows))
+        write_table(pa.Table.from_pylist(list(rows), schema=schema), f, compression, row_group_rows)
     return write
+
+
+def write_table(table: pa.Table, f, compression: str, row_group_rows: int) -> None:
+    """One Parquet file with the recipe's compression ("none" for none) and row-group size."""
+    pq.write_table(table, f, compression=None if compression == "none" else compression,
+                   row_group_size=max(1, row_group_rows))
 
 
 def wds_writer(samples: Sequence[Sample]) -> Callable[[HashingWriter], None]:

@@ -26,6 +26,24 @@ def make_cfg(*overrides: str):
     return load_config(None, list(overrides))
 
 
+def row_context(base_dir: str = "/m", source_ref: str = "r:1", **kw):
+    """A validation context with generous limits, for building Samples by hand."""
+    from schemas.input import RowContext
+
+    base = dict(source="s", source_ref=source_ref, base_dir=base_dir, max_field_chars=10**6,
+                max_media_per_row=8, max_messages=8)
+    return RowContext(**{**base, **kw})
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (until somebody binds it)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @pytest.fixture(scope="session")
 def tiny_vlm(tmp_path_factory):
     """A tiny Qwen2-VL with random weights and the real Qwen BPE tokenizer, built once per session."""

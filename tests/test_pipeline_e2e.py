@@ -21,6 +21,7 @@ from pipelines.launch import run
 from schemas.config import CONFIG_DIR
 from schemas.manifest import Manifest
 from schemas.sample import SAMPLE_SCHEMA, Sample
+from tests.conftest import free_port
 
 pytestmark = pytest.mark.slow
 DEMO = os.path.join(CONFIG_DIR, "demo.yaml")
@@ -176,16 +177,10 @@ def test_multi_processing_mode(corpus, demo, tmp_path):
     assert shard_digests(first) == shard_digests(tmp_path / "mp")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_portable_runner_against_local_job_service(corpus, demo, tmp_path):
     """The Job API that Flink's and Spark's job servers speak, served by Beam's own local job service."""
     _, first = demo
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "apache_beam.runners.portability.local_job_service_main",
                                "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

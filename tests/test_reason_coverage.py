@@ -16,6 +16,7 @@ import pytest
 from filters.media import FAULT_ENV, FAULT_PREFIX
 from pipelines.curate import build_curate
 from tests.archive_util import make_tar
+from tests.conftest import free_port
 from pipelines.launch import run
 from schemas.reasons import Reason, Stage
 from schemas.sample import sample_id
@@ -103,15 +104,6 @@ def _words(n, seed):
     return " ".join(rng.choice(vocab) + str(rng.randrange(1000)) for _ in range(n))
 
 
-
-
-def _dead_port() -> int:
-    """A loopback port nothing listens on: a captioner that is down."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def plant(root):
@@ -220,7 +212,7 @@ def planted_run(tmp_path_factory):
     expect = plant(root)
     out = root / "out"
     argv = ["--input", str(root / "in"), "--output", str(out), "--progress_s", "0",
-            "--set", f"recaption.openai.base_url=http://127.0.0.1:{_dead_port()}/v1"]
+            "--set", f"recaption.openai.base_url=http://127.0.0.1:{free_port()}/v1"]
     for o in OVERRIDES + [f"decontaminate.benchmarks=[{{name: evalset, path: {root / 'bench'}}}]"]:
         argv += ["--set", o]
     before = os.environ.get(FAULT_ENV)

@@ -6,14 +6,10 @@ from ingest.readers import RawRow
 from ingest.validate import ValidateRows
 from media.fetch import MediaFetch, member_name
 from schemas.config import load_config
-from schemas.input import RowContext, normalize_row
+from schemas.input import normalize_row
 from schemas.rejected import Rejected
 from schemas.sample import MediaItem, Sample
-
-
-def ctx(base_dir="/m", ref="r:1"):
-    return RowContext(source="s", source_ref=ref, base_dir=base_dir, max_field_chars=10**6,
-                      max_media_per_row=8, max_messages=8)
+from tests.conftest import row_context as ctx
 
 
 def test_fetch_reads_hashes_and_names_members(tmp_path):
@@ -53,8 +49,8 @@ def test_validate_attaches_inline_media_and_rejects_ingest_errors():
 
 
 def test_content_key_ignores_identity_but_not_content():
-    a = normalize_row({"image": "a.png", "caption": "same"}, ctx(ref="r:1"))
-    b = normalize_row({"image": "other/name.png", "caption": "same"}, ctx(ref="r:2"))
+    a = normalize_row({"image": "a.png", "caption": "same"}, ctx(source_ref="r:1"))
+    b = normalize_row({"image": "other/name.png", "caption": "same"}, ctx(source_ref="r:2"))
     for s in (a, b):
         s.media[0].sha256 = "ab" * 32
     assert content_key(a) == content_key(b) and a.id != b.id

@@ -28,11 +28,8 @@ from pipelines.ingest import ExpandInputs
 from schemas.config import InputConfig, load_config
 from schemas.rejected import Rejected
 from schemas.sample import sample_id
-from synthetic.corpus import generate
+from synthetic.corpus import CURRENT_DETECTOR, generate
 from synthetic.language import jaccard
-
-DETECTOR = {"ingest": "ingest", "validate": "validate", "text": "text", "media": "media_fetch",
-            "exact_dedupe": "exact_dedupe"}
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +121,7 @@ def test_expectations_match_the_pipeline(corpus, pipeline):
         if rejected is None and got["dup_kept"] is False:
             actual = {"stage": "exact_dedupe", "reason": "exact_duplicate", "detected_by": "exact_dedupe"}
         elif rejected is not None:
-            actual = {"stage": rejected.stage, "reason": rejected.reason, "detected_by": DETECTOR[rejected.stage]}
+            actual = {"stage": rejected.stage, "reason": rejected.reason, "detected_by": CURRENT_DETECTOR[rejected.stage]}
         else:
             actual = None
         if actual != t["expect"]:

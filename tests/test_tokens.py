@@ -4,9 +4,10 @@ from filters.tokens import TokenAccounting
 from keye.chat import count_tokens, render_chat
 from keye.tokenizer import KEYE_SPECIAL_TOKENS, load_tokenizer, save_hf_tokenizer
 from schemas.config import load_config
-from schemas.input import RowContext, normalize_row
+from schemas.input import normalize_row
 from schemas.reasons import Reason
 from schemas.rejected import Rejected
+from tests.conftest import row_context as ctx
 
 TEXTS = [
     "Hello world",
@@ -33,11 +34,6 @@ def hf_tokenizer(tmp_path_factory):
 @pytest.mark.parametrize("text", TEXTS)
 def test_builtin_matches_independent_hf_bpe(hf_tokenizer, text):
     assert load_tokenizer().encode(text) == hf_tokenizer.encode(text)
-
-
-def ctx():
-    return RowContext(source="s", source_ref="r:1", base_dir="/m", max_field_chars=10**6,
-                      max_media_per_row=8, max_messages=8)
 
 
 def test_render_matches_keye_layout():
