@@ -76,6 +76,8 @@ def process_item(task: ItemTask) -> ItemResult:
         res.reason, res.detail = e.reason.value, e.detail
     except AspectRatioError as e:
         res.reason, res.detail = Reason.ASPECT_RATIO.value, str(e)
+    except Exception as e:  # noqa: BLE001 - as the worker does: one bad file rejects its row only
+        res.reason, res.detail = Reason.UNDECODABLE.value, f"{type(e).__name__}: {e}"[:500]
     res.timings["total"] = time.perf_counter() - t0
     return res
 
