@@ -2,9 +2,9 @@
 
 Like the text filters it computes stats first and stores them whether the row passes or not
 (`MediaItem.stats` per item, `scores.media_*` per row), so thresholds can be retuned from the
-Parquet output (kept and rejected rows) without decoding again. `frame_stats` measures,
-`item_verdict` judges one item against `media.quality`; the row is rejected with the first
-failing item's reason.
+Parquet output (kept and rejected rows) without decoding again. `frame_stats` (media/stats.py,
+re-exported here) measures, `item_verdict` judges one item against `media.quality`; the row
+is rejected with the first failing item's reason.
 
 Per item, in a decode worker (media/process.py, isolated by media/worker.py): the original
 bytes become, by `media.output.keep`,
@@ -20,80 +20,15 @@ from __future__ import annotations
 import os
 from typing import Optional
 
-import numpy as np
-
 from filters.base import StepResult, reject_sample
 from media.fetch import MediaFetch
-from schemas.config import Config, MediaQualityConfig
+from media.stats import analysis_rgb, frame_stats, hsv_histogram, sharpness  # noqa: F401 - re-exported
+from schemas.config import Config
 from schemas.reasons import Reason, Stage
 from schemas.sample import MediaItem, Sample
 
 FAULT_ENV = "KEYE_MEDIA_TEST_FAULTS"     # tests only: lets "KEYE-FAULT:<kind>" bytes misbehave in a worker
 FAULT_PREFIX = b"KEYE-FAULT:"
-
-
-# --- stats ------------------------------------------------------------------------------------
-def analysis_rgb(rgb: np.ndarray, short_side: int) -> np.ndarray:
-    """The frame scaled (area average) so its short side is short_side; never upscaled."""
-    import cv2
-
-    h, w = rgb.shape[:2]
-    s = short_side / min(h, w)
-    if s < 1.0:
-        rgb = cv2.resize(rgb, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
-    return np.ascontiguousarray(rgb)
-
-
-def hsv_histogram(rgb: np.ndarray) -> np.ndarray:
-    """Normalised 16x4x4 HSV histogram (OpenCV ranges)."""
-    import cv2
-
-    hsv = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)
-    hist = cv2.calcHist([hsv], [0, 1, 2], None, [16, 4, 4], [0, 180, 0, 256, 0, 256]).ravel()
-    return hist / max(1.0, float(hist.sum()))
-
-
-def sharpness(gray: np.ndarray, tile: int, top_fraction: float) -> float:
-    """How sharp the sharpest part of the picture is: the mean Laplacian variance of the
-    sharpest `top_fraction` of tiles (at least one) on a grid covering the whole frame.
-    A whole-frame Laplacian variance reads the flat regions of charts, slides, documents
-    and graphics as blur; a blurred picture, by contrast, has no sharp tile anywhere."""
-    import cv2
-
-    lap = cv2.Laplacian(gray, cv2.CV_32F)
-    h, w = lap.shape
-    rows = np.array_split(np.arange(h), max(1, round(h / tile)))
-    cols = np.array_split(np.arange(w), max(1, round(w / tile)))
-    variances = sorted((float(lap[r[0]:r[-1] + 1, c[0]:c[-1] + 1].var()) for r in rows for c in cols),
-                       reverse=True)
-    k = max(1, round(len(variances) * top_fraction))
-    return float(np.mean(variances[:k]))
-
-
-def frame_stats(frames: list, qc: MediaQualityConfig, video: bool,
-                source_short_side: Optional[int] = None) -> dict[str, Optional[float]]:
-    """brightness, sharpness (and for videos motion, scene_changes) of RGB frames of one size,
-    measured on analysis frames: short side media.quality.analysis_short_side, or the
-    source's short side when that is smaller (a small source that smart_resize scaled up is
-    judged at its own resolution: upscaling is not blur)."""
-    import cv2
-
-    short = min(qc.analysis_short_side, source_short_side or qc.analysis_short_side)
-    small = [analysis_rgb(f, short) for f in frames]
-    grays = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in small]
-    stats: dict[str, Optional[float]] = {
-        "brightness": round(float(np.mean([g.mean() for g in grays])) / 255.0, 6),
-        "sharpness": round(float(np.median([sharpness(g, qc.sharpness_tile_px, qc.sharpness_top_fraction)
-                                            for g in grays])), 6),
-    }
-    if video:
-        pairs = list(zip(grays, grays[1:]))
-        stats["motion"] = (round(float(np.mean([cv2.absdiff(a, b).mean() for a, b in pairs])) / 255.0, 6)
-                           if pairs else None)
-        hists = [hsv_histogram(f) for f in small]
-        stats["scene_changes"] = float(sum(0.5 * float(np.abs(a - b).sum()) > qc.scene_cut_distance
-                                           for a, b in zip(hists, hists[1:])))
-    return stats
 
 
 def item_verdict(item: MediaItem, cfg: Config) -> Optional[tuple[Reason, str]]:

@@ -68,8 +68,6 @@ class MediaError(Exception):
 # --- container sniffing and truncation --------------------------------------------------------
 ISO_BMFF_BOXES = {b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide", b"moof", b"mfra", b"uuid",
                   b"styp", b"sidx", b"pnot", b"meta", b"prfl", b"junk", b"PICT"}
-IMAGE_DEMUXERS = ("image2", "jpeg_pipe", "png_pipe", "webp_pipe", "bmp_pipe", "tiff_pipe", "gif_pipe",
-                  "ppm_pipe", "pgm_pipe", "qoi_pipe", "svg_pipe", "j2k_pipe", "jpegls_pipe", "psd_pipe")
 
 
 def sniff_container(data: bytes) -> Optional[str]:
@@ -219,7 +217,7 @@ def probe_video(data: bytes, max_pixels: int) -> VideoInfo:
         raise MediaError(Reason.NOT_A_VIDEO, f"no media container FFmpeg knows: {e}") from None
     with container:
         fmt = container.format.name
-        if fmt in IMAGE_DEMUXERS or fmt.endswith("_pipe"):
+        if fmt == "image2" or fmt.endswith("_pipe"):      # FFmpeg's still-image demuxers
             raise MediaError(Reason.NOT_A_VIDEO, f"a still image ({fmt}), not a video")
         stream = _video_stream(container)
         if stream is None:
@@ -331,10 +329,13 @@ def _rotation_of(frame) -> int:
 
 class _Converter:
     """Frame -> RGB array: scaled to size_hw (coded orientation, pixel aspect applied), then
-    turned by the display rotation (so a 90 degree rotation gives a (w, h) array). Timed."""
+    turned by the display rotation (so a 90 degree rotation gives a (w, h) array). Timed.
+    display=True: size_hw is in display orientation (swapped once the rotation is known), so
+    the caller gets size_hw exactly without decoding twice."""
 
-    def __init__(self, size_hw: tuple[int, int]) -> None:
+    def __init__(self, size_hw: tuple[int, int], display: bool = False) -> None:
         self.size = size_hw
+        self.display = display
         self.rotation: Optional[int] = None
         self.seconds = 0.0
 
@@ -342,6 +343,8 @@ class _Converter:
         t0 = time.perf_counter()
         if self.rotation is None:
             self.rotation = _rotation_of(frame)
+            if self.display and self.rotation in (90, 270):
+                self.size = (self.size[1], self.size[0])
         h, w = self.size
         kwargs = {}
         if int(getattr(frame, "color_range", 0) or 0) == 2:    # full-range YUV flagged on a yuv420p frame
@@ -363,14 +366,15 @@ class PyAVSampler:
         self.min_seek_packets = min_seek_packets
 
     def sample(self, data: bytes, info: VideoInfo, targets: Sequence[float], size_hw: tuple[int, int],
-               access: str = "exact") -> Sampled:
+               access: str = "exact", display: bool = False) -> Sampled:
+        """display: size_hw is in display orientation (see _Converter)."""
         t0 = time.perf_counter()
-        conv = _Converter(size_hw)
+        conv = _Converter(size_hw, display)
         out: Optional[Sampled] = None
         if access == "exact" and info.decode_pts and info.decode_pts[0] is not None:
             out = self._exact(data, info, targets, conv)
         if out is None:        # approximate access, or exact frames the decoder never produced
-            conv = _Converter(size_hw)
+            conv = _Converter(size_hw, display)
             skip = {"exact": "DEFAULT", "reference": "NONREF", "keyframe": "NONKEY"}[access]
             out = self._snap(data, info, targets, conv, skip)
         out.access = access
@@ -547,7 +551,6 @@ class DecordSampler:
 
     def sample(self, data: bytes, info: VideoInfo, targets: Sequence[float], size_hw: tuple[int, int],
                access: str = "exact") -> Sampled:
-        import cv2
         import decord
 
         t0 = time.perf_counter()
@@ -569,10 +572,7 @@ class DecordSampler:
         if batch.shape[1:3] == (cw, ch) and cw != ch:     # decord applied a 90/270 display rotation
             h, w = w, h
             rotation = 90
-        frames = []
-        for fr in batch:
-            interp = cv2.INTER_AREA if fr.shape[0] * fr.shape[1] > h * w else cv2.INTER_CUBIC
-            frames.append(np.ascontiguousarray(cv2.resize(fr, (w, h), interpolation=interp)))
+        frames = [resize_rgb(fr, (h, w)) for fr in batch]
         del vr
         return Sampled(frames=frames, times=[float(stamps[i] - stamps[order[0]]) for i in idx],
                        targets=[float(t) for t in targets], rotation=rotation,
@@ -757,11 +757,5 @@ def frames_at(data: bytes, timestamps: Sequence[float], size_hw: Optional[tuple[
     scaled to size_hw (display orientation; None: source size): how `media.frames.item_frames`
     reads items whose frames were not kept as JPEG members."""
     info = probe_video(data, 1 << 62)
-    coded = info.display_size()
-    if size_hw is None:
-        size_hw = coded
-    sampler = PyAVSampler(threads)
-    out = sampler.sample(data, info, list(timestamps), size_hw, "exact")
-    if out.rotation in (90, 270):        # size_hw was given in display orientation: scale again
-        out = sampler.sample(data, info, list(timestamps), (size_hw[1], size_hw[0]), "exact")
-    return out.frames
+    return PyAVSampler(threads).sample(data, info, list(timestamps), size_hw or info.display_size(), "exact",
+                                       display=size_hw is not None).frames

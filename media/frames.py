@@ -17,8 +17,6 @@ themselves; it gives the same frames whichever way they were stored.
 """
 from __future__ import annotations
 
-import io
-
 import numpy as np
 
 from schemas.sample import Sample
@@ -27,13 +25,11 @@ VIDEO_SUFFIXES = (".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v", ".mpg", ".mpe
 
 
 def decode_image(data: bytes) -> np.ndarray:
-    """RGB uint8 (H, W, 3), EXIF orientation applied, first frame of animations."""
-    from PIL import Image, ImageOps
+    """RGB uint8 (H, W, 3): media.decode's image decoder without a pixel cap, so every stage
+    sees the pixels the media stage saw (alpha on white, 16-bit scaled, EXIF, first frame)."""
+    from media.decode import decode_image as decode
 
-    with Image.open(io.BytesIO(data)) as im:
-        im.seek(0)
-        im = ImageOps.exif_transpose(im)
-        return np.asarray(im.convert("RGB"))
+    return decode(data, 1 << 62).rgb
 
 
 def item_frames(sample: Sample, index: int) -> list[np.ndarray]:

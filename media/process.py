@@ -18,11 +18,11 @@ from typing import Optional
 
 import numpy as np
 
-from filters.media import frame_stats
 from media.decode import (MediaError, decode_image, encode_jpeg, encode_png, make_sampler, probe_video,
                           resize_rgb, sample_video)
 from media.sampling import (AspectRatioError, aspect_ratio, classify_frames, hsv_patches, image_size,
                             plan_video, similarity_size, slow_fast_sizes, tokens, video_tokens)
+from media.stats import frame_stats
 from schemas.config import MediaConfig
 from schemas.reasons import Reason
 
@@ -76,6 +76,8 @@ def process_item(task: ItemTask) -> ItemResult:
         res.reason, res.detail = e.reason.value, e.detail
     except AspectRatioError as e:
         res.reason, res.detail = Reason.ASPECT_RATIO.value, str(e)
+    except Exception as e:  # noqa: BLE001 - as the worker does: one bad file rejects its row only
+        res.reason, res.detail = Reason.UNDECODABLE.value, f"{type(e).__name__}: {e}"[:500]
     res.timings["total"] = time.perf_counter() - t0
     return res
 

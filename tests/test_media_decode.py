@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from media.decode import (DecordSampler, PyAVSampler, container_truncated, decode_image, decord_gpu_available,
-                          make_sampler, probe_video, sample_video)
+                          frames_at, make_sampler, probe_video, sample_video)
 from media.process import ItemTask, process_item
 from schemas.config import load_config
 from tests.media_util import (CODECS, audio_only, encode_video, frame_index, image_bytes, index_frame,
@@ -97,6 +97,14 @@ def test_display_rotation_is_applied(mc, rotation, quadrant, portrait):
     for f in decoded(res):
         assert red_quadrant(f) == quadrant
         assert f.shape[:2] == (res.height, res.width)
+
+
+def test_frames_at_source_size_is_display_oriented():
+    # no size given: the source's display size, rotated, not squeezed into the stored shape
+    data = encode_video([quadrant_image()] * 10, "h264_mp4", rotation=90)
+    f = frames_at(data, [0.0])[0]
+    assert f.shape == (96, 64, 3) and red_quadrant(f) == "bl"
+    assert np.array_equal(f, frames_at(data, [0.0], (96, 64))[0])
 
 
 def test_variable_frame_rate_is_sampled_by_time(mc):

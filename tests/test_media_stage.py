@@ -222,6 +222,18 @@ def test_in_process_mode_ignores_fault_hooks(tmp_path, faults):
     assert out.reason == "not_a_video"
 
 
+
+def test_in_process_mode_maps_unexpected_errors_to_undecodable(tmp_path, monkeypatch):
+    import media.process
+
+    def boom(task, res):
+        raise ValueError("bad pixels")
+
+    monkeypatch.setattr(media.process, "_video", boom)
+    out = step_for("media.decode.isolation=in_process")(make_row(tmp_path, "x.mp4", indexed_video(20)))
+    assert out.reason == "undecodable" and "ValueError: bad pixels" in out.detail
+
+
 # --- through Beam ----------------------------------------------------------------------------------
 def test_media_stage_in_the_curate_pipeline(tmp_path):
     from pipelines.curate import build_curate
