@@ -234,28 +234,20 @@ def worker_semantic(n: int, d: int) -> dict:
             "pairs_found": len(pairs), "peak_rss_mb": round(peak_rss_mb(), 1), "rss_before_mb": round(base_rss, 1)}
 
 
-def worker_brute_force(n: int, d: int, queries: int) -> dict:
-    import faiss
+def worker_brute_force(n: int, d: int, queries: int, threshold: float) -> dict:
+    from filters.semantic import brute_force_pairs
 
     x = np.load(_tmp(f"vectors_{n}_{d}.npy"))
     base_rss = peak_rss_mb()
     rng = np.random.default_rng(4)
-    q = np.arange(n) if queries <= 0 or queries >= n else np.sort(rng.choice(n, queries, replace=False))
-    index = faiss.IndexFlatIP(d)
-    index.add(x)
-    radius = float(np.nextafter(np.float32(0.95), np.float32(-np.inf)))
+    q = None if queries <= 0 or queries >= n else np.sort(rng.choice(n, queries, replace=False))
     t0 = time.perf_counter()
-    found = []
-    for lo in range(0, len(q), 8192):
-        qs = q[lo:lo + 8192]
-        lims, _, ids = index.range_search(x[qs], radius)
-        qi = np.repeat(qs, np.diff(lims.astype(np.int64)))
-        keep = qi != ids
-        found.append(np.stack([np.minimum(qi, ids)[keep], np.maximum(qi, ids)[keep]], axis=1))
+    found = brute_force_pairs(x, threshold, queries=q)
     secs = time.perf_counter() - t0
-    pairs = np.unique(np.concatenate(found), axis=0) if found else np.empty((0, 2), np.int64)
+    pairs = np.array(sorted(found), dtype=np.int64).reshape(-1, 2)
     np.save(_tmp("bf_pairs.npy"), pairs)
-    return {"queries": int(len(q)), "seconds": round(secs, 3), "seconds_all_rows": round(secs * n / len(q), 3),
+    n_q = n if q is None else len(q)
+    return {"queries": n_q, "seconds": round(secs, 3), "seconds_all_rows": round(secs * n / n_q, 3),
             "pairs": int(len(pairs)), "peak_rss_mb": round(peak_rss_mb(), 1), "rss_before_mb": round(base_rss, 1)}
 
 
@@ -327,13 +319,17 @@ def main(argv=None) -> dict:
                 "note": "scaling_exponent: of wall time in corpus size from N to 4N, 1.0 is linear",
             }
         if "faiss" not in args.skip:
+            from schemas.config import load_config
+
+            threshold = load_config().dedupe.semantic.threshold     # the one worker_semantic runs
             _spawn("prepare", tmp, what="vectors", n=args.vectors, seed=3, d=args.dim)
             sem = _spawn("semantic", tmp, n=args.vectors, d=args.dim)
-            bf = _spawn("brute_force", tmp, n=args.vectors, d=args.dim, queries=args.bf_queries)
+            bf = _spawn("brute_force", tmp, n=args.vectors, d=args.dim, queries=args.bf_queries,
+                        threshold=threshold)
             found = {tuple(p) for p in np.load(os.path.join(tmp, "semantic_pairs.npy")).tolist()}
             truth = {tuple(p) for p in np.load(os.path.join(tmp, "bf_pairs.npy")).tolist()}
             results["faiss_semantic"] = {
-                "vectors": args.vectors, "dim": args.dim, "threshold": 0.95, "semantic": sem, "brute_force": bf,
+                "vectors": args.vectors, "dim": args.dim, "threshold": threshold, "semantic": sem, "brute_force": bf,
                 "time_ratio_brute_force_over_semantic": ratio(bf["seconds_all_rows"], sem["seconds"]),
                 "recall": round(len(truth & found) / max(len(truth), 1), 4),
                 "recall_over_pairs": len(truth),

@@ -26,28 +26,24 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
-import unicodedata
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Iterable, Optional
 
 import numpy as np
 
-from filters.minhash import band_hashes, optimal_bands
+from filters.minhash import band_hashes, optimal_bands, words
 from filters.phash import SetBitsMinHasher, bits_jaccard
-
-_WORD_RE = re.compile(r"\w+", re.UNICODE)
+from filters.semantic import normalize_rows
 
 
 def text_ngrams(texts: Iterable[str], n: int = 13, lowercase: bool = True) -> np.ndarray:
     """Distinct 64-bit hashes of the word n-grams of each text (n-grams never span texts)."""
     out = set()
     for text in texts:
-        text = unicodedata.normalize("NFKC", text)
-        words = _WORD_RE.findall(text.lower() if lowercase else text)
-        for i in range(len(words) - n + 1):
-            gram = " ".join(words[i:i + n]).encode("utf-8")
+        ws = words(text, lowercase)
+        for i in range(len(ws) - n + 1):
+            gram = " ".join(ws[i:i + n]).encode("utf-8")
             out.add(int.from_bytes(hashlib.blake2b(gram, digest_size=8).digest(), "little"))
     return np.fromiter(out, dtype=np.uint64, count=len(out))
 
@@ -92,15 +88,11 @@ class Verdict:
 
 
 def _unit_rows(x) -> Optional[np.ndarray]:
+    """A vector or (n, d) matrix as unit rows; None for a missing or empty one."""
     if x is None:
         return None
     x = np.asarray(x, dtype=np.float32)
-    x = x.reshape(1, -1) if x.ndim == 1 else x
-    if x.size == 0:
-        return None
-    n = np.linalg.norm(x, axis=1, keepdims=True)
-    n[n == 0] = 1.0
-    return x / n
+    return normalize_rows(x.reshape(1, -1) if x.ndim == 1 else x) if x.size else None
 
 
 class DecontamIndex:
@@ -138,16 +130,15 @@ class DecontamIndex:
         self.template_ngrams = sum(1 for owners in grams.values() if len(owners) > limit)
         self.grams = {g: owners for g, owners in grams.items() if len(owners) <= limit}
         # CLIP: stacked unit image rows with their item, and per-item unit text vectors
-        rows, owners = [], []
+        rows, owners, self.clip_texts = [], [], {}
         for i, it in enumerate(self.items):
             img = _unit_rows(it.clip_image)
             if img is not None and it.clip_text is not None:
                 rows.append(img)
                 owners.extend([i] * len(img))
+                self.clip_texts[i] = _unit_rows(it.clip_text)[0]
         self.clip_images = np.concatenate(rows) if rows else None
         self.clip_owner = np.asarray(owners, dtype=np.int64)
-        self.clip_texts = {i: _unit_rows(it.clip_text)[0] for i, it in enumerate(self.items)
-                           if it.clip_text is not None and _unit_rows(it.clip_image) is not None}
 
     def __len__(self) -> int:
         return len(self.items)

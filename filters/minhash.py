@@ -27,7 +27,7 @@ import numpy as np
 
 MAX_HASH32 = np.uint32(0xFFFFFFFF)
 _FMIX32 = (np.uint32(16), np.uint32(0x85EBCA6B), np.uint32(13), np.uint32(0xC2B2AE35), np.uint32(16))
-_WORD_RE = re.compile(r"\w+", re.UNICODE)
+WORD_RE = re.compile(r"\w+", re.UNICODE)
 _SPACE_RE = re.compile(r"\s+", re.UNICODE)
 
 
@@ -38,15 +38,21 @@ def normalize_for_shingles(text: str, lowercase: bool = True) -> str:
     return text.lower() if lowercase else text
 
 
+def words(text: str, lowercase: bool = True) -> list[str]:
+    """Runs of \\w in the normalised text: the one tokenizer of word shingles and of
+    decontamination n-grams, so the two never split a text differently."""
+    return WORD_RE.findall(normalize_for_shingles(text, lowercase))
+
+
 def word_shingles(text: str, n: int = 5, lowercase: bool = True) -> list[bytes]:
     """Distinct word n-grams (words: runs of \\w, so punctuation never splits a match).
     A text with fewer than n words gives one shingle of all its words; no words: none."""
-    words = _WORD_RE.findall(normalize_for_shingles(text, lowercase))
-    if not words:
+    ws = words(text, lowercase)
+    if not ws:
         return []
-    if len(words) < n:
-        return [" ".join(words).encode("utf-8")]
-    return list({" ".join(words[i:i + n]).encode("utf-8") for i in range(len(words) - n + 1)})
+    if len(ws) < n:
+        return [" ".join(ws).encode("utf-8")]
+    return list({" ".join(ws[i:i + n]).encode("utf-8") for i in range(len(ws) - n + 1)})
 
 
 def char_shingles(text: str, n: int = 5, lowercase: bool = True) -> list[bytes]:
@@ -117,13 +123,6 @@ class MinHasher:
             return out
         hv = fmix32(sha1_hash32_many(b for d in docs for b in d))
         self._reduce(hv, lengths, out)
-        return out
-
-    def signatures_from_hashes(self, hashes: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-        """Same as `signatures`, from already-computed 32-bit input hashes (concatenated)."""
-        out = np.full((len(lengths), self.num_perm), MAX_HASH32, dtype=np.uint32)
-        if len(hashes):
-            self._reduce(fmix32(np.asarray(hashes, dtype=np.uint32)), np.asarray(lengths, np.int64), out)
         return out
 
     def _reduce(self, hv: np.ndarray, lengths: np.ndarray, out: np.ndarray) -> None:
@@ -218,13 +217,18 @@ def pairwise_estimates(sigs: np.ndarray, block: int = 64, bits: int = 32) -> np.
 _BIT_DTYPES = {8: np.uint8, 16: np.uint16, 32: np.uint32}
 
 
+def bits_dtype(bits: int) -> np.dtype:
+    """The dtype `low_bits` returns, so readers of b-bit bytes need not build an array to learn it."""
+    if bits not in _BIT_DTYPES:
+        raise ValueError(f"bits must be one of {sorted(_BIT_DTYPES)}")
+    return np.dtype(_BIT_DTYPES[bits])
+
+
 def low_bits(sigs: np.ndarray, bits: int) -> np.ndarray:
     """The lowest `bits` bits of each signature value (b-bit minwise hashing, Li and Koenig
     2010): what LSH buckets carry for verification, 4x smaller at 8 bits than the full
     signature. Two values of a pair agree with probability J + (1 - J) / 2^bits."""
-    if bits not in _BIT_DTYPES:
-        raise ValueError(f"bits must be one of {sorted(_BIT_DTYPES)}")
-    return np.asarray(sigs, dtype=np.uint32).astype(_BIT_DTYPES[bits])
+    return np.asarray(sigs, dtype=np.uint32).astype(bits_dtype(bits))
 
 
 def bbit_correct(share_equal, bits: int):

@@ -6,7 +6,8 @@
    within `spill_margin` of the best ("guest"). Classic SemDeDup is max_spill = 0.
 3. `range_pairs`: inside one cluster, an exact inner-product range search (IndexFlatIP) for
    every pair with cosine >= threshold. On a GPU, faiss has no range search; the exact search
-   is emulated with a k-NN search plus CPU fallback (faiss.contrib.exhaustive_search).
+   is emulated with a k-NN search plus CPU fallback (faiss.contrib.exhaustive_search). Clusters
+   under GPU_MIN_ROWS stay on the CPU, and callers reuse one `gpu_resources()` across clusters.
 
 `dedupe_arrays` chains the three over in-memory arrays (the benchmark and tests use it as the
 Beam-free reference); `pipelines/semantic_dedupe.py` runs the same steps as Beam transforms,
@@ -20,6 +21,8 @@ from typing import Optional
 
 import numpy as np
 
+GPU_MIN_ROWS = 256      # below this a flat search takes milliseconds on the CPU; the GPU adds copies and launches
+
 
 @functools.lru_cache(maxsize=1)
 def gpu_available() -> bool:
@@ -30,6 +33,17 @@ def gpu_available() -> bool:
         return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
     except Exception:  # noqa: BLE001 - a broken CUDA install means CPU
         return False
+
+
+def gpu_resources(use_gpu: Optional[bool] = None):
+    """faiss GPU resources (cuBLAS handle, streams, scratch memory: costly to create) for
+    `range_pairs` to reuse, or None on the CPU. Not thread-safe: one per DoFn instance or
+    loop, never a module-level cache."""
+    if not (gpu_available() if use_gpu is None else use_gpu):
+        return None
+    import faiss
+
+    return faiss.StandardGpuResources()
 
 
 def normalize_rows(x: np.ndarray) -> np.ndarray:
@@ -81,8 +95,11 @@ def assign(x: np.ndarray, centroids: np.ndarray, spill_margin: float = 0.0,
     return home, extra
 
 
-def range_pairs(x: np.ndarray, threshold: float, use_gpu: Optional[bool] = None) -> tuple[np.ndarray, np.ndarray]:
-    """All (i, j), i < j, with x_i . x_j >= threshold: exact (flat index), vectors unit-norm."""
+def range_pairs(x: np.ndarray, threshold: float, use_gpu: Optional[bool] = None,
+                gpu_res=None) -> tuple[np.ndarray, np.ndarray]:
+    """All (i, j), i < j, with x_i . x_j >= threshold: exact (flat index), vectors unit-norm.
+    use_gpu None: the GPU when present and the cluster has GPU_MIN_ROWS rows; gpu_res: the
+    caller's `gpu_resources()`, made here per call when None."""
     import faiss
 
     x = normalize_rows(x)
@@ -93,10 +110,10 @@ def range_pairs(x: np.ndarray, threshold: float, use_gpu: Optional[bool] = None)
     cpu.add(x)
     # faiss returns sims > radius for similarity metrics; nudge down to keep ">= threshold"
     radius = float(np.nextafter(np.float32(threshold), np.float32(-np.inf)))
-    if gpu_available() if use_gpu is None else use_gpu:
+    if (n >= GPU_MIN_ROWS and gpu_available()) if use_gpu is None else use_gpu:
         from faiss.contrib.exhaustive_search import range_search_gpu
 
-        res = faiss.StandardGpuResources()
+        res = gpu_res if gpu_res is not None else faiss.StandardGpuResources()
         gpu = faiss.index_cpu_to_gpu(res, 0, cpu)
         lims, _, ids = range_search_gpu(x, radius, gpu, cpu, gpu_k=min(1024, n))
     else:
@@ -129,9 +146,10 @@ def dedupe_arrays(x: np.ndarray, threshold: float = 0.95, sample_size: int = 200
         for c in ex:
             members.setdefault(c, []).append(i)
     pairs = set()
+    res = gpu_resources(use_gpu)
     for idx in members.values():
         idx = np.asarray(idx)
-        a, b = range_pairs(x[idx], threshold, use_gpu)
+        a, b = range_pairs(x[idx], threshold, use_gpu, res)
         pairs.update(zip(idx[a].tolist(), idx[b].tolist()))
     uf = UnionFind(n)
     for i, j in pairs:
@@ -140,18 +158,23 @@ def dedupe_arrays(x: np.ndarray, threshold: float = 0.95, sample_size: int = 200
             "sizes": sorted((len(v) for v in members.values()), reverse=True)}
 
 
-def brute_force_pairs(x: np.ndarray, threshold: float, block: int = 8192) -> set:
-    """Every pair with cosine >= threshold, by exhaustive blocked search: the reference."""
+def brute_force_pairs(x: np.ndarray, threshold: float, block: int = 8192, queries=None) -> set:
+    """Every pair (i, j), i < j, with cosine >= threshold, by exhaustive blocked search: the
+    reference. queries: search only from these rows (pairs with at least one of them), so a
+    benchmark can time a subset of an N^2 search."""
     import faiss
 
     x = normalize_rows(x)
     index = faiss.IndexFlatIP(x.shape[1])
     index.add(x)
     radius = float(np.nextafter(np.float32(threshold), np.float32(-np.inf)))
+    q = np.arange(len(x)) if queries is None else np.asarray(queries, dtype=np.int64)
     pairs = set()
-    for lo in range(0, len(x), block):
-        lims, _, ids = index.range_search(x[lo:lo + block], radius)
-        qi = np.repeat(np.arange(lo, lo + len(lims) - 1), np.diff(lims.astype(np.int64)))
-        keep = qi < ids
-        pairs.update(zip(qi[keep].tolist(), ids[keep].tolist()))
+    for lo in range(0, len(q), block):
+        qs = q[lo:lo + block]
+        lims, _, ids = index.range_search(x[qs], radius)
+        qi = np.repeat(qs, np.diff(lims.astype(np.int64)))
+        # all rows: each pair from its smaller end, as range_pairs; a subset: from either end
+        keep = qi < ids if queries is None else qi != ids
+        pairs.update(zip(np.minimum(qi, ids)[keep].tolist(), np.maximum(qi, ids)[keep].tolist()))
     return pairs

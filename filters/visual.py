@@ -4,7 +4,8 @@
 caches in the in-flight `Sample.embeddings` (never written to Parquet):
 
     "perceptual": (n_items, PERCEPTUAL_DIM) float32, one unit vector per media item
-                  (a video's is the normalised mean of its frames')
+                  (a video's is the normalised mean of its frames'); semantic dedupe drops it
+                  once it has the row's vector
     "phash":      list (per item) of lists of 64-bit pHashes (one per image / frame)
 
 and sets the `media_pixels` and `media_quality` scores (`media_size_scores`). A later stage
@@ -17,7 +18,7 @@ from typing import Optional
 
 import numpy as np
 
-from filters.perceptual import frame_embedding, mean_embedding
+from filters.perceptual import item_embedding, mean_embedding
 from filters.phash import phash64
 from media.frames import item_frames
 from schemas.sample import Sample
@@ -48,7 +49,7 @@ def visual_features(sample: Sample, embedding: bool = True, phash: bool = False)
             raise NoFrames(f"media[{i}]: no frames")
         shapes.append(frames[0].shape[:2])
         if need_emb:
-            embs.append(mean_embedding([frame_embedding(f) for f in frames]))
+            embs.append(item_embedding(frames))
         if need_ph:
             hashes.append([phash64(f) for f in frames])
     if need_emb:

@@ -17,7 +17,10 @@ clusters are small and shallow, so a few rounds converge (tests/test_clusters.py
 chains and stars).
 
 `ApplyClusters` joins the assignments back to the rows by id (CoGroupByKey): the
-representative is kept, every other member goes to rejected/ with `dup_of`.
+representative is kept, every other member goes to rejected/ with `dup_of`. Only rows the
+stage compared (they carry its cluster-size score) can have an assignment, so only they take
+the shuffle; the others (and their media bytes) skip it and meet the joined rows in `Decide`,
+which keeps them (one step counts `<stage>/kept`, as before).
 """
 from __future__ import annotations
 
@@ -102,9 +105,9 @@ class ConnectedComponents(beam.PTransform):
 
 
 class _Decide(beam.DoFn):
-    def __init__(self, stage: Stage, reason: Reason, size_score: str, describe, max_payload_bytes: int) -> None:
+    def __init__(self, stage: Stage, reason: Reason, size_score: str, what: str, max_payload_bytes: int) -> None:
         self.stage, self.reason, self.size_score = stage, reason, size_score
-        self.describe, self.max_payload_bytes = describe, max_payload_bytes
+        self.what, self.max_payload_bytes = what, max_payload_bytes
 
     def process(self, element):
         sid, grouped = element
@@ -114,8 +117,8 @@ class _Decide(beam.DoFn):
             if self.size_score in s.scores:      # the row was compared: record its cluster size
                 s.scores[self.size_score] = float(size)
             if rep != sid:
-                r = reject_sample(s, self.stage, self.reason, self.describe(rep, size), dup_of=rep,
-                                  max_payload_bytes=self.max_payload_bytes)
+                r = reject_sample(s, self.stage, self.reason, f"{self.what} in a cluster of {size}; kept {rep}",
+                                  dup_of=rep, max_payload_bytes=self.max_payload_bytes)
                 count_rejected(r)
                 yield TaggedOutput(REJECTED, r)
             else:
@@ -123,19 +126,33 @@ class _Decide(beam.DoFn):
                 yield s
 
 
-class ApplyClusters(beam.PTransform):
-    """(rows, assignments) -> {KEPT, REJECTED}: every non-representative is rejected with dup_of."""
+def _compared(sample, n: int, size_score: str) -> int:
+    """Partition 1: rows that carry the stage's size score, the only ones an assignment can
+    name (a row read back from Parquet may carry it uncompared: it still joins, as before)."""
+    return int(size_score in sample.scores)
 
-    def __init__(self, stage: Stage, reason: Reason, size_score: str, describe, max_payload_bytes: int) -> None:
+
+def _unjoined(sample):
+    """An uncompared row shaped like a join result without assignments."""
+    return sample.id, {"row": [sample], "assign": []}
+
+
+class ApplyClusters(beam.PTransform):
+    """(rows, assignments, the stage's earlier rejects) -> {KEPT, REJECTED}: every
+    non-representative is rejected with dup_of, detail "<what> in a cluster of N; kept ID"."""
+
+    def __init__(self, stage: Stage, reason: Reason, size_score: str, what: str, max_payload_bytes: int) -> None:
         super().__init__()
         self.stage, self.reason, self.size_score = stage, reason, size_score
-        self.describe, self.max_payload_bytes = describe, max_payload_bytes
+        self.what, self.max_payload_bytes = what, max_payload_bytes
 
     def expand(self, pcolls):
-        rows, assignments = pcolls
-        keyed = rows | "KeyById" >> beam.Map(lambda s: (s.id, s))
-        out = ({"row": keyed, "assign": assignments}
-               | "JoinById" >> beam.CoGroupByKey()
-               | "Decide" >> beam.ParDo(_Decide(self.stage, self.reason, self.size_score, self.describe,
+        rows, assignments, rejected = pcolls
+        uncompared, compared = rows | "SplitCompared" >> beam.Partition(_compared, 2, self.size_score)
+        keyed = compared | "KeyById" >> beam.Map(lambda s: (s.id, s))
+        joined = {"row": keyed, "assign": assignments} | "JoinById" >> beam.CoGroupByKey()
+        out = ((joined, uncompared | "Unjoined" >> beam.Map(_unjoined))
+               | "WithUncompared" >> beam.Flatten()
+               | "Decide" >> beam.ParDo(_Decide(self.stage, self.reason, self.size_score, self.what,
                                                 self.max_payload_bytes)).with_outputs(REJECTED, main=KEPT))
-        return {KEPT: out[KEPT], REJECTED: out[REJECTED]}
+        return {KEPT: out[KEPT], REJECTED: (out[REJECTED], rejected) | "AllRejected" >> beam.Flatten()}

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import re
 
 import apache_beam as beam
 import numpy as np
@@ -36,10 +35,10 @@ from apache_beam.metrics import Metrics
 from apache_beam.pvalue import TaggedOutput
 
 from filters.cluster import node_key, star_edges
-from filters.minhash import (MinHasher, band_hashes, bbit_correct, low_bits, optimal_bands, pairwise_estimates,
-                             shingles)
+from filters.minhash import (WORD_RE, MinHasher, band_hashes, bbit_correct, bits_dtype, low_bits, optimal_bands,
+                             pairwise_estimates, shingles)
 from pipelines.clusters import ApplyClusters, ConnectedComponents
-from pipelines.common import KEPT, METRICS_NAMESPACE, REJECTED, count_rejected, step_error
+from pipelines.common import METRICS_NAMESPACE, REJECTED, count_rejected, step_error
 from schemas.config import Config, NearDedupeConfig
 from schemas.reasons import Reason, Stage
 from schemas.sample import Sample
@@ -47,7 +46,6 @@ from schemas.sample import Sample
 STAGE = Stage.NEAR_DEDUPE
 SIZE_SCORE = "near_dup_cluster_size"
 SIGS = "signatures"
-_WORD_RE = re.compile(r"\w+", re.UNICODE)
 
 
 def dedupe_text(sample: Sample) -> str:
@@ -67,7 +65,7 @@ def scope_key(sample: Sample, cfg: NearDedupeConfig) -> bytes:
 def eligible(sample: Sample, cfg: NearDedupeConfig) -> bool:
     if cfg.tasks and sample.task not in cfg.tasks:
         return False
-    return sum(1 for _ in _WORD_RE.finditer(dedupe_text(sample))) >= max(cfg.min_words, 1)
+    return sum(1 for _ in WORD_RE.finditer(dedupe_text(sample))) >= max(cfg.min_words, 1)
 
 
 class _Sign(beam.DoFn):
@@ -131,7 +129,7 @@ class _Verify(beam.DoFn):
 
     def __init__(self, cfg: NearDedupeConfig) -> None:
         self.threshold, self.cap, self.verify = cfg.threshold, cfg.max_bucket_size, cfg.verify
-        self.bits = cfg.verify_bits
+        self.bits, self.dtype = cfg.verify_bits, bits_dtype(cfg.verify_bits)
 
     def setup(self) -> None:
         ns = METRICS_NAMESPACE
@@ -157,8 +155,7 @@ class _Verify(beam.DoFn):
         if not self.verify:
             yield from star_edges(nodes, ((0, j) for j in range(1, len(nodes))))
             return
-        dtype = low_bits(np.zeros((1, 1), np.uint32), self.bits).dtype
-        sigs = np.frombuffer(b"".join(uniq[n] for n in nodes), dtype=dtype).reshape(len(nodes), -1)
+        sigs = np.frombuffer(b"".join(uniq[n] for n in nodes), dtype=self.dtype).reshape(len(nodes), -1)
         est = pairwise_estimates(sigs, bits=self.bits)
         iu, ju = np.triu_indices(len(nodes), 1)
         ok = est[iu, ju] >= self.threshold
@@ -176,13 +173,12 @@ class _Verify(beam.DoFn):
                 pivot, pivot_sig = node, sig
         self.giant.inc()
         self.giant_members.inc(n)
-        dtype = low_bits(np.zeros((1, 1), np.uint32), self.bits).dtype
-        ref = np.frombuffer(pivot_sig, dtype=dtype) if self.verify else None
+        ref = np.frombuffer(pivot_sig, dtype=self.dtype) if self.verify else None
         for node, sig in members:
             if node == pivot:
                 continue
             if self.verify:
-                share = np.count_nonzero(np.frombuffer(sig, dtype=dtype) == ref) / len(ref)
+                share = np.count_nonzero(np.frombuffer(sig, dtype=self.dtype) == ref) / len(ref)
                 if float(bbit_correct(share, self.bits)) < self.threshold:
                     continue
             self.pairs.inc()
@@ -219,12 +215,6 @@ class NearDedupe(beam.PTransform):
         assignments = (signed[SIGS]
                        | "Edges" >> CandidateEdges(cfg)
                        | "Components" >> ConnectedComponents(STAGE.value, cfg.cc_max_rounds))
-        what = f"{cfg.shingle} {cfg.ngram}-gram MinHash Jaccard >= {cfg.threshold}"
-
-        def describe(rep: str, size: int) -> str:
-            return f"near-duplicate text ({what}) in a cluster of {size}; kept {rep}"
-
-        out = (signed["rows"], assignments) | "Apply" >> ApplyClusters(
-            STAGE, Reason.NEAR_DUPLICATE, SIZE_SCORE, describe, self.cfg.ingest.max_payload_bytes)
-        return {KEPT: out[KEPT],
-                REJECTED: (out[REJECTED], signed[REJECTED]) | "AllRejected" >> beam.Flatten()}
+        what = f"near-duplicate text ({cfg.shingle} {cfg.ngram}-gram MinHash Jaccard >= {cfg.threshold})"
+        return (signed["rows"], assignments, signed[REJECTED]) | "Apply" >> ApplyClusters(
+            STAGE, Reason.NEAR_DUPLICATE, SIZE_SCORE, what, self.cfg.ingest.max_payload_bytes)

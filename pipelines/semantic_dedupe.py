@@ -47,10 +47,10 @@ from apache_beam.metrics import Metrics
 from apache_beam.pvalue import AsDict, AsSingleton, TaggedOutput
 
 from filters.cluster import node_id, node_key, star_edges
-from filters.semantic import assign, choose_k, range_pairs, train_centroids
-from filters.visual import NoFrames, row_vector, visual_features
+from filters.semantic import assign, choose_k, gpu_resources, range_pairs, train_centroids
+from filters.visual import PERCEPTUAL, NoFrames, row_vector, visual_features
 from pipelines.clusters import ApplyClusters, ConnectedComponents
-from pipelines.common import KEPT, METRICS_NAMESPACE, REJECTED, count_rejected, step_error
+from pipelines.common import METRICS_NAMESPACE, REJECTED, count_rejected, step_error
 from schemas.config import Config, SemanticDedupeConfig
 from schemas.reasons import Reason, Stage
 from schemas.sample import Sample
@@ -76,8 +76,13 @@ def caption_like(sample: Sample, caption_prompt: Optional[str]) -> bool:
 
 
 class _Embed(beam.DoFn):
-    def __init__(self, cfg: SemanticDedupeConfig, with_phash: bool, caption_prompt: Optional[str]) -> None:
+    """Rows -> rows + (node, unit vector). With decontamination's pHash rule on, the pHashes are
+    computed in the same decode, except for `skip_tasks` rows, which that rule never judges."""
+
+    def __init__(self, cfg: SemanticDedupeConfig, with_phash: bool, caption_prompt: Optional[str],
+                 skip_tasks=()) -> None:
         self.cfg, self.with_phash, self.caption_prompt = cfg, with_phash, caption_prompt
+        self.skip_tasks = frozenset(skip_tasks)
 
     def setup(self) -> None:
         self.skipped = _counter("not_compared")
@@ -92,9 +97,10 @@ class _Embed(beam.DoFn):
                 yield s
                 continue
             try:
-                if self.with_phash or cfg.embedding == "perceptual":
-                    visual_features(s, embedding=cfg.embedding == "perceptual", phash=self.with_phash)
-                vec = row_vector(s, cfg.embedding)
+                if self.with_phash and s.task not in self.skip_tasks:
+                    visual_features(s, embedding=cfg.embedding == "perceptual", phash=True)
+                vec = row_vector(s, cfg.embedding)      # computes "perceptual" if still missing
+                s.embeddings.pop(PERCEPTUAL, None)      # ~3 KB per item that no later stage reads
             except NoFrames:
                 self.undecodable.inc()
                 vec = None
@@ -159,6 +165,8 @@ class _RangeSearch(beam.DoFn):
     def setup(self) -> None:
         self.pairs = _counter("pairs")
         self.clusters = _counter("searched_clusters")
+        # one per DoFn instance, reused across clusters: faiss GPU resources are not thread-safe
+        self.gpu_res = gpu_resources()
 
     def process(self, element):
         _, members = element
@@ -168,7 +176,7 @@ class _RangeSearch(beam.DoFn):
         self.clusters.inc()
         nodes = [n for n, _ in members]
         x = np.stack([v for _, v in members])
-        a, b = range_pairs(x, self.threshold)
+        a, b = range_pairs(x, self.threshold, gpu_res=self.gpu_res)
         self.pairs.inc(len(a))
         yield from star_edges(nodes, zip(a.tolist(), b.tolist()))
 
@@ -196,7 +204,8 @@ class SemanticDedupe(beam.PTransform):
         with_phash = d.enabled and bool(d.benchmarks) and d.phash.enabled
         embedded = (samples
                     | "Batch" >> beam.BatchElements(min_batch_size=8, max_batch_size=cfg.batch_size)
-                    | "Embed" >> beam.ParDo(_Embed(cfg, with_phash, self.cfg.validate.default_caption_prompt))
+                    | "Embed" >> beam.ParDo(_Embed(cfg, with_phash, self.cfg.validate.default_caption_prompt,
+                                                   d.phash.skip_tasks))
                     .with_outputs(VECS, REJECTED, main="rows"))
         vecs = embedded[VECS]
         total = vecs | "Count" >> beam.combiners.Count.Globally()
@@ -215,12 +224,6 @@ class SemanticDedupe(beam.PTransform):
                  | "GroupClusters" >> beam.GroupByKey()
                  | "RangeSearch" >> beam.ParDo(_RangeSearch(cfg.threshold)))
         assignments = edges | "Components" >> ConnectedComponents(STAGE.value, cfg.cc_max_rounds)
-        what = f"{cfg.embedding} embedding cosine >= {cfg.threshold}"
-
-        def describe(rep: str, size: int) -> str:
-            return f"near-duplicate media ({what}) in a cluster of {size}; kept {rep}"
-
-        out = (embedded["rows"], assignments) | "Apply" >> ApplyClusters(
-            STAGE, Reason.SEMANTIC_DUPLICATE, SIZE_SCORE, describe, self.cfg.ingest.max_payload_bytes)
-        return {KEPT: out[KEPT],
-                REJECTED: (out[REJECTED], embedded[REJECTED]) | "AllRejected" >> beam.Flatten()}
+        what = f"near-duplicate media ({cfg.embedding} embedding cosine >= {cfg.threshold})"
+        return (embedded["rows"], assignments, embedded[REJECTED]) | "Apply" >> ApplyClusters(
+            STAGE, Reason.SEMANTIC_DUPLICATE, SIZE_SCORE, what, self.cfg.ingest.max_payload_bytes)
