@@ -26,7 +26,7 @@ import numpy as np
 from captioners.backends import CaptionRequest
 from captioners.prompts import load_prompt
 from captioners.scoring import caption_target, frame_indices, item_pictures
-from media.frames import VIDEO_SUFFIXES, decode_image
+from media.frames import UndecodedVideo, frame_count, item_frames
 from schemas.config import RecaptionConfig
 from schemas.sample import Alternative, CaptionerRecord, Sample
 
@@ -82,13 +82,15 @@ def plan_requests(sample: Sample, cfg: RecaptionConfig, caption_prompt: Optional
     requests = []
     if videos:
         item = sample.media[videos[0]]
-        if any(name.lower().endswith(VIDEO_SUFFIXES) for name in item.members):
-            return None                       # an undecoded container: nothing to show a model
-        timestamps = list(item.frame_timestamps) or [float(i) for i in range(len(item.members))]
-        timestamps = timestamps[:len(item.members)]
+        n = frame_count(item)
+        timestamps = list(item.frame_timestamps)[:n] or [float(i) for i in range(n)]
         picks = {fps: frames_at(timestamps, fps, cfg.max_frames) for fps in cfg.video_fps}
-        encoded = {i: jpeg(decode_image(sample.blobs[item.members[i]]), cfg.image_max_side)
-                   for i in sorted({i for ids in picks.values() for i in ids})}
+        needed = sorted({i for ids in picks.values() for i in ids})
+        try:
+            frames = item_frames(sample, videos[0], needed)
+        except UndecodedVideo:
+            return None                       # a container the media stage never sampled: nothing to show a model
+        encoded = {i: jpeg(f, cfg.image_max_side) for i, f in zip(needed, frames)}
         duration = item.duration_s or (timestamps[-1] - timestamps[0])
         prompt = load_prompt(cfg.video_asr_prompt if item.asr else cfg.video_prompt)
         for fps, picked in picks.items():

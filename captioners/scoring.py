@@ -38,7 +38,7 @@ from typing import Optional, Union
 
 import numpy as np
 
-from media.frames import VIDEO_SUFFIXES, decode_image
+from media.frames import UndecodedVideo, frame_count, item_frames
 from schemas.sample import Sample
 
 SPECIAL_RE = re.compile(r"<\|[a-z_]+\|>")
@@ -129,23 +129,11 @@ def frame_indices(n: int, k: int) -> list[int]:
 
 
 def item_pictures(sample: Sample, index: int, max_frames: int) -> list[np.ndarray]:
-    """The item's image, or up to max_frames of its sampled frames, decoded."""
+    """The item's image, or up to max_frames of its sampled frames, decoded (only those)."""
     item = sample.media[index]
-    members = item.members
-    if not members:
-        raise ValueError(f"media[{index}] has no bytes")
-    if any(m.lower().endswith(VIDEO_SUFFIXES) for m in members):
-        raise _Undecoded("undecoded_video", f"media[{index}] is a video container ({members[0]}); "
-                         "frames come from the media stage's decoder")
-    if item.kind == "video":
-        members = [members[i] for i in frame_indices(len(members), max_frames)]
-    return [decode_image(sample.blobs[m]) for m in members]
-
-
-class _Undecoded(Exception):
-    def __init__(self, why: str, detail: str) -> None:
-        super().__init__(detail)
-        self.why, self.detail = why, detail
+    if item.kind != "video":
+        return item_frames(sample, index)
+    return item_frames(sample, index, frame_indices(frame_count(item), max_frames))
 
 
 # --- plans ---------------------------------------------------------------------------------------
@@ -156,8 +144,8 @@ def plan(sample: Sample, max_frames: int = 32, caption_prompt: Optional[str] = N
     whole = row_text(sample)
     try:
         decoded = [item_pictures(sample, i, max_frames) for i in range(len(sample.media))]
-    except _Undecoded as e:
-        return Unscored(e.why, e.detail)
+    except UndecodedVideo as e:
+        return Unscored("undecoded_video", str(e))
     except Exception as e:  # noqa: BLE001 - PIL raises many types for bad bytes
         return Unscored("undecodable_media", f"{type(e).__name__}: {e}"[:300])
     if any(not frames for frames in decoded):

@@ -183,6 +183,28 @@ def test_rows_that_cannot_be_scored_say_why(tiny):
     assert scoring.score_sample(bad, tiny).why == "undecodable_media"
 
 
+def test_gif_images_and_videos_kept_as_their_source_are_scored(tiny):
+    from media.frames import decode_image
+    from tests.media_util import encode_video, image_bytes, index_frame
+
+    gif = image_row("c:gif", "a caption", rgb(2))       # keep: original of a GIF: KEY.0.gif
+    data = image_bytes(rgb(2), "GIF")
+    gif.media[0].members = [f"{gif.id}.0.gif"]
+    gif.blobs = {f"{gif.id}.0.gif": data}
+    assert scoring.score_sample(gif, tiny).scores["clip_score"] == pytest.approx(
+        cos(tiny, decode_image(data), "a caption"), abs=1e-5)
+    src = [index_frame(i) for i in range(10)]
+    row = video_row("v:5", "a clip", [src[i] for i in (0, 5, 9)], [0.0, 0.5, 0.9])
+    as_frames = scoring.score_sample(row, tiny)
+    name = f"{row.id}.0.mp4"                              # keep: original: the source bytes, decoded when scored
+    row.media[0].members, row.media[0].source_member = [name], name
+    row.media[0].height, row.media[0].width = src[0].shape[:2]
+    row.blobs = {name: encode_video(src, fps=10)}
+    r = scoring.score_sample(row, tiny)
+    assert r.scores["clip_video_mean"] == pytest.approx(as_frames.scores["clip_video_mean"], abs=2e-3)
+    assert len(scoring.item_pictures(row, 0, max_frames=2)) == 2
+
+
 def test_caption_rows_are_recognised():
     img = rgb(1)
     assert scoring.caption_target(image_row("c:2", "a caption", img)) == (1, 0)

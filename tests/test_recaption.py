@@ -109,6 +109,21 @@ def test_requests_for_images_and_videos_with_asr():
     assert plan_requests(qa, cfg) is None
 
 
+def test_requests_for_a_video_kept_as_its_source():
+    from tests.media_util import encode_video, index_frame
+
+    src = [index_frame(i) for i in range(20)]
+    row = video_row("v:3", "a clip", [src[i] for i in range(0, 20, 4)], [0.4 * k for k in range(5)])
+    name = f"{row.id}.0.mp4"                # keep: original: decoded at the stored timestamps
+    row.media[0].members, row.media[0].source_member = [name], name
+    row.media[0].height, row.media[0].width = src[0].shape[:2]
+    row.blobs = {name: encode_video(src, fps=10)}
+    p = plan_requests(row, make_cfg().recaption)
+    assert [(r.fps, len(r.images)) for r in p.requests] == [(0.5, 1), (1.0, 2), (2.0, 4)]
+    row.media[0].frame_timestamps = []      # never sampled by the media stage: nothing to show
+    assert plan_requests(row, make_cfg().recaption) is None
+
+
 # --- the better caption wins ----------------------------------------------------------------------
 def test_choose_keeps_the_better_caption_and_records_everything():
     img, right, wrong = scene(3)
