@@ -235,36 +235,50 @@ def _first_image(sample: Sample) -> Optional[int]:
 
 
 def _parse_regions(raw: str) -> list[list[float]]:
-    """Boxes [[x1,y1,x2,y2],...]; quads and polygons [[[x,y],...],...] become their bounding boxes."""
+    """Boxes [[x1,y1,x2,y2],...]; quads and polygons [[[x,y],...],...] become their bounding boxes.
+    A region with a coordinate that is not a finite number (null, true, NaN, Infinity) is skipped."""
     try:
         value = json.loads(raw)
     except ValueError:
         return []
     if not isinstance(value, list):
         return []
-    if value and all(isinstance(v, (int, float)) for v in value):
+    if value and _coords(value) is not None:
         value = [value]
     boxes = []
     for v in value:
-        if isinstance(v, list) and len(v) == 4 and all(isinstance(c, (int, float)) for c in v):
-            boxes.append([float(c) for c in v])
+        flat = _coords(v)
+        if flat is not None and len(flat) == 4:
+            boxes.append(flat)
+        elif flat is not None and len(flat) == 8:
+            xs, ys = flat[0::2], flat[1::2]
+            boxes.append([min(xs), min(ys), max(xs), max(ys)])
         elif isinstance(v, list) and v and all(isinstance(pt, list) and len(pt) == 2 for pt in v):
-            xs, ys = [float(pt[0]) for pt in v], [float(pt[1]) for pt in v]
-            boxes.append([min(xs), min(ys), max(xs), max(ys)])
-        elif isinstance(v, list) and len(v) == 8 and all(isinstance(c, (int, float)) for c in v):
-            xs, ys = [float(c) for c in v[0::2]], [float(c) for c in v[1::2]]
-            boxes.append([min(xs), min(ys), max(xs), max(ys)])
+            points = [_coords(pt) for pt in v]
+            if all(pt is not None for pt in points):
+                xs, ys = [pt[0] for pt in points], [pt[1] for pt in points]
+                boxes.append([min(xs), min(ys), max(xs), max(ys)])
     return boxes
+
+
+def _coords(v) -> Optional[list[float]]:
+    """v as floats if it is a list of finite JSON numbers, else None."""
+    if not isinstance(v, list) or not all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in v):
+        return None
+    try:
+        flat = [float(c) for c in v]
+    except OverflowError:       # an integer too large for a float
+        return None
+    return flat if all(math.isfinite(c) for c in flat) else None
 
 
 def crop_box(image: np.ndarray, box: list[float]) -> Optional[np.ndarray]:
     """The region of a [0, 1000)-normalised box, or None if it is smaller than MIN_CROP_PX."""
     h, w = image.shape[:2]
-    x1, y1, x2, y2 = box
-    left = max(0, min(w, math.floor(min(x1, x2) * w / COORD_SCALE)))
-    right = max(0, min(w, math.ceil(max(x1, x2) * w / COORD_SCALE)))
-    top = max(0, min(h, math.floor(min(y1, y2) * h / COORD_SCALE)))
-    bottom = max(0, min(h, math.ceil(max(y1, y2) * h / COORD_SCALE)))
+    # clamped before scaling: a huge coordinate times the width would overflow to inf
+    x1, y1, x2, y2 = (min(max(c, 0.0), COORD_SCALE) for c in box)
+    left, right = math.floor(min(x1, x2) * w / COORD_SCALE), math.ceil(max(x1, x2) * w / COORD_SCALE)
+    top, bottom = math.floor(min(y1, y2) * h / COORD_SCALE), math.ceil(max(y1, y2) * h / COORD_SCALE)
     if right - left < MIN_CROP_PX or bottom - top < MIN_CROP_PX:
         return None
     return np.ascontiguousarray(image[top:bottom, left:right])

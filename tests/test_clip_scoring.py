@@ -151,6 +151,18 @@ def test_grounding_without_object_ref_uses_the_question_and_polygons_their_bound
                        ([100, 100, 900, 800], "Where is the green triangle?")]   # the point has no region
 
 
+def test_grounding_skips_regions_whose_coordinates_are_not_finite_numbers(tiny):
+    img = rgb(9, 100, 100)
+    answer = ("<|box_start|>[[[1,2],[3,null]]]<|box_end|> <|box_start|>[[NaN,0,500,500]]<|box_end|> "
+              "<|box_start|>[[0,0,Infinity,500]]<|box_end|> <|box_start|>[[true,0,500,500]]<|box_end|> "
+              f"<|box_start|>[[0,0,{10 ** 400},500]]<|box_end|> <|box_start|>[[0,0,1e308,500]]<|box_end|>")
+    row = grounding_row("g:4", img, "Where is it?", answer)
+    assert [box for _, box, _ in scoring.grounding_regions(row)] == [[0, 0, 1e308, 500]]
+    assert np.array_equal(scoring.crop_box(img, [0, 0, 1e308, 500]), img[0:50, 0:100])   # clamped, no overflow
+    bad = grounding_row("g:5", img, "Where is it?", answer.rsplit(" ", 1)[0])
+    assert scoring.score_sample(bad, tiny).why == "no_regions"
+
+
 def test_interleaved_each_image_against_its_neighbouring_text(tiny):
     images = [rgb(20), rgb(21), rgb(22)]
     row = interleaved_row("i:1", ["The first chart shows sales.", 0, "Revenue doubled.", 1, 2,
