@@ -65,7 +65,7 @@ class Unit:
 @dataclass
 class ScorePlan:
     rule: str                               # caption | grounding | interleaved | generic
-    pictures: list[np.ndarray]              # decoded RGB, one per unit
+    pictures: list[np.ndarray]              # decoded RGB, one per unit but the neighbour units (appended last)
     units: list[Unit]
     texts: list[str]                        # texts[0] is the row's whole text
     item_units: list[list[int]]             # per media item: the units whose mean is its clip_image
@@ -192,8 +192,7 @@ def plan(sample: Sample, max_frames: int = 32, caption_prompt: Optional[str] = N
             if sample.media[item].kind != "image" or not neighbour:
                 continue
             texts.append(neighbour)
-            units.append(Unit(NEIGHBOUR, item, len(texts) - 1))
-            pictures.append(decoded[item][0])
+            units.append(Unit(NEIGHBOUR, item, len(texts) - 1))   # reuses its image unit's picture
         if not any(u.kind == NEIGHBOUR for u in units):
             return Unscored("no_text", "no image has neighbouring text")
     return ScorePlan(rule=rule, pictures=pictures, units=units, texts=texts, item_units=item_units,
@@ -315,12 +314,17 @@ def finish(p: ScorePlan, image_emb: np.ndarray, text_emb: np.ndarray) -> ScoreRe
     """Scores and vectors from the embeddings of p.pictures and p.texts (unit rows)."""
     scores: dict[str, float] = {}
 
+    def picture(i: int) -> int:
+        """A neighbour unit's picture is its image's, embedded once under the image unit."""
+        u = p.units[i]
+        return p.item_units[u.item][0] if u.kind == NEIGHBOUR else i
+
     def cosines(kind: str) -> np.ndarray:
         """Each unit of this kind against its text."""
         ids = [i for i, u in enumerate(p.units) if u.kind == kind and u.text is not None]
         if not ids:
             return np.zeros(0, np.float32)
-        return np.array([image_emb[i] @ text_emb[p.units[i].text] for i in ids], np.float32)
+        return np.array([image_emb[picture(i)] @ text_emb[p.units[i].text] for i in ids], np.float32)
 
     def units_of(kind: str) -> list[int]:
         return [i for i, u in enumerate(p.units) if u.kind == kind and u.text is not None]
