@@ -17,7 +17,6 @@ kept or not, gets a `CaptionerRecord` (captioner id, prompt id, fps) in provenan
 from __future__ import annotations
 
 import hashlib
-import io
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
@@ -26,6 +25,7 @@ import numpy as np
 from captioners.backends import CaptionRequest
 from captioners.prompts import load_prompt
 from captioners.scoring import caption_target, frame_indices, item_pictures
+from media.decode import encode_jpeg, resize_rgb
 from media.frames import UndecodedVideo, frame_count, item_frames
 from schemas.config import RecaptionConfig
 from schemas.sample import Alternative, CaptionerRecord, Sample
@@ -49,15 +49,9 @@ def frames_at(timestamps: Sequence[float], fps: float, max_frames: int) -> list[
 
 def jpeg(rgb: np.ndarray, max_side: int, quality: int = 90) -> bytes:
     """RGB array -> JPEG bytes, the longer side at most max_side (never upscaled)."""
-    from PIL import Image
-
-    im = Image.fromarray(rgb)
-    scale = max_side / max(im.size)
-    if scale < 1:
-        im = im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))), Image.BICUBIC)
-    buf = io.BytesIO()
-    im.save(buf, "JPEG", quality=quality)
-    return buf.getvalue()
+    h, w = rgb.shape[:2]
+    scale = min(1.0, max_side / max(h, w))
+    return encode_jpeg(resize_rgb(rgb, (max(1, round(h * scale)), max(1, round(w * scale)))), quality)
 
 
 def _seed(key: str) -> int:
