@@ -109,11 +109,12 @@ class Candidate:
 
 
 def choose(sample: Sample, target: tuple[int, int], candidates: Sequence[Candidate], captioner_id: str,
-           new_text_embedding: Optional[np.ndarray] = None) -> Sample:
+           new_text_embedding: Optional[np.ndarray] = None) -> bool:
     """Keep the best caption by CLIP score; store the others in alternatives; record provenance.
+    Returns whether a new caption replaced the original (ties keep the original).
 
     `new_text_embedding` is the best candidate's CLIP text vector: it becomes the row's
-    clip_text if that candidate is kept. Ties keep the original."""
+    clip_text if that candidate is kept."""
     m, p = target
     where = f"messages[{m}].content[{p}]"
     original = sample.messages[m].content[p].text or ""
@@ -136,4 +137,4 @@ def choose(sample: Sample, target: tuple[int, int], candidates: Sequence[Candida
         if cand is not None:
             sample.provenance.captioners.append(CaptionerRecord(captioner_id, cand.request.prompt_id,
                                                                 cand.request.fps, f"alternatives[{k}]"))
-    return sample
+    return won
