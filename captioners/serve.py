@@ -328,6 +328,12 @@ class Server:
         self.httpd.server_close()
         self.engine.stop()
 
+    def __enter__(self) -> "Server":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m captioners.serve", description=__doc__,
