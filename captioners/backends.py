@@ -297,6 +297,30 @@ def _openai(cfg: RecaptionConfig) -> OpenAIChatBackend:
 
 
 # --- in-process transformers -------------------------------------------------------------------------
+def load_vlm(path: str, device: str, dtype=None, trust_remote_code: bool = False):
+    """(processor, model) of a local AutoModelForImageTextToText checkpoint, in eval mode on device;
+    the tokenizer pads on the left, as batched generation needs (this backend and captioners.serve)."""
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
+    processor.tokenizer.padding_side = "left"
+    model = AutoModelForImageTextToText.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code)
+    return processor, model.to(device).eval()
+
+
+def vlm_generate(model, inputs, max_new_tokens: int, temperature: float, seed: Optional[int]):
+    """Token ids from model.generate: sampled at temperature (greedy at 0), seeded when seed is given."""
+    import torch
+
+    kwargs = {"max_new_tokens": max_new_tokens, "do_sample": temperature > 0}
+    if temperature > 0:
+        kwargs["temperature"] = temperature
+    if seed is not None:
+        torch.manual_seed(seed)
+    with torch.inference_mode():
+        return model.generate(**inputs, **kwargs)
+
+
 def generation_messages(n_images: int, prompt: str) -> list[dict]:
     return [{"role": "user", "content": [{"type": "image"}] * n_images + [{"type": "text", "text": prompt}]}]
 
@@ -319,16 +343,12 @@ class TransformersBackend:
         if self.model is not None:
             return
         import torch
-        from transformers import AutoModelForImageTextToText, AutoProcessor
 
         from captioners.clip import resolve_device
 
         self.device = resolve_device(self.cfg.device)
         dtype = "auto" if self.cfg.dtype == "auto" else getattr(torch, self.cfg.dtype)
-        self.processor = AutoProcessor.from_pretrained(self.cfg.model, trust_remote_code=self.cfg.trust_remote_code)
-        self.processor.tokenizer.padding_side = "left"
-        self.model = AutoModelForImageTextToText.from_pretrained(
-            self.cfg.model, dtype=dtype, trust_remote_code=self.cfg.trust_remote_code).to(self.device).eval()
+        self.processor, self.model = load_vlm(self.cfg.model, self.device, dtype, self.cfg.trust_remote_code)
 
     def close(self) -> None:
         pass
@@ -367,7 +387,6 @@ class TransformersBackend:
         return results
 
     def generate(self, chunk: Sequence[CaptionRequest]) -> list[str]:
-        import torch
         from PIL import Image
 
         self.stats["batches"] += 1
@@ -375,12 +394,7 @@ class TransformersBackend:
                                                     add_generation_prompt=True, tokenize=False) for r in chunk]
         images = [Image.open(io.BytesIO(b)).convert("RGB") for r in chunk for b in r.images]
         inputs = self.processor(text=texts, images=images or None, padding=True, return_tensors="pt").to(self.device)
-        kwargs = {"max_new_tokens": self.max_new_tokens, "do_sample": self.temperature > 0}
-        if self.temperature > 0:
-            kwargs["temperature"] = self.temperature
-        torch.manual_seed(chunk[0].seed)
-        with torch.inference_mode():
-            out = self.model.generate(**inputs, **kwargs)
+        out = vlm_generate(self.model, inputs, self.max_new_tokens, self.temperature, chunk[0].seed)
         new = out[:, inputs["input_ids"].shape[1]:]
         return [t.strip() for t in self.processor.batch_decode(new, skip_special_tokens=True)]
 

@@ -63,9 +63,7 @@ class ClipRef:
             if not os.path.isdir(path):
                 raise FileNotFoundError(f"no bundled CLIP model {self.model!r} in {BUILTIN_DIR}")
             return LOCAL_PREFIX + path
-        if self.model.startswith(LOCAL_PREFIX) or "/" not in self.model and not os.path.isdir(self.model):
-            return self.model
-        if os.path.isdir(self.model):
+        if not self.model.startswith(LOCAL_PREFIX) and os.path.isdir(self.model):
             return LOCAL_PREFIX + os.path.abspath(self.model)
         return self.model
 

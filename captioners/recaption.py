@@ -17,7 +17,6 @@ kept or not, gets a `CaptionerRecord` (captioner id, prompt id, fps) in provenan
 from __future__ import annotations
 
 import hashlib
-import io
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
@@ -26,7 +25,8 @@ import numpy as np
 from captioners.backends import CaptionRequest
 from captioners.prompts import load_prompt
 from captioners.scoring import caption_target, frame_indices, item_pictures
-from media.frames import VIDEO_SUFFIXES, decode_image
+from media.decode import encode_jpeg, resize_rgb
+from media.frames import UndecodedVideo, frame_count, item_frames
 from schemas.config import RecaptionConfig
 from schemas.sample import Alternative, CaptionerRecord, Sample
 
@@ -49,15 +49,9 @@ def frames_at(timestamps: Sequence[float], fps: float, max_frames: int) -> list[
 
 def jpeg(rgb: np.ndarray, max_side: int, quality: int = 90) -> bytes:
     """RGB array -> JPEG bytes, the longer side at most max_side (never upscaled)."""
-    from PIL import Image
-
-    im = Image.fromarray(rgb)
-    scale = max_side / max(im.size)
-    if scale < 1:
-        im = im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))), Image.BICUBIC)
-    buf = io.BytesIO()
-    im.save(buf, "JPEG", quality=quality)
-    return buf.getvalue()
+    h, w = rgb.shape[:2]
+    scale = min(1.0, max_side / max(h, w))
+    return encode_jpeg(resize_rgb(rgb, (max(1, round(h * scale)), max(1, round(w * scale)))), quality)
 
 
 def _seed(key: str) -> int:
@@ -82,13 +76,15 @@ def plan_requests(sample: Sample, cfg: RecaptionConfig, caption_prompt: Optional
     requests = []
     if videos:
         item = sample.media[videos[0]]
-        if any(name.lower().endswith(VIDEO_SUFFIXES) for name in item.members):
-            return None                       # an undecoded container: nothing to show a model
-        timestamps = list(item.frame_timestamps) or [float(i) for i in range(len(item.members))]
-        timestamps = timestamps[:len(item.members)]
+        n = frame_count(item)
+        timestamps = list(item.frame_timestamps)[:n] or [float(i) for i in range(n)]
         picks = {fps: frames_at(timestamps, fps, cfg.max_frames) for fps in cfg.video_fps}
-        encoded = {i: jpeg(decode_image(sample.blobs[item.members[i]]), cfg.image_max_side)
-                   for i in sorted({i for ids in picks.values() for i in ids})}
+        needed = sorted({i for ids in picks.values() for i in ids})
+        try:
+            frames = item_frames(sample, videos[0], needed)
+        except UndecodedVideo:
+            return None                       # a container the media stage never sampled: nothing to show a model
+        encoded = {i: jpeg(f, cfg.image_max_side) for i, f in zip(needed, frames)}
         duration = item.duration_s or (timestamps[-1] - timestamps[0])
         prompt = load_prompt(cfg.video_asr_prompt if item.asr else cfg.video_prompt)
         for fps, picked in picks.items():
@@ -113,11 +109,12 @@ class Candidate:
 
 
 def choose(sample: Sample, target: tuple[int, int], candidates: Sequence[Candidate], captioner_id: str,
-           new_text_embedding: Optional[np.ndarray] = None) -> Sample:
+           new_text_embedding: Optional[np.ndarray] = None) -> bool:
     """Keep the best caption by CLIP score; store the others in alternatives; record provenance.
+    Returns whether a new caption replaced the original (ties keep the original).
 
     `new_text_embedding` is the best candidate's CLIP text vector: it becomes the row's
-    clip_text if that candidate is kept. Ties keep the original."""
+    clip_text if that candidate is kept."""
     m, p = target
     where = f"messages[{m}].content[{p}]"
     original = sample.messages[m].content[p].text or ""
@@ -140,4 +137,4 @@ def choose(sample: Sample, target: tuple[int, int], candidates: Sequence[Candida
         if cand is not None:
             sample.provenance.captioners.append(CaptionerRecord(captioner_id, cand.request.prompt_id,
                                                                 cand.request.fps, f"alternatives[{k}]"))
-    return sample
+    return won

@@ -38,7 +38,7 @@ from typing import Optional, Union
 
 import numpy as np
 
-from media.frames import VIDEO_SUFFIXES, decode_image
+from media.frames import UndecodedVideo, frame_count, item_frames
 from schemas.sample import Sample
 
 SPECIAL_RE = re.compile(r"<\|[a-z_]+\|>")
@@ -65,7 +65,7 @@ class Unit:
 @dataclass
 class ScorePlan:
     rule: str                               # caption | grounding | interleaved | generic
-    pictures: list[np.ndarray]              # decoded RGB, one per unit
+    pictures: list[np.ndarray]              # decoded RGB, one per unit but the neighbour units (appended last)
     units: list[Unit]
     texts: list[str]                        # texts[0] is the row's whole text
     item_units: list[list[int]]             # per media item: the units whose mean is its clip_image
@@ -129,23 +129,11 @@ def frame_indices(n: int, k: int) -> list[int]:
 
 
 def item_pictures(sample: Sample, index: int, max_frames: int) -> list[np.ndarray]:
-    """The item's image, or up to max_frames of its sampled frames, decoded."""
+    """The item's image, or up to max_frames of its sampled frames, decoded (only those)."""
     item = sample.media[index]
-    members = item.members
-    if not members:
-        raise ValueError(f"media[{index}] has no bytes")
-    if any(m.lower().endswith(VIDEO_SUFFIXES) for m in members):
-        raise _Undecoded("undecoded_video", f"media[{index}] is a video container ({members[0]}); "
-                         "frames come from the media stage's decoder")
-    if item.kind == "video":
-        members = [members[i] for i in frame_indices(len(members), max_frames)]
-    return [decode_image(sample.blobs[m]) for m in members]
-
-
-class _Undecoded(Exception):
-    def __init__(self, why: str, detail: str) -> None:
-        super().__init__(detail)
-        self.why, self.detail = why, detail
+    if item.kind != "video":
+        return item_frames(sample, index)
+    return item_frames(sample, index, frame_indices(frame_count(item), max_frames))
 
 
 # --- plans ---------------------------------------------------------------------------------------
@@ -156,8 +144,8 @@ def plan(sample: Sample, max_frames: int = 32, caption_prompt: Optional[str] = N
     whole = row_text(sample)
     try:
         decoded = [item_pictures(sample, i, max_frames) for i in range(len(sample.media))]
-    except _Undecoded as e:
-        return Unscored(e.why, e.detail)
+    except UndecodedVideo as e:
+        return Unscored("undecoded_video", str(e))
     except Exception as e:  # noqa: BLE001 - PIL raises many types for bad bytes
         return Unscored("undecodable_media", f"{type(e).__name__}: {e}"[:300])
     if any(not frames for frames in decoded):
@@ -204,8 +192,7 @@ def plan(sample: Sample, max_frames: int = 32, caption_prompt: Optional[str] = N
             if sample.media[item].kind != "image" or not neighbour:
                 continue
             texts.append(neighbour)
-            units.append(Unit(NEIGHBOUR, item, len(texts) - 1))
-            pictures.append(decoded[item][0])
+            units.append(Unit(NEIGHBOUR, item, len(texts) - 1))   # reuses its image unit's picture
         if not any(u.kind == NEIGHBOUR for u in units):
             return Unscored("no_text", "no image has neighbouring text")
     return ScorePlan(rule=rule, pictures=pictures, units=units, texts=texts, item_units=item_units,
@@ -247,36 +234,50 @@ def _first_image(sample: Sample) -> Optional[int]:
 
 
 def _parse_regions(raw: str) -> list[list[float]]:
-    """Boxes [[x1,y1,x2,y2],...]; quads and polygons [[[x,y],...],...] become their bounding boxes."""
+    """Boxes [[x1,y1,x2,y2],...]; quads and polygons [[[x,y],...],...] become their bounding boxes.
+    A region with a coordinate that is not a finite number (null, true, NaN, Infinity) is skipped."""
     try:
         value = json.loads(raw)
     except ValueError:
         return []
     if not isinstance(value, list):
         return []
-    if value and all(isinstance(v, (int, float)) for v in value):
+    if value and _coords(value) is not None:
         value = [value]
     boxes = []
     for v in value:
-        if isinstance(v, list) and len(v) == 4 and all(isinstance(c, (int, float)) for c in v):
-            boxes.append([float(c) for c in v])
+        flat = _coords(v)
+        if flat is not None and len(flat) == 4:
+            boxes.append(flat)
+        elif flat is not None and len(flat) == 8:
+            xs, ys = flat[0::2], flat[1::2]
+            boxes.append([min(xs), min(ys), max(xs), max(ys)])
         elif isinstance(v, list) and v and all(isinstance(pt, list) and len(pt) == 2 for pt in v):
-            xs, ys = [float(pt[0]) for pt in v], [float(pt[1]) for pt in v]
-            boxes.append([min(xs), min(ys), max(xs), max(ys)])
-        elif isinstance(v, list) and len(v) == 8 and all(isinstance(c, (int, float)) for c in v):
-            xs, ys = [float(c) for c in v[0::2]], [float(c) for c in v[1::2]]
-            boxes.append([min(xs), min(ys), max(xs), max(ys)])
+            points = [_coords(pt) for pt in v]
+            if all(pt is not None for pt in points):
+                xs, ys = [pt[0] for pt in points], [pt[1] for pt in points]
+                boxes.append([min(xs), min(ys), max(xs), max(ys)])
     return boxes
+
+
+def _coords(v) -> Optional[list[float]]:
+    """v as floats if it is a list of finite JSON numbers, else None."""
+    if not isinstance(v, list) or not all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in v):
+        return None
+    try:
+        flat = [float(c) for c in v]
+    except OverflowError:       # an integer too large for a float
+        return None
+    return flat if all(math.isfinite(c) for c in flat) else None
 
 
 def crop_box(image: np.ndarray, box: list[float]) -> Optional[np.ndarray]:
     """The region of a [0, 1000)-normalised box, or None if it is smaller than MIN_CROP_PX."""
     h, w = image.shape[:2]
-    x1, y1, x2, y2 = box
-    left = max(0, min(w, math.floor(min(x1, x2) * w / COORD_SCALE)))
-    right = max(0, min(w, math.ceil(max(x1, x2) * w / COORD_SCALE)))
-    top = max(0, min(h, math.floor(min(y1, y2) * h / COORD_SCALE)))
-    bottom = max(0, min(h, math.ceil(max(y1, y2) * h / COORD_SCALE)))
+    # clamped before scaling: a huge coordinate times the width would overflow to inf
+    x1, y1, x2, y2 = (min(max(c, 0.0), COORD_SCALE) for c in box)
+    left, right = math.floor(min(x1, x2) * w / COORD_SCALE), math.ceil(max(x1, x2) * w / COORD_SCALE)
+    top, bottom = math.floor(min(y1, y2) * h / COORD_SCALE), math.ceil(max(y1, y2) * h / COORD_SCALE)
     if right - left < MIN_CROP_PX or bottom - top < MIN_CROP_PX:
         return None
     return np.ascontiguousarray(image[top:bottom, left:right])
@@ -313,12 +314,17 @@ def finish(p: ScorePlan, image_emb: np.ndarray, text_emb: np.ndarray) -> ScoreRe
     """Scores and vectors from the embeddings of p.pictures and p.texts (unit rows)."""
     scores: dict[str, float] = {}
 
+    def picture(i: int) -> int:
+        """A neighbour unit's picture is its image's, embedded once under the image unit."""
+        u = p.units[i]
+        return p.item_units[u.item][0] if u.kind == NEIGHBOUR else i
+
     def cosines(kind: str) -> np.ndarray:
         """Each unit of this kind against its text."""
         ids = [i for i, u in enumerate(p.units) if u.kind == kind and u.text is not None]
         if not ids:
             return np.zeros(0, np.float32)
-        return np.array([image_emb[i] @ text_emb[p.units[i].text] for i in ids], np.float32)
+        return np.array([image_emb[picture(i)] @ text_emb[p.units[i].text] for i in ids], np.float32)
 
     def units_of(kind: str) -> list[int]:
         return [i for i, u in enumerate(p.units) if u.kind == kind and u.text is not None]

@@ -43,6 +43,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Optional
 
+from captioners.backends import load_vlm, vlm_generate
+
 FAULTS = ("500", "503", "429", "hang", "malformed", "empty", "drop", "ok")
 GOLDEN = 0.6180339887498949
 
@@ -109,14 +111,7 @@ class VLMEngine:
 
     def __init__(self, model_path: str, device: str = "cpu", max_batch: int = 8, batch_wait_ms: float = 5.0,
                  trust_remote_code: bool = False) -> None:
-        import torch
-        from transformers import AutoModelForImageTextToText, AutoProcessor
-
-        self.torch = torch
-        self.processor = AutoProcessor.from_pretrained(model_path, trust_remote_code=trust_remote_code)
-        self.processor.tokenizer.padding_side = "left"
-        self.model = AutoModelForImageTextToText.from_pretrained(
-            model_path, trust_remote_code=trust_remote_code).to(device).eval()
+        self.processor, self.model = load_vlm(model_path, device, trust_remote_code=trust_remote_code)
         self.device = device
         self.eos = self.model.generation_config.eos_token_id
         self.max_batch, self.batch_wait_s = max_batch, batch_wait_ms / 1000.0
@@ -164,20 +159,12 @@ class VLMEngine:
                     job.done.set()
 
     def _generate(self, jobs: list[_Job]) -> None:
-        torch = self.torch
         self.batches += 1
         self.batched_requests += len(jobs)
         images = [im for job in jobs for im in job.images]
         inputs = self.processor(text=[j.prompt for j in jobs], images=images or None, padding=True,
                                 return_tensors="pt").to(self.device)
-        temperature, max_tokens = jobs[0].temperature, jobs[0].max_tokens
-        kwargs = {"max_new_tokens": max_tokens, "do_sample": temperature > 0}
-        if temperature > 0:
-            kwargs["temperature"] = temperature
-        if jobs[0].seed is not None:
-            torch.manual_seed(jobs[0].seed)
-        with torch.inference_mode():
-            out = self.model.generate(**inputs, **kwargs)
+        out = vlm_generate(self.model, inputs, jobs[0].max_tokens, jobs[0].temperature, jobs[0].seed)
         prompt_len = inputs["input_ids"].shape[1]
         mask = inputs["attention_mask"]
         for i, job in enumerate(jobs):
@@ -340,6 +327,12 @@ class Server:
         self.httpd.shutdown()
         self.httpd.server_close()
         self.engine.stop()
+
+    def __enter__(self) -> "Server":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
 
 
 def main(argv=None) -> int:

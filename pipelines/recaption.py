@@ -142,9 +142,7 @@ class _Choose(beam.DoFn):
         emb = result.inference.texts
         candidates = [Candidate(req, text, caption_score(units, emb[k])) for k, (req, text) in enumerate(texts)]
         best = max(range(len(candidates)), key=lambda k: candidates[k].clip_score)
-        before = sample.messages[p.target[0]].content[p.target[1]].text
-        choose(sample, p.target, candidates, self.captioner_id, new_text_embedding=emb[best])
-        if sample.messages[p.target[0]].content[p.target[1]].text != before:
+        if choose(sample, p.target, candidates, self.captioner_id, new_text_embedding=emb[best]):
             sample.scores.update(text_stats(sample.texts(), self.cfg.text.repetition_ngram))
             _counter("rows_new_caption_kept")
         else:

@@ -1,7 +1,8 @@
 """Score stage: CLIP scores through Beam's RunInference, per-(source, task) thresholds, routing.
 
     samples --Prepare (CPU: decode, crop, open_clip transform, tokenize; captioners/scoring.py)
-            |     rows with nothing to score pass on with null scores (counted by why)
+            |     rows with nothing to score pass on with null scores (counted by why; a row
+            |     that makes plan() raise is counted as step_error)
             --RunInference(ClipModelHandler)--> embeddings    Beam batches rows (weighted by their
             |                                                 pictures), loads one model per worker
             |                                                 process (or per machine: large_model),
@@ -114,7 +115,10 @@ class _Prepare(beam.DoFn):
         self.pre = ClipPreprocessor(self.ref)
 
     def process(self, sample: Sample):
-        p = plan(sample, self.max_frames, self.caption_prompt)
+        try:
+            p = plan(sample, self.max_frames, self.caption_prompt)
+        except Exception as e:  # noqa: BLE001 - a bug on one odd row must not fail the job: it goes on unscored
+            p = Unscored("step_error", f"{type(e).__name__}: {e}"[:300])
         if isinstance(p, Unscored):
             Metrics.counter(METRICS_NAMESPACE, f"score/unscored/{p.why}").inc()
             yield TaggedOutput(UNSCORED, sample)

@@ -5,20 +5,12 @@ members, one per `frame_timestamps` entry; the decoder that produces them is ano
 """
 from __future__ import annotations
 
-import io
 from typing import Optional
 
 import numpy as np
 
 from schemas.sample import ContentPart, MediaItem, Message, Provenance, Sample, sample_id
-
-
-def encode(rgb: np.ndarray, fmt: str = "PNG") -> bytes:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(rgb).save(buf, fmt, quality=95) if fmt == "JPEG" else Image.fromarray(rgb).save(buf, fmt)
-    return buf.getvalue()
+from tests.media_util import image_bytes
 
 
 def scene(seed: int, width: int = 160, height: int = 120, shapes: int = 2):
@@ -45,7 +37,7 @@ def image_row(ref: str, caption: str, rgb: np.ndarray, source: str = "src", task
     return _sample(ref, source, task,
                    [Message("user", [ContentPart("image", media_index=0)]),
                     Message("assistant", [ContentPart("text", text=caption)])],
-                   [MediaItem("image", f"mem://{ref}.png", members=["KEY.0.png"])], {"KEY.0.png": encode(rgb)})
+                   [MediaItem("image", f"mem://{ref}.png", members=["KEY.0.png"])], {"KEY.0.png": image_bytes(rgb)})
 
 
 def video_row(ref: str, caption: str, frames: list[np.ndarray], timestamps: list[float],
@@ -57,14 +49,14 @@ def video_row(ref: str, caption: str, frames: list[np.ndarray], timestamps: list
                    [MediaItem("video", f"mem://{ref}.mp4", members=names, frame_timestamps=list(timestamps),
                               duration_s=timestamps[-1] + (timestamps[1] - timestamps[0] if len(timestamps) > 1 else 1),
                               asr=asr)],
-                   {n: encode(f, "JPEG") for n, f in zip(names, frames)})
+                   {n: image_bytes(f, "JPEG", quality=95) for n, f in zip(names, frames)})
 
 
 def grounding_row(ref: str, rgb: np.ndarray, user_text: str, answer: str, source: str = "src") -> Sample:
     return _sample(ref, source, "grounding",
                    [Message("user", [ContentPart("image", media_index=0), ContentPart("text", text=user_text)]),
                     Message("assistant", [ContentPart("text", text=answer)])],
-                   [MediaItem("image", f"mem://{ref}.png", members=["KEY.0.png"])], {"KEY.0.png": encode(rgb)})
+                   [MediaItem("image", f"mem://{ref}.png", members=["KEY.0.png"])], {"KEY.0.png": image_bytes(rgb)})
 
 
 def interleaved_row(ref: str, parts: list, images: list[np.ndarray], answer: str = "ok",
@@ -75,36 +67,14 @@ def interleaved_row(ref: str, parts: list, images: list[np.ndarray], answer: str
     return _sample(ref, source, "interleaved",
                    [Message("user", content), Message("assistant", [ContentPart("text", text=answer)])],
                    [MediaItem("image", f"mem://{ref}.{i}.png", members=[f"KEY.{i}.png"]) for i in range(len(images))],
-                   {f"KEY.{i}.png": encode(im) for i, im in enumerate(images)})
+                   {f"KEY.{i}.png": image_bytes(im) for i, im in enumerate(images)})
 
 
 # --- running stages in tests ------------------------------------------------------------------
-_RESULTS: dict = {}
-
-
-class _Collect:
-    """A DoFn-like callable that appends to a module-level list (FnApiRunner runs in this process)."""
-
-    def __init__(self, key: str) -> None:
-        self.key = key
-
-    def __call__(self, x):
-        _RESULTS.setdefault(self.key, []).append(x)
-
-
-def run_stages(stages, samples, runner: str = "FnApiRunner"):
-    """(kept, rejected) after running [(label, stage), ...] over samples on a local runner."""
-    import uuid
-
-    import apache_beam as beam
-    from apache_beam.options.pipeline_options import PipelineOptions
-
-    from pipelines.common import KEPT, REJECTED
+def run_stages(stages, samples):
+    """(kept, rejected) after running [(label, stage), ...] over samples on the DirectRunner."""
     from pipelines.curate import RunStages
+    from tests.beam_util import run_collect, stage_outputs
 
-    key = uuid.uuid4().hex
-    with beam.Pipeline(options=PipelineOptions([f"--runner={runner}"])) as p:
-        out = p | "Create" >> beam.Create(samples) | "Stages" >> RunStages(stages)
-        out[KEPT] | "CollectKept" >> beam.Map(_Collect(key + "/kept"))
-        out[REJECTED] | "CollectRejected" >> beam.Map(_Collect(key + "/rejected"))
-    return _RESULTS.pop(key + "/kept", []), _RESULTS.pop(key + "/rejected", [])
+    out = run_collect(samples, stage_outputs(RunStages(stages)))
+    return out["kept"], out["rejected"]

@@ -151,6 +151,18 @@ def test_grounding_without_object_ref_uses_the_question_and_polygons_their_bound
                        ([100, 100, 900, 800], "Where is the green triangle?")]   # the point has no region
 
 
+def test_grounding_skips_regions_whose_coordinates_are_not_finite_numbers(tiny):
+    img = rgb(9, 100, 100)
+    answer = ("<|box_start|>[[[1,2],[3,null]]]<|box_end|> <|box_start|>[[NaN,0,500,500]]<|box_end|> "
+              "<|box_start|>[[0,0,Infinity,500]]<|box_end|> <|box_start|>[[true,0,500,500]]<|box_end|> "
+              f"<|box_start|>[[0,0,{10 ** 400},500]]<|box_end|> <|box_start|>[[0,0,1e308,500]]<|box_end|>")
+    row = grounding_row("g:4", img, "Where is it?", answer)
+    assert [box for _, box, _ in scoring.grounding_regions(row)] == [[0, 0, 1e308, 500]]
+    assert np.array_equal(scoring.crop_box(img, [0, 0, 1e308, 500]), img[0:50, 0:100])   # clamped, no overflow
+    bad = grounding_row("g:5", img, "Where is it?", answer.rsplit(" ", 1)[0])
+    assert scoring.score_sample(bad, tiny).why == "no_regions"
+
+
 def test_interleaved_each_image_against_its_neighbouring_text(tiny):
     images = [rgb(20), rgb(21), rgb(22)]
     row = interleaved_row("i:1", ["The first chart shows sales.", 0, "Revenue doubled.", 1, 2,
@@ -181,6 +193,28 @@ def test_rows_that_cannot_be_scored_say_why(tiny):
     bad = image_row("c:bad", "a caption", rgb(1))
     bad.blobs[bad.media[0].members[0]] = b"\x89PNG but not really"
     assert scoring.score_sample(bad, tiny).why == "undecodable_media"
+
+
+def test_gif_images_and_videos_kept_as_their_source_are_scored(tiny):
+    from media.frames import decode_image
+    from tests.media_util import encode_video, image_bytes, index_frame
+
+    gif = image_row("c:gif", "a caption", rgb(2))       # keep: original of a GIF: KEY.0.gif
+    data = image_bytes(rgb(2), "GIF")
+    gif.media[0].members = [f"{gif.id}.0.gif"]
+    gif.blobs = {f"{gif.id}.0.gif": data}
+    assert scoring.score_sample(gif, tiny).scores["clip_score"] == pytest.approx(
+        cos(tiny, decode_image(data), "a caption"), abs=1e-5)
+    src = [index_frame(i) for i in range(10)]
+    row = video_row("v:5", "a clip", [src[i] for i in (0, 5, 9)], [0.0, 0.5, 0.9])
+    as_frames = scoring.score_sample(row, tiny)
+    name = f"{row.id}.0.mp4"                              # keep: original: the source bytes, decoded when scored
+    row.media[0].members, row.media[0].source_member = [name], name
+    row.media[0].height, row.media[0].width = src[0].shape[:2]
+    row.blobs = {name: encode_video(src, fps=10)}
+    r = scoring.score_sample(row, tiny)
+    assert r.scores["clip_video_mean"] == pytest.approx(as_frames.scores["clip_video_mean"], abs=2e-3)
+    assert len(scoring.item_pictures(row, 0, max_frames=2)) == 2
 
 
 def test_caption_rows_are_recognised():

@@ -108,7 +108,6 @@ def _words(n, seed):
 
 def plant(root):
     """Write the inputs; return {source_ref: (stage, reason)} for the rows that must be rejected."""
-    from tests.score_util import encode as encode_scene
     from tests.score_util import scene
 
     m, media = root / "in", root / "media"
@@ -116,7 +115,8 @@ def plant(root):
     media.mkdir()
     (media / "ok.png").write_bytes(_png(48, 48))
     (media / "dup.png").write_bytes(_png(48, 48))   # same bytes, other name
-    (media / "shapes.jpg").write_bytes(encode_scene(scene(1, 64, 48)[0], "JPEG"))   # a real picture, < 5000 bytes
+    shapes = mu.image_bytes(scene(1, 64, 48)[0], "JPEG", quality=95)
+    (media / "shapes.jpg").write_bytes(shapes)   # a real picture, < 5000 bytes
     (media / "empty.mp4").write_bytes(b"")
     (media / "big.jpg").write_bytes(b"J" * 6000)
     expect = {}

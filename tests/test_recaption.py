@@ -62,9 +62,8 @@ def stage_cfg(url, *extra):
 
 @pytest.fixture(scope="module")
 def server(tiny_vlm):
-    s = Server(tiny_vlm, max_batch=8).start()
-    yield s
-    s.stop()
+    with Server(tiny_vlm, max_batch=8) as s:
+        yield s
 
 
 # --- prompts and frames -------------------------------------------------------------------------
@@ -107,6 +106,21 @@ def test_requests_for_images_and_videos_with_asr():
     assert {r.prompt_id for r in plan_requests(row, cfg).requests} == {"caption_video_v1"}
     qa = video_row("v:2", "Left.", frames, [0.5 * k for k in range(8)], question="Where does it go?")
     assert plan_requests(qa, cfg) is None
+
+
+def test_requests_for_a_video_kept_as_its_source():
+    from tests.media_util import encode_video, index_frame
+
+    src = [index_frame(i) for i in range(20)]
+    row = video_row("v:3", "a clip", [src[i] for i in range(0, 20, 4)], [0.4 * k for k in range(5)])
+    name = f"{row.id}.0.mp4"                # keep: original: decoded at the stored timestamps
+    row.media[0].members, row.media[0].source_member = [name], name
+    row.media[0].height, row.media[0].width = src[0].shape[:2]
+    row.blobs = {name: encode_video(src, fps=10)}
+    p = plan_requests(row, make_cfg().recaption)
+    assert [(r.fps, len(r.images)) for r in p.requests] == [(0.5, 1), (1.0, 2), (2.0, 4)]
+    row.media[0].frame_timestamps = []      # never sampled by the media stage: nothing to show
+    assert plan_requests(row, make_cfg().recaption) is None
 
 
 # --- the better caption wins ----------------------------------------------------------------------
@@ -176,58 +190,43 @@ def test_serve_cli_speaks_the_openai_protocol(tiny_vlm):
 
 
 def test_retries_500s_malformed_json_empty_text_and_dropped_connections(tiny_vlm):
-    s = Server(tiny_vlm, fault_sequence="drop,500,malformed,503,empty").start()
-    try:
+    with Server(tiny_vlm, fault_sequence="drop,500,malformed,503,empty") as s:
         b = backend(s.base_url, concurrency=1, max_retries=5)
         [r] = b.caption(requests_for(1))
         assert r.ok and r.attempts == 6
         assert b.stats["status_5xx"] == 2 and b.stats["malformed"] == 1 and b.stats["empty"] == 1
         assert b.stats["connection_errors"] == 1 and b.stats["retries"] == 5
-    finally:
-        s.stop()
 
 
 def test_gives_up_after_the_retries(tiny_vlm):
-    s = Server(tiny_vlm, fault="500:1.0").start()
-    try:
+    with Server(tiny_vlm, fault="500:1.0") as s:
         b = backend(s.base_url, max_retries=2)
         results = b.caption(requests_for(2))
         assert [(r.ok, r.attempts) for r in results] == [(False, 3), (False, 3)]
         assert results[0].error.startswith("HTTP 500")
         assert s.faults.counts == {"500": 6}
-    finally:
-        s.stop()
-    s = Server(tiny_vlm, fault="malformed:1.0").start()
-    try:
+    with Server(tiny_vlm, fault="malformed:1.0") as s:
         [r] = backend(s.base_url, max_retries=1).caption(requests_for(1))
         assert not r.ok and r.attempts == 2 and r.error.startswith("malformed response")
-    finally:
-        s.stop()
 
 
 def test_a_hang_past_the_timeout_is_retried(tiny_vlm):
-    s = Server(tiny_vlm, fault_sequence="hang", hang_s=30).start()
-    try:
+    with Server(tiny_vlm, fault_sequence="hang", hang_s=30) as s:
         b = backend(s.base_url, timeout_s=2.0, concurrency=1)
         t0 = time.monotonic()
         [r] = b.caption(requests_for(1))
         took = time.monotonic() - t0
         assert r.ok and r.attempts == 2 and b.stats["timeouts"] == 1
         assert 2.0 <= took < 25, took
-    finally:
-        s.stop()
 
 
 def test_429_backs_off_for_retry_after(tiny_vlm):
-    s = Server(tiny_vlm, fault_sequence="429,429", retry_after=0.4).start()
-    try:
+    with Server(tiny_vlm, fault_sequence="429,429", retry_after=0.4) as s:
         b = backend(s.base_url, concurrency=1, backoff_max_s=5.0)
         t0 = time.monotonic()
         [r] = b.caption(requests_for(1))
         assert r.ok and r.attempts == 3 and b.stats["status_429"] == 2
         assert time.monotonic() - t0 >= 0.8
-    finally:
-        s.stop()
     b = backend("http://127.0.0.1:9/v1", backoff_base_s=1.0, backoff_max_s=8.0)
     assert all(0 <= b.backoff_s(3) <= 8.0 for _ in range(50)) and b.backoff_s(0, retry_after=3.0) == 3.0
     assert max(b.backoff_s(2) for _ in range(200)) > 2.0          # full jitter up to base * 2**attempt
@@ -314,12 +313,9 @@ def stage_rows():
 def test_stage_recaptions_through_a_flaky_server(tiny_vlm):
     """500s, hangs past the timeout and malformed JSON on the way: every routed row is recaptioned
     (or, had its retries run out, rejected), the QA row is untouched, and the pipeline finishes."""
-    s = Server(tiny_vlm, fault="500:0.3,hang:0.1,malformed:0.1", hang_s=30).start()
-    try:
+    with Server(tiny_vlm, fault="500:0.3,hang:0.1,malformed:0.1", hang_s=30) as s:
         cfg = stage_cfg(s.base_url, "recaption.openai.timeout_s=4", "recaption.openai.max_retries=6")
         kept, rejected = run_stages([("Score", Score(cfg)), ("Recaption", Recaption(cfg))], stage_rows())
-    finally:
-        s.stop()
     assert not rejected and len(kept) == 8
     assert {"500", "hang", "malformed"} <= set(s.faults.counts)
     by_source = {}
@@ -340,12 +336,9 @@ def test_stage_recaptions_through_a_flaky_server(tiny_vlm):
 
 
 def test_stage_rejects_rows_only_after_the_retries_are_spent(tiny_vlm):
-    s = Server(tiny_vlm, fault="500:1.0").start()
-    try:
+    with Server(tiny_vlm, fault="500:1.0") as s:
         cfg = stage_cfg(s.base_url, "recaption.openai.max_retries=2")
         kept, rejected = run_stages([("Score", Score(cfg)), ("Recaption", Recaption(cfg))], stage_rows())
-    finally:
-        s.stop()
     assert sorted(r.source for r in rejected) == ["c"] * 6 + ["v"]
     assert all((r.stage, r.reason) == ("recaption", "recaption_failed") for r in rejected)
     assert "HTTP 500" in rejected[0].detail and "after 3 attempts" in rejected[0].detail

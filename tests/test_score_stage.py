@@ -69,6 +69,20 @@ def staged():
     return cfg, {s.id: s for s in kept}, {r.id: r for r in rejected}
 
 
+def test_a_row_that_breaks_the_plan_goes_on_unscored(monkeypatch):
+    from apache_beam.pvalue import TaggedOutput
+
+    from pipelines import score
+
+    def bug(*args):
+        raise ZeroDivisionError("a bug in plan")
+
+    monkeypatch.setattr(score, "plan", bug)
+    row = image_row("c.jsonl:9", "a caption", scene(9)[0])
+    [out] = score._Prepare(make_cfg(*MODEL)).process(row)
+    assert isinstance(out, TaggedOutput) and out.tag == score.UNSCORED and out.value is row
+
+
 def test_every_row_is_kept_or_rejected_once(staged):
     _, kept, rejected = staged
     assert len(kept) + len(rejected) == len(rows()) and not set(kept) & set(rejected)
