@@ -221,7 +221,7 @@ def train(data_dir: str, out_dir: str = DEFAULT_OUT, *, seed: int = 0, steps: in
     import torch.nn.functional as F
 
     import open_clip
-    from captioners.clip import ClipPreprocessor, ClipRef, ClipScorer
+    from captioners.clip import ClipPreprocessor, ClipRef
 
     started = time.time()
     if not os.path.exists(os.path.join(data_dir, "truth.jsonl")):

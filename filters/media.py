@@ -22,7 +22,6 @@ from typing import Optional
 
 from filters.base import StepResult, reject_sample
 from media.fetch import MediaFetch
-from media.stats import analysis_rgb, frame_stats, hsv_histogram, sharpness  # noqa: F401 - re-exported
 from schemas.config import Config
 from schemas.reasons import Reason, Stage
 from schemas.sample import MediaItem, Sample

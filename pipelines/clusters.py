@@ -25,12 +25,10 @@ which keeps them (one step counts `<stage>/kept`, as before).
 from __future__ import annotations
 
 import apache_beam as beam
-from apache_beam.metrics import Metrics
-from apache_beam.pvalue import TaggedOutput
 
 from filters.base import reject_sample
 from filters.cluster import large_star, node_id, small_star
-from pipelines.common import KEPT, METRICS_NAMESPACE, REJECTED, count_kept, count_rejected
+from pipelines.common import KEPT, REJECTED, count_kept, rejected_output, stage_counter
 from schemas.reasons import Reason, Stage
 
 
@@ -55,9 +53,9 @@ class _Assign(beam.DoFn):
 
     def __init__(self, stage: str) -> None:
         self.stage = stage
-        self.unconverged = Metrics.counter(METRICS_NAMESPACE, f"{stage}/cc_unconverged_nodes")
-        self.clusters = Metrics.counter(METRICS_NAMESPACE, f"{stage}/clusters")
-        self.members = Metrics.counter(METRICS_NAMESPACE, f"{stage}/cluster_members")
+        self.unconverged = stage_counter(stage, "cc_unconverged_nodes")
+        self.clusters = stage_counter(stage, "clusters")
+        self.members = stage_counter(stage, "cluster_members")
 
     def process(self, element):
         node, roles = element
@@ -119,8 +117,7 @@ class _Decide(beam.DoFn):
             if rep != sid:
                 r = reject_sample(s, self.stage, self.reason, f"{self.what} in a cluster of {size}; kept {rep}",
                                   dup_of=rep, max_payload_bytes=self.max_payload_bytes)
-                count_rejected(r)
-                yield TaggedOutput(REJECTED, r)
+                yield rejected_output(r)
             else:
                 count_kept(self.stage.value)
                 yield s

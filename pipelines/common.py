@@ -34,6 +34,17 @@ def count_rejected(rejected: Rejected) -> None:
     progress.count(rejected.stage, rejected.reason)
 
 
+def rejected_output(rejected: Rejected) -> TaggedOutput:
+    """Count a rejected row and tag it for the stage's REJECTED output: `yield rejected_output(r)`."""
+    count_rejected(rejected)
+    return TaggedOutput(REJECTED, rejected)
+
+
+def stage_counter(stage: str, name: str):
+    """A stage's own Beam counter, `keye:<stage>/<name>` (beside its kept/rejected counts)."""
+    return Metrics.counter(METRICS_NAMESPACE, f"{stage}/{name}")
+
+
 def step_error(stage: str, element, exc: BaseException) -> Rejected:
     """A dead-letter row: the stage's code raised on this element. The run goes on; the row,
     the exception and the innermost frames are kept so the bug can be found and the row rerun."""
@@ -66,8 +77,7 @@ class _StepDoFn(beam.DoFn):
         except Exception as e:  # noqa: BLE001 - dead-letter: one odd row must not fail the job
             out = step_error(self.step.stage.value, element, e)
         if isinstance(out, Rejected):
-            count_rejected(out)
-            yield TaggedOutput(REJECTED, out)
+            yield rejected_output(out)
         else:
             count_kept(self.step.stage.value)
             yield out

@@ -21,8 +21,7 @@ import copy
 import dataclasses
 
 import apache_beam as beam
-from apache_beam.metrics import Metrics
-from apache_beam.pvalue import AsSingleton, TaggedOutput
+from apache_beam.pvalue import AsSingleton
 
 from filters.base import reject_sample
 from filters.media import MediaFilter
@@ -33,7 +32,7 @@ from ingest.readers import read_file
 from ingest.validate import ValidateRows
 from media.fetch import MediaFetch
 from media.frames import item_frames
-from pipelines.common import KEPT, METRICS_NAMESPACE, REJECTED, count_kept, count_rejected, step_error
+from pipelines.common import KEPT, REJECTED, count_kept, rejected_output, stage_counter, step_error
 from pipelines.ingest import ExpandInputs
 from schemas.config import BenchmarkConfig, Config, InputConfig
 from schemas.reasons import Reason, Stage
@@ -41,10 +40,6 @@ from schemas.rejected import Rejected
 from schemas.sample import Sample
 
 STAGE = Stage.DECONTAMINATE
-
-
-def _counter(name: str):
-    return Metrics.counter(METRICS_NAMESPACE, f"{STAGE.value}/{name}")
 
 
 def judged_texts(sample: Sample, cfg: Config) -> list[str]:
@@ -86,10 +81,10 @@ class _LoadBenchmarkFile(beam.DoFn):
         self.fetch = MediaFetch(own)
         self.media = MediaFilter(own)
         self.media.setup()
-        self.rows = _counter("benchmark_items")
-        self.invalid = _counter("benchmark_invalid_rows")
-        self.missing = _counter("benchmark_missing_media")
-        self.media_rejected = _counter("benchmark_media_not_sampled")
+        self.rows = stage_counter(STAGE.value, "benchmark_items")
+        self.invalid = stage_counter(STAGE.value, "benchmark_invalid_rows")
+        self.missing = stage_counter(STAGE.value, "benchmark_missing_media")
+        self.media_rejected = stage_counter(STAGE.value, "benchmark_media_not_sampled")
 
     def teardown(self) -> None:
         self.media.teardown()
@@ -127,7 +122,7 @@ class _ToItem(beam.DoFn):
         self.cfg = cfg
 
     def setup(self) -> None:
-        self.undecodable = _counter("benchmark_undecodable_media")
+        self.undecodable = stage_counter(STAGE.value, "benchmark_undecodable_media")
 
     def process(self, sample: Sample):
         item, bad = benchmark_item(sample, self.cfg)
@@ -194,16 +189,15 @@ class _Judge(beam.DoFn):
         self.cfg = cfg
 
     def setup(self) -> None:
-        self.undecodable = _counter("undecodable_media")
-        self.by_rule = {r: _counter(f"matched_{r}") for r in ("phash", "clip", "ngram")}
+        self.undecodable = stage_counter(STAGE.value, "undecodable_media")
+        self.by_rule = {r: stage_counter(STAGE.value, f"matched_{r}") for r in ("phash", "clip", "ngram")}
 
     def process(self, sample: Sample, index: DecontamIndex):
         try:
             yield from self._judge(sample, index)
         except Exception as e:  # noqa: BLE001 - dead-letter: one odd row must not fail the job
             r = step_error(STAGE.value, sample, e)
-            count_rejected(r)
-            yield TaggedOutput(REJECTED, r)
+            yield rejected_output(r)
 
     def _judge(self, sample: Sample, index: DecontamIndex):
         d = self.cfg.decontaminate
@@ -235,8 +229,7 @@ class _Judge(beam.DoFn):
         self.by_rule[verdict.match.rule].inc()
         r = reject_sample(sample, STAGE, Reason.CONTAMINATED, verdict.match.detail(),
                           max_payload_bytes=self.cfg.ingest.max_payload_bytes)
-        count_rejected(r)
-        yield TaggedOutput(REJECTED, r)
+        yield rejected_output(r)
 
 
 class Decontaminate(beam.PTransform):

@@ -6,11 +6,10 @@ and the representative is chosen without materialising the group twice in memory
 from __future__ import annotations
 
 import apache_beam as beam
-from apache_beam.pvalue import TaggedOutput
 
 from filters.base import reject_sample
 from filters.exact import content_key, pick_representative
-from pipelines.common import KEPT, REJECTED, count_kept, count_rejected
+from pipelines.common import KEPT, REJECTED, count_kept, rejected_output
 from schemas.config import Config
 from schemas.reasons import Reason, Stage
 
@@ -32,8 +31,7 @@ class _KeepOne(beam.DoFn):
                 r = reject_sample(s, Stage.EXACT_DEDUPE, Reason.EXACT_DUPLICATE,
                                   f"content key {key[:16]}", dup_of=keep,
                                   max_payload_bytes=self.max_payload_bytes)
-                count_rejected(r)
-                yield TaggedOutput(REJECTED, r)
+                yield rejected_output(r)
 
 
 class ExactDedupe(beam.PTransform):

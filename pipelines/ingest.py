@@ -11,12 +11,11 @@ import re
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.metrics import Metrics
 
 from ingest.readers import FileTask, RawRow, detect_format, folder_source, read_file
 from ingest.validate import ValidateRows
 from pipelines import progress
-from pipelines.common import METRICS_NAMESPACE, ApplyStep
+from pipelines.common import ApplyStep, stage_counter
 from schemas.config import Config, InputConfig
 from schemas.reasons import Stage
 
@@ -76,7 +75,7 @@ class ExpandInputs(beam.DoFn):
         for meta in sorted(FileSystems.match([pattern])[0].metadata_list, key=lambda m: m.path):
             fmt = spec.format if spec.format != "auto" else detect_format(meta.path)
             if fmt is None:
-                Metrics.counter(METRICS_NAMESPACE, "ingest/skipped_files").inc()
+                stage_counter(Stage.INGEST.value, "skipped_files").inc()
                 continue  # media and other files beside the manifests
             rel = meta.path[len(root):].lstrip("/") if meta.path.startswith(root) else meta.path
             yield FileTask(path=meta.path, relpath=rel, source=source_name(spec, rel), format=fmt,
@@ -88,9 +87,9 @@ class ExpandInputs(beam.DoFn):
 
 class ReadFiles(beam.DoFn):
     def process(self, task: FileTask):
-        Metrics.counter(METRICS_NAMESPACE, "ingest/files").inc()
+        stage_counter(Stage.INGEST.value, "files").inc()
         for row in read_file(task):
-            Metrics.counter(METRICS_NAMESPACE, "ingest/rows").inc()
+            stage_counter(Stage.INGEST.value, "rows").inc()
             progress.count(Stage.INGEST.value, "kept")
             yield row
 

@@ -31,14 +31,13 @@ import itertools
 
 import apache_beam as beam
 import numpy as np
-from apache_beam.metrics import Metrics
 from apache_beam.pvalue import TaggedOutput
 
 from filters.cluster import node_key, star_edges
 from filters.minhash import (WORD_RE, MinHasher, band_hashes, bbit_correct, bits_dtype, low_bits, optimal_bands,
                              pairwise_estimates, shingles)
 from pipelines.clusters import ApplyClusters, ConnectedComponents
-from pipelines.common import METRICS_NAMESPACE, REJECTED, count_rejected, step_error
+from pipelines.common import REJECTED, rejected_output, stage_counter, step_error
 from schemas.config import Config, NearDedupeConfig
 from schemas.reasons import Reason, Stage
 from schemas.sample import Sample
@@ -77,8 +76,8 @@ class _Sign(beam.DoFn):
 
     def setup(self) -> None:
         self.hasher = MinHasher(self.cfg.num_perm, self.cfg.seed)
-        self.skipped = Metrics.counter(METRICS_NAMESPACE, f"{STAGE.value}/not_compared")
-        self.signed = Metrics.counter(METRICS_NAMESPACE, f"{STAGE.value}/signatures")
+        self.skipped = stage_counter(STAGE.value, "not_compared")
+        self.signed = stage_counter(STAGE.value, "signatures")
 
     def process(self, batch):
         cfg = self.cfg
@@ -93,8 +92,7 @@ class _Sign(beam.DoFn):
                         continue
             except Exception as e:  # noqa: BLE001 - dead-letter: one odd row must not fail the job
                 r = step_error(STAGE.value, s, e)
-                count_rejected(r)
-                yield TaggedOutput(REJECTED, r)
+                yield rejected_output(r)
                 continue
             self.skipped.inc()
             yield s
@@ -132,12 +130,11 @@ class _Verify(beam.DoFn):
         self.bits, self.dtype = cfg.verify_bits, bits_dtype(cfg.verify_bits)
 
     def setup(self) -> None:
-        ns = METRICS_NAMESPACE
-        self.buckets = Metrics.counter(ns, f"{STAGE.value}/candidate_buckets")
-        self.giant = Metrics.counter(ns, f"{STAGE.value}/giant_buckets")
-        self.giant_members = Metrics.counter(ns, f"{STAGE.value}/giant_bucket_members")
-        self.pairs = Metrics.counter(ns, f"{STAGE.value}/verified_pairs")
-        self.rejected_pairs = Metrics.counter(ns, f"{STAGE.value}/rejected_candidate_pairs")
+        self.buckets = stage_counter(STAGE.value, "candidate_buckets")
+        self.giant = stage_counter(STAGE.value, "giant_buckets")
+        self.giant_members = stage_counter(STAGE.value, "giant_bucket_members")
+        self.pairs = stage_counter(STAGE.value, "verified_pairs")
+        self.rejected_pairs = stage_counter(STAGE.value, "rejected_candidate_pairs")
 
     def process(self, element):
         _, members = element

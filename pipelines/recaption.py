@@ -19,7 +19,6 @@ on their own (length, repetition); one that does not counts as a failed generati
 from __future__ import annotations
 
 import apache_beam as beam
-from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import PredictionResult, RunInference
 from apache_beam.pvalue import TaggedOutput
 from apache_beam.utils import shared
@@ -31,7 +30,7 @@ from captioners.routing import route
 from captioners.scoring import caption_score
 from filters.base import reject_sample
 from filters.text import normalize_text, text_stats, text_verdict
-from pipelines.common import KEPT, METRICS_NAMESPACE, REJECTED, count_kept, count_rejected
+from pipelines.common import KEPT, REJECTED, count_kept, rejected_output, stage_counter
 from pipelines.score import CLIP_CAPTION_UNITS, ClipExample, ClipModelHandler
 from schemas.config import Config
 from schemas.reasons import Reason, Stage
@@ -40,10 +39,6 @@ from schemas.sample import Sample
 STAGE = Stage.RECAPTION
 ROUTED = "routed"
 UNCHANGED = "unchanged"
-
-
-def _counter(name: str, n: int = 1) -> None:
-    Metrics.counter(METRICS_NAMESPACE, f"recaption/{name}").inc(n)
 
 
 class _Select(beam.DoFn):
@@ -87,14 +82,14 @@ class _Generate(beam.DoFn):
             p = plan_requests(sample, self.cfg.recaption, self.cfg.validate.default_caption_prompt)
             if p is None or not p.requests:
                 sample.embeddings.pop(CLIP_CAPTION_UNITS, None)
-                _counter("not_a_caption_row")
+                stage_counter(STAGE.value, "not_a_caption_row").inc()
                 count_kept(STAGE.value)
                 yield TaggedOutput(UNCHANGED, sample)
                 continue
             planned.append(p)
             requests.extend(p.requests)
         results = self.backend.caption(requests) if requests else []
-        _counter("requests", sum(r.attempts for r in results))
+        stage_counter(STAGE.value, "requests").inc(sum(r.attempts for r in results))
         i = 0
         for p in planned:
             mine = results[i:i + len(p.requests)]
@@ -108,7 +103,7 @@ class _Generate(beam.DoFn):
                     texts.append((req, text))
                 else:
                     errors.append((req, res, verdict))
-            _counter("generations_failed", len(errors))
+            stage_counter(STAGE.value, "generations_failed").inc(len(errors))
             if texts:
                 tokens = self.pre.texts([t for _, t in texts])
                 yield ClipExample((p, texts), self.pre.images([]), tokens)
@@ -116,7 +111,7 @@ class _Generate(beam.DoFn):
             sample = p.sample
             sample.embeddings.pop(CLIP_CAPTION_UNITS, None)
             if any(res.budget_exhausted for _, res, _ in errors):
-                _counter("budget_exhausted")
+                stage_counter(STAGE.value, "budget_exhausted").inc()
                 count_kept(STAGE.value)
                 yield TaggedOutput(UNCHANGED, sample)
                 continue
@@ -126,8 +121,7 @@ class _Generate(beam.DoFn):
                 for req, res, verdict in errors)
             rejected = reject_sample(sample, STAGE, Reason.RECAPTION_FAILED, detail,
                                      max_payload_bytes=self.cfg.ingest.max_payload_bytes)
-            count_rejected(rejected)
-            yield TaggedOutput(REJECTED, rejected)
+            yield rejected_output(rejected)
 
 
 class _Choose(beam.DoFn):
@@ -144,9 +138,9 @@ class _Choose(beam.DoFn):
         best = max(range(len(candidates)), key=lambda k: candidates[k].clip_score)
         if choose(sample, p.target, candidates, self.captioner_id, new_text_embedding=emb[best]):
             sample.scores.update(text_stats(sample.texts(), self.cfg.text.repetition_ngram))
-            _counter("rows_new_caption_kept")
+            stage_counter(STAGE.value, "rows_new_caption_kept").inc()
         else:
-            _counter("rows_original_kept")
+            stage_counter(STAGE.value, "rows_original_kept").inc()
         count_kept(STAGE.value)
         yield sample
 

@@ -23,7 +23,6 @@ from typing import Any, Iterable, Optional, Sequence
 
 import apache_beam as beam
 import numpy as np
-from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInference
 from apache_beam.pvalue import TaggedOutput
 
@@ -31,7 +30,7 @@ from captioners.clip import ClipModel, ClipPreprocessor, ClipRef
 from captioners.routing import histogram, match_rule, resolve_threshold, route
 from captioners.scoring import Unscored, finish, plan
 from filters.base import reject_sample
-from pipelines.common import KEPT, METRICS_NAMESPACE, REJECTED, count_kept, count_rejected
+from pipelines.common import KEPT, REJECTED, count_kept, rejected_output, stage_counter
 from schemas.config import Config, ScoreConfig
 from schemas.reasons import Reason, Stage
 from schemas.sample import Sample
@@ -120,12 +119,12 @@ class _Prepare(beam.DoFn):
         except Exception as e:  # noqa: BLE001 - a bug on one odd row must not fail the job: it goes on unscored
             p = Unscored("step_error", f"{type(e).__name__}: {e}"[:300])
         if isinstance(p, Unscored):
-            Metrics.counter(METRICS_NAMESPACE, f"score/unscored/{p.why}").inc()
+            stage_counter(STAGE.value, f"unscored/{p.why}").inc()
             yield TaggedOutput(UNSCORED, sample)
             return
         example = ClipExample((sample, p), self.pre.images(p.pictures), self.pre.texts(p.texts))
         p.pictures = []          # the pixels travel on; the decoded frames are not needed any more
-        Metrics.counter(METRICS_NAMESPACE, "score/pictures").inc(len(example.pixels))
+        stage_counter(STAGE.value, "pictures").inc(len(example.pixels))
         yield example
 
 
@@ -212,15 +211,14 @@ class _Route(beam.DoFn):
             count_kept(STAGE.value)
             yield sample
             return
-        Metrics.counter(METRICS_NAMESPACE, f"score/below/{rule.below}").inc()
+        stage_counter(STAGE.value, f"below/{rule.below}").inc()
         if rule.below == "drop":
             where = f"percentile {rule.value:g} of {sample.source}/{sample.task}" if rule.kind == "percentile" \
                 else "absolute"
             rejected = reject_sample(sample, STAGE, Reason.LOW_CLIP_SCORE,
                                      f"clip_score {score:.4f} < {threshold:.4f} ({where})",
                                      max_payload_bytes=self.max_payload_bytes)
-            count_rejected(rejected)
-            yield TaggedOutput(REJECTED, rejected)
+            yield rejected_output(rejected)
             return
         count_kept(STAGE.value)
         yield sample

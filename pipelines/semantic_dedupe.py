@@ -43,14 +43,13 @@ from typing import Optional
 
 import apache_beam as beam
 import numpy as np
-from apache_beam.metrics import Metrics
 from apache_beam.pvalue import AsDict, AsSingleton, TaggedOutput
 
 from filters.cluster import node_id, node_key, star_edges
 from filters.semantic import assign, choose_k, gpu_resources, range_pairs, train_centroids
 from filters.visual import PERCEPTUAL, NoFrames, row_vector, visual_features
 from pipelines.clusters import ApplyClusters, ConnectedComponents
-from pipelines.common import METRICS_NAMESPACE, REJECTED, count_rejected, step_error
+from pipelines.common import REJECTED, rejected_output, stage_counter, step_error
 from schemas.config import Config, SemanticDedupeConfig
 from schemas.reasons import Reason, Stage
 from schemas.sample import Sample
@@ -58,10 +57,6 @@ from schemas.sample import Sample
 STAGE = Stage.SEMANTIC_DEDUPE
 SIZE_SCORE = "semantic_dup_cluster_size"
 VECS = "vectors"
-
-
-def _counter(name: str):
-    return Metrics.counter(METRICS_NAMESPACE, f"{STAGE.value}/{name}")
 
 
 def caption_like(sample: Sample, caption_prompt: Optional[str]) -> bool:
@@ -85,9 +80,9 @@ class _Embed(beam.DoFn):
         self.skip_tasks = frozenset(skip_tasks)
 
     def setup(self) -> None:
-        self.skipped = _counter("not_compared")
-        self.undecodable = _counter("undecodable_media")
-        self.embedded = _counter("embedded")
+        self.skipped = stage_counter(STAGE.value, "not_compared")
+        self.undecodable = stage_counter(STAGE.value, "undecodable_media")
+        self.embedded = stage_counter(STAGE.value, "embedded")
 
     def process(self, batch):
         cfg = self.cfg
@@ -106,8 +101,7 @@ class _Embed(beam.DoFn):
                 vec = None
             except Exception as e:  # noqa: BLE001 - dead-letter: one odd row must not fail the job
                 r = step_error(STAGE.value, s, e)
-                count_rejected(r)
-                yield TaggedOutput(REJECTED, r)
+                yield rejected_output(r)
                 continue
             if vec is None:
                 self.skipped.inc()
@@ -125,8 +119,8 @@ def _train(sample, total, cfg: SemanticDedupeConfig):
         return None
     x = np.stack([v for _, v in sample])
     k = choose_k(total, len(x), cfg.target_cluster_size)
-    _counter("kmeans_clusters").inc(k)
-    _counter("kmeans_sample").inc(len(x))
+    stage_counter(STAGE.value, "kmeans_clusters").inc(k)
+    stage_counter(STAGE.value, "kmeans_sample").inc(len(x))
     return train_centroids(x, k, niter=cfg.kmeans_iters, seed=cfg.seed)
 
 
@@ -135,7 +129,7 @@ class _Assign(beam.DoFn):
         self.cfg = cfg
 
     def setup(self) -> None:
-        self.spilled = _counter("spilled_assignments")
+        self.spilled = stage_counter(STAGE.value, "spilled_assignments")
 
     def process(self, batch, centroids):
         if centroids is None or not batch:
@@ -163,8 +157,8 @@ class _RangeSearch(beam.DoFn):
         self.threshold = threshold
 
     def setup(self) -> None:
-        self.pairs = _counter("pairs")
-        self.clusters = _counter("searched_clusters")
+        self.pairs = stage_counter(STAGE.value, "pairs")
+        self.clusters = stage_counter(STAGE.value, "searched_clusters")
         # one per DoFn instance, reused across clusters: faiss GPU resources are not thread-safe
         self.gpu_res = gpu_resources()
 
@@ -188,8 +182,8 @@ class _CountSplits(beam.DoFn):
     def process(self, kv):
         cluster, size = kv
         if size > self.max_size:
-            _counter("split_clusters").inc()
-            _counter("split_cluster_members").inc(size)
+            stage_counter(STAGE.value, "split_clusters").inc()
+            stage_counter(STAGE.value, "split_cluster_members").inc(size)
         yield kv
 
 

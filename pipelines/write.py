@@ -13,9 +13,8 @@ from typing import Callable
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
-from apache_beam.metrics import Metrics
 
-from pipelines.common import METRICS_NAMESPACE
+from pipelines.common import stage_counter
 from schemas.config import OutputConfig
 from schemas.rejected import REJECTED_SCHEMA, Rejected
 from schemas.sample import SAMPLE_SCHEMA, Sample
@@ -73,7 +72,7 @@ class WriteSamples(beam.PTransform):
         out_dir, cfg = self.out_dir, self.cfg
 
         def write_piece(name: str, piece: list[Sample]):
-            Metrics.counter(METRICS_NAMESPACE, "write/shards").inc()
+            stage_counter("write", "shards").inc()
             yield atomic_write(out_dir, f"parquet/{name}.parquet", "parquet", len(piece),
                                parquet_writer([s.to_row() for s in piece], SAMPLE_SCHEMA,
                                               cfg.parquet_compression, cfg.parquet_row_group_rows))

@@ -302,7 +302,7 @@ def test_sharpness_ignores_flat_regions_but_not_blur():
     """A small crisp shape in a big flat margin (slides, charts, logos) is sharp; blurring it is not."""
     import cv2
 
-    from filters.media import sharpness
+    from media.stats import sharpness
 
     img = np.full((300, 96), 200, np.uint8)
     img[220:240, 66:87] = 160                       # a small square in the right-hand margin

@@ -4,7 +4,6 @@ The planted inputs go through `curate` on the DirectRunner; each must land in re
 with exactly the planned (stage, reason), every other row must be kept, and the manifest
 must add up. A new Reason without a planted row here fails `test_every_reason_is_planted`.
 """
-import gzip
 import json
 import os
 

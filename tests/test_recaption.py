@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -26,7 +25,7 @@ from captioners.serve import FaultPlan, Server, parse_faults
 from pipelines.recaption import Recaption
 from pipelines.score import Score
 from schemas.config import OpenAIBackendConfig, TransformersBackendConfig
-from tests.conftest import make_cfg
+from tests.conftest import free_port, make_cfg
 from tests.recaption_util import OracleServer, key
 from tests.score_util import image_row, run_stages, scene, video_row
 
@@ -158,14 +157,8 @@ def test_alternatives_and_provenance_round_trip_through_parquet():
 
 
 # --- the HTTP backend against the loopback server ---------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_serve_cli_speaks_the_openai_protocol(tiny_vlm):
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "captioners.serve", "--model", tiny_vlm, "--port", str(port)],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                             cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
