@@ -162,7 +162,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     data = build_data(args.work, args.scale)
     items = heldout(os.path.join(args.work, "heldout"), seed=1, images=args.images, videos=args.videos)
     before = untrained(args.work, data, args.seed)
-    seed = [f"run.seed={args.seed}", "run.tensorboard=false", "run.progress=off"]
+    seed = [f"run.seed={args.seed}", "run.tensorboard=false", "run.progress=never"]
     s1 = train_stage("train_tiny_stage1.yaml", os.path.join(args.work, "stage1"), data,
                      seed + [f"optim.max_steps={args.stage1_steps}"])
     s2 = train_stage("train_tiny.yaml", os.path.join(args.work, "stage2"), data,

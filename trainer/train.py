@@ -119,7 +119,7 @@ class Logger:
             from torch.utils.tensorboard import SummaryWriter
 
             self._tb = SummaryWriter(os.path.join(self.run_dir, "tensorboard"))
-        if self.progress == "on" or (self.progress == "auto" and sys.stderr.isatty()):
+        if self.progress == "always" or (self.progress == "auto" and sys.stderr.isatty()):
             from tqdm import tqdm
 
             self._bar = tqdm(total=self.total, initial=self.start, unit="step", dynamic_ncols=True)
@@ -150,7 +150,7 @@ def wrap_distributed(model: torch.nn.Module, cfg: TrainConfig, dist: Dist, devic
     if cfg.run.distributed == "fsdp":
         from torch.distributed.fsdp import fully_shard
 
-        for layer in list(model.vision.vision_model.encoder.layers) + list(model.llm.model.layers):
+        for layer in list(model.vision.encoder.layers) + list(model.llm.model.layers):
             fully_shard(layer)
         return fully_shard(model)
     from torch.nn.parallel import DistributedDataParallel
