@@ -149,8 +149,9 @@ REASON_DOCS: dict[Reason, str] = {
     Reason.CODE_TIMEOUT: "model-written code ran past mixture.sandbox.cpu_s or wall_s and was killed",
     Reason.CODE_RESOURCE_LIMIT: "model-written code hit a sandbox limit: memory, file size, open files, "
                                 "output bytes or files written (detail names it)",
-    Reason.CODE_FORBIDDEN: "model-written code imported a module outside mixture.sandbox.allowed_imports or made a "
-                           "forbidden system call (process, exec, socket) and was killed",
+    Reason.CODE_FORBIDDEN: "model-written code imported a module outside mixture.sandbox.allowed_imports, was "
+                           "denied a file (read-only or not permitted), or made a forbidden system call (process, "
+                           "exec, socket) and was killed",
     Reason.NO_IMAGE_PRODUCED: "model-written code ran but left no usable image in its output folder",
     Reason.STEP_ERROR: "the stage raised on this row; detail holds the exception and where it was raised",
 }

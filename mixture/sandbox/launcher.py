@@ -86,6 +86,8 @@ def classify(exc):
     text = f"{type(exc).__name__}: {exc}"[:400] + (f" ({where})" if where else "")
     if isinstance(exc, ForbiddenImport):
         return "forbidden", text
+    if isinstance(exc, OSError) and exc.errno in (1, 13, 30):   # EPERM, EACCES, EROFS: outside what it may touch
+        return "forbidden", text
     if isinstance(exc, MemoryError):
         return "memory", text
     if isinstance(exc, OSError) and exc.errno == 27:      # EFBIG: RLIMIT_FSIZE (Python ignores SIGXFSZ)

@@ -139,5 +139,7 @@ def bwrap_argv(bwrap: str, runtime: Runtime, *, status_fd: int, json_fd: int, da
              "--ro-bind", LAUNCHER, "/sandbox/launcher.py"]
     for dest, fd in data_fds.items():
         argv += ["--perms", "0444", "--ro-bind-data", str(fd), dest]
-    argv += ["--chdir", "/output", "--", runtime.python, "-I", "-S", "-B", "/sandbox/launcher.py", launcher_cfg]
+    # the root and /dev are bwrap's own tmpfs: read-only, so /output and /tmp (size-capped) are
+    # the only places a snippet can write
+    argv += ["--remount-ro", "/dev", "--remount-ro", "/", "--chdir", "/output", "--", runtime.python, "-I", "-S", "-B", "/sandbox/launcher.py", launcher_cfg]
     return argv
