@@ -307,7 +307,7 @@ class Sandbox:
 
 
 def _memfd(data: bytes, owned: list[int]) -> int:
-    fd = os.memfd_create("sandbox-data", 0)
+    fd = os.memfd_create("sandbox-data")     # close-on-exec: only bwrap gets it, through pass_fds
     owned.append(fd)
     view = memoryview(data)
     while view:
