@@ -364,3 +364,4 @@ def test_config_and_reasons():
         SandboxLimits(cpu_s=0)
     codes = {Reason.CODE_ERROR, Reason.CODE_TIMEOUT, Reason.CODE_RESOURCE_LIMIT, Reason.CODE_FORBIDDEN}
     assert codes <= MIXTURE_REASONS
+

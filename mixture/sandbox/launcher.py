@@ -88,8 +88,9 @@ def classify(exc):
         return "forbidden", text
     if isinstance(exc, OSError) and exc.errno in (1, 13, 30):   # EPERM, EACCES, EROFS: outside what it may touch
         return "forbidden", text
-    if isinstance(exc, MemoryError):
-        return "memory", text
+    if isinstance(exc, MemoryError) or (isinstance(exc, ImportError) and any(
+            m in str(exc) for m in ("failed to map segment", "Cannot allocate memory"))):
+        return "memory", text           # a library too big to load under RLIMIT_AS counts as memory
     if isinstance(exc, OSError) and exc.errno == 27:      # EFBIG: RLIMIT_FSIZE (Python ignores SIGXFSZ)
         return "file_size", text
     if isinstance(exc, OSError) and exc.errno in (23, 24):  # ENFILE / EMFILE: RLIMIT_NOFILE

@@ -141,5 +141,6 @@ def bwrap_argv(bwrap: str, runtime: Runtime, *, status_fd: int, json_fd: int, da
         argv += ["--perms", "0444", "--ro-bind-data", str(fd), dest]
     # the root and /dev are bwrap's own tmpfs: read-only, so /output and /tmp (size-capped) are
     # the only places a snippet can write
-    argv += ["--remount-ro", "/dev", "--remount-ro", "/", "--chdir", "/output", "--", runtime.python, "-I", "-S", "-B", "/sandbox/launcher.py", launcher_cfg]
+    argv += ["--remount-ro", "/dev", "--remount-ro", "/", "--chdir", "/output",
+             "--", runtime.python, "-I", "-S", "-B", "/sandbox/launcher.py", launcher_cfg]
     return argv
