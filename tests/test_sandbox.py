@@ -5,10 +5,13 @@ Attacks run twice where it matters: with the import allow-list (the snippet is s
 `code_forbidden`) and with the allow-list switched off (`allowed_imports=None`), to show the
 kernel barrier - namespaces, the read-only view, seccomp, rlimits - holds on its own.
 """
+import functools
 import io
 import os
+import shutil
 import socket
 import stat
+import subprocess
 import time
 
 import numpy as np
@@ -23,8 +26,27 @@ SECRET = "s3cr3t-sandbox-test-value"
 ATTACK_LIMITS = SandboxLimits(cpu_s=1, wall_s=3, memory_mb=384, file_mb=4, output_bytes=4096, max_files=4)
 
 
+@functools.cache
+def _no_userns() -> str:
+    """Why bare bwrap cannot make namespaces on this machine ("" when it can)."""
+    if shutil.which("bwrap") is None:
+        return "bwrap is not installed"
+    r = subprocess.run(["bwrap", "--unshare-all", "--unshare-user", "--ro-bind", "/", "/", "true"],
+                       capture_output=True, timeout=30)
+    return "" if r.returncode == 0 else r.stderr.decode(errors="replace").strip() or f"exit {r.returncode}"
+
+
+def require_bwrap():
+    """Skip where the machine itself cannot give user namespaces (a container's seccomp profile,
+    a sysctl): the sandbox fails closed there, which the fail-closed tests below check anyway.
+    Anywhere bwrap works, a sandbox that does not is a failure, not a skip."""
+    if _no_userns():
+        pytest.skip(f"no user namespaces for bwrap on this machine: {_no_userns()}")
+
+
 @pytest.fixture(scope="module")
 def guarded():
+    require_bwrap()
     box = Sandbox(ATTACK_LIMITS)
     box.setup()
     return box
@@ -33,6 +55,7 @@ def guarded():
 @pytest.fixture(scope="module")
 def bare():
     """The same sandbox with the import allow-list off: only the kernel stands in the way."""
+    require_bwrap()
     box = Sandbox(ATTACK_LIMITS, allowed_imports=None)
     box.setup()
     return box
@@ -251,6 +274,7 @@ EXPECTED_SIZE = {"crop": (32, 24), "rotate": (48, 64), "zoom": (128, 96), "contr
 
 @pytest.fixture(scope="module")
 def worker():
+    require_bwrap()
     box = Sandbox(SandboxLimits(cpu_s=10, wall_s=30))
     box.setup()
     return box
@@ -307,6 +331,7 @@ def test_failing_bwrap_fails_closed(tmp_path):
 
 def test_weakened_bwrap_fails_closed(tmp_path):
     """A bwrap that starts the sandbox but shares the host's network is caught by the probe."""
+    require_bwrap()
     real = Sandbox(bwrap="bwrap")
     real.setup()
     fake = _script(tmp_path / "bwrap", 'first="$1"; shift\nexec bwrap "$first" --share-net "$@"\n')

@@ -3,7 +3,7 @@ import apache_beam as beam
 from apache_beam.testing.util import assert_that, equal_to
 
 from mixture.sandbox import Sandbox
-from tests.test_sandbox import ATTACK_LIMITS, BENIGN, _png
+from tests.test_sandbox import ATTACK_LIMITS, BENIGN, _png, require_bwrap
 
 
 class RunSnippet(beam.DoFn):
@@ -22,6 +22,7 @@ class RunSnippet(beam.DoFn):
 
 
 def test_attacks_in_a_beam_pipeline_cost_one_row_each():
+    require_bwrap()
     rows = [("crop", BENIGN["pil_crop"]), ("fork", "import os\nos.fork()"), ("bomb", "x = bytearray(1 << 31)"),
             ("bypass", "[c for c in ().__class__.__base__.__subclasses__() if c.__name__ == '_wrap_close'][0]"
                        ".__init__.__globals__['fork']()")]
