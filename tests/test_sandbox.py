@@ -390,3 +390,12 @@ def test_config_and_reasons():
     codes = {Reason.CODE_ERROR, Reason.CODE_TIMEOUT, Reason.CODE_RESOURCE_LIMIT, Reason.CODE_FORBIDDEN}
     assert codes <= MIXTURE_REASONS
 
+
+
+def test_library_too_big_for_the_memory_limit_reads_the_same_everywhere():
+    require_bwrap()
+    import sys
+
+    res = Sandbox(SandboxLimits(memory_mb=160)).run("import cv2")
+    assert res.reason == Reason.CODE_RESOURCE_LIMIT.value and "memory over 160 MB" in res.detail, res
+    assert sys.prefix not in res.detail and sys.base_prefix not in res.detail    # host paths scrubbed

@@ -268,7 +268,7 @@ class Sandbox:
         blocked = list(header.get("blocked", [])) if header else []
 
         def fail(reason: Reason, detail: str) -> SandboxResult:
-            return SandboxResult(False, reason.value, detail[:500], out, {}, wall, blocked)
+            return SandboxResult(False, reason.value, self._scrub(detail)[:500], out, {}, wall, blocked)
 
         if tripped == "wall":
             return fail(Reason.CODE_TIMEOUT, f"wall clock over {lim.wall_s:g} s; the sandbox was killed")
@@ -304,6 +304,17 @@ class Sandbox:
         if limit:
             return fail(Reason.CODE_RESOURCE_LIMIT, f"{limit}: {detail}")
         return fail(Reason.CODE_ERROR, detail or err[-300:])
+
+
+    def _scrub(self, text: str) -> str:
+        """Host paths out of `detail`, so a rejected row reads the same on every worker."""
+        rt = self._runtime
+        if rt is not None:
+            for path in sorted(rt.site_dirs, key=len, reverse=True):
+                text = text.replace(path, "<site-packages>")
+            for path in sorted((b for b in rt.binds if not b.startswith("/usr/")), key=len, reverse=True):
+                text = text.replace(path, "<python>")
+        return text
 
 
 def _memfd(data: bytes, owned: list[int]) -> int:
