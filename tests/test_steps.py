@@ -60,3 +60,13 @@ def test_content_key_ignores_identity_but_not_content():
     d = normalize_row({"text": "Same"}, ctx())
     assert content_key(c) != content_key(d)
     assert pick_representative(["b", "a", "c"]) == "a"
+
+
+def test_rejected_payload_travels_whole_and_the_writer_caps_it():
+    """One place applies ingest.max_payload_bytes: Rejected.capped, in the rejected writer."""
+    from schemas.rejected import reject
+    big = reject("text", "empty_text", "s", "f:1", payload=b"x" * 1000)
+    assert big.payload == b"x" * 1000 and big.payload_bytes == 1000
+    capped = big.capped(999)
+    assert capped.payload is None and capped.payload_bytes == 1000 and big.payload is not None
+    assert big.capped(1000) is big and reject("text", "empty_text", "s", "f:1").capped(0).payload is None
