@@ -399,3 +399,18 @@ def test_library_too_big_for_the_memory_limit_reads_the_same_everywhere():
     res = Sandbox(SandboxLimits(memory_mb=160)).run("import cv2")
     assert res.reason == Reason.CODE_RESOURCE_LIMIT.value and "memory over 160 MB" in res.detail, res
     assert sys.prefix not in res.detail and sys.base_prefix not in res.detail    # host paths scrubbed
+
+
+def test_garbage_code_and_concurrent_runs(worker):
+    """Model output that is not Python at all is a row's code_error; runs from several threads
+    (Beam's worker threads share one sandbox) keep their own pipes and files."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    for code in ("print('a')\x00", "x = '\ud800'", "", "\ufeffprint(1)"):
+        res = worker.run(code)
+        assert res.reason in (None, Reason.CODE_ERROR.value), (code, res)
+    jobs = [f"open('n{i}.txt', 'w').write('{i}' * {i + 1})\nprint({i})" for i in range(6)]
+    with ThreadPoolExecutor(3) as pool:
+        results = list(pool.map(worker.run, jobs))
+    for i, res in enumerate(results):
+        assert res.ok and res.stdout == f"{i}\n" and res.files == {f"n{i}.txt": (str(i) * (i + 1)).encode()}

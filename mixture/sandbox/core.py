@@ -137,6 +137,7 @@ class Sandbox:
         self.bwrap = bwrap
         self._runtime: Optional[Runtime] = None
         self._filter: Optional[bytes] = None
+        self._bwrap_path: Optional[str] = None     # resolved on this worker's PATH (the run's env is empty)
 
     @classmethod
     def from_config(cls, cfg) -> "Sandbox":
@@ -148,7 +149,7 @@ class Sandbox:
 
     def __getstate__(self) -> dict:
         # host paths and the probe result are per worker: resolved again after unpickling
-        return {**self.__dict__, "_runtime": None, "_filter": None}
+        return {**self.__dict__, "_runtime": None, "_filter": None, "_bwrap_path": None}
 
     # --- fail closed -----------------------------------------------------------------------
     @staticmethod
@@ -166,6 +167,7 @@ class Sandbox:
         if path is None:
             raise SandboxUnavailable(f"bubblewrap not found ({self.bwrap!r} is not an executable on PATH): "
                                      "install the Debian package 'bubblewrap'; refusing to run code unconfined")
+        self._bwrap_path = path
         try:
             self._filter = seccomp.program_bytes()
         except seccomp.UnsupportedArch as e:
@@ -216,7 +218,8 @@ class Sandbox:
         t0 = time.monotonic()
         owned: list[int] = []
         try:
-            data_fds = {"/sandbox/snippet.py": _memfd(code.encode("utf-8"), owned),
+            # surrogatepass: a lone surrogate in model output fails inside (code_error), not here
+            data_fds = {"/sandbox/snippet.py": _memfd(code.encode("utf-8", "surrogatepass"), owned),
                         "/sandbox/seccomp.bpf": _memfd(self._filter, owned)}
             for name, blob in sorted(inputs.items()):
                 data_fds[f"/input/{name}"] = _memfd(blob, owned)
@@ -226,7 +229,7 @@ class Sandbox:
                    "open_files": lim.open_files, "max_processes": lim.max_processes, "max_files": lim.max_files,
                    "status_fd": status_w, "site_dirs": list(rt.site_dirs),
                    "allowed_imports": list(self.allowed_imports) if hook and self.allowed_imports is not None else None}
-            argv = bwrap_argv(self.bwrap, rt, status_fd=status_w, json_fd=json_w, data_fds=data_fds,
+            argv = bwrap_argv(self._bwrap_path or self.bwrap, rt, status_fd=status_w, json_fd=json_w, data_fds=data_fds,
                               tmpfs_bytes=lim.tmp_mb * _MB, output_bytes=lim.max_files * lim.file_mb * _MB,
                               launcher_cfg=json.dumps(cfg))
             try:
