@@ -461,6 +461,7 @@ class OutputConfig:
 @dataclass(frozen=True)
 class SandboxConfig:
     bwrap: str                      # bubblewrap binary (name on PATH or path); missing: the stage fails closed
+    python: Optional[str]           # the snippets' interpreter (e.g. a venv with only PIL, numpy, OpenCV); null: the engine's
     cpu_s: float                    # RLIMIT_CPU per snippet
     wall_s: float                   # killed from outside past this
     memory_mb: int                  # RLIMIT_AS

@@ -414,3 +414,24 @@ def test_garbage_code_and_concurrent_runs(worker):
         results = list(pool.map(worker.run, jobs))
     for i, res in enumerate(results):
         assert res.ok and res.stdout == f"{i}\n" and res.files == {f"n{i}.txt": (str(i) * (i + 1)).encode()}
+
+
+SYSTEM_PYTHON = "/usr/bin/python3"
+
+
+@pytest.mark.skipif(not os.path.exists(SYSTEM_PYTHON), reason="no system python3 to point the sandbox at")
+def test_other_interpreter_and_unprivileged_host_uid():
+    """`mixture.sandbox.python` runs snippets under another interpreter (its view resolved by asking
+    it); a root worker whose view is reachable by others runs bwrap as nobody, so the sandbox maps
+    to an unprivileged host uid and RLIMIT_NPROC binds (threads count against it)."""
+    require_bwrap()
+    box = Sandbox(SandboxLimits(max_processes=6), allowed_imports=None, python=SYSTEM_PYTHON)
+    box.setup()
+    assert box._runtime.python == os.path.realpath(SYSTEM_PYTHON)
+    assert box.host_uid == (65534 if os.geteuid() == 0 else os.geteuid())
+    res = box.run("import threading, time\nn = 0\ntry:\n    while True:\n"
+                  "        threading.Thread(target=time.sleep, args=(2,), daemon=True).start()\n        n += 1\n"
+                  "except RuntimeError:\n    print(n)")
+    assert res.ok and 0 < int(res.stdout) < 6, res
+    with pytest.raises(SandboxUnavailable, match="interpreter"):
+        Sandbox(python="/nonexistent/python3").setup()

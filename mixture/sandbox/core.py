@@ -23,13 +23,12 @@ import selectors
 import shutil
 import signal
 import subprocess
-import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Optional
 
 from mixture.sandbox import seccomp
-from mixture.sandbox.view import INPUT_NAME, Runtime, bwrap_argv, resolve_runtime
+from mixture.sandbox.view import LAUNCHER, INPUT_NAME, Runtime, bwrap_argv, reachable_by_others, resolve_runtime
 from schemas.reasons import Reason
 
 # What think-with-image code needs: images, arrays and plain computation; nothing that reaches
@@ -38,6 +37,10 @@ DEFAULT_IMPORTS = ("PIL", "numpy", "cv2", "math", "cmath", "statistics", "random
                    "collections", "operator", "heapq", "bisect", "re", "json", "string", "fractions", "decimal",
                    "io", "typing", "dataclasses", "enum", "copy")
 _MB = 1 << 20
+# A worker running as root runs bwrap as this user instead, when everything the view binds is
+# reachable by it: the sandbox then maps to an unprivileged host uid and RLIMIT_NPROC binds
+# (Linux exempts processes of host root from it).
+UNPRIVILEGED_ID = 65534
 _STDERR_TAIL = 2000
 _SIGNALS = {signal.SIGSYS: "SIGSYS", signal.SIGXCPU: "SIGXCPU", signal.SIGKILL: "SIGKILL",
             signal.SIGSEGV: "SIGSEGV", signal.SIGABRT: "SIGABRT", signal.SIGBUS: "SIGBUS", signal.SIGXFSZ: "SIGXFSZ"}
@@ -130,11 +133,15 @@ class Sandbox:
     """Runs model-written code confined; see the module docstring and README "The code sandbox"."""
 
     def __init__(self, limits: SandboxLimits = SandboxLimits(),
-                 allowed_imports: Optional[tuple[str, ...]] = DEFAULT_IMPORTS, bwrap: str = "bwrap") -> None:
+                 allowed_imports: Optional[tuple[str, ...]] = DEFAULT_IMPORTS, bwrap: str = "bwrap",
+                 python: Optional[str] = None) -> None:
         self.limits = limits
         # None switches the import hook off: only for tests showing the kernel barrier alone holds
         self.allowed_imports = None if allowed_imports is None else tuple(allowed_imports)
         self.bwrap = bwrap
+        self.python = python             # the snippets' interpreter; None: the engine's own
+        self.host_uid: Optional[int] = None        # the host uid the sandbox maps to (set by setup)
+        self._drop = False
         self._runtime: Optional[Runtime] = None
         self._filter: Optional[bytes] = None
         self._bwrap_path: Optional[str] = None     # resolved on this worker's PATH (the run's env is empty)
@@ -145,11 +152,12 @@ class Sandbox:
         limits = SandboxLimits(cpu_s=cfg.cpu_s, wall_s=cfg.wall_s, memory_mb=cfg.memory_mb, file_mb=cfg.file_mb,
                                output_bytes=cfg.output_bytes, max_files=cfg.max_files,
                                max_processes=cfg.max_processes, open_files=cfg.open_files, tmp_mb=cfg.tmp_mb)
-        return cls(limits, tuple(cfg.allowed_imports), bwrap=cfg.bwrap)
+        return cls(limits, tuple(cfg.allowed_imports), bwrap=cfg.bwrap, python=cfg.python)
 
     def __getstate__(self) -> dict:
         # host paths and the probe result are per worker: resolved again after unpickling
-        return {**self.__dict__, "_runtime": None, "_filter": None, "_bwrap_path": None}
+        return {**self.__dict__, "_runtime": None, "_filter": None, "_bwrap_path": None, "host_uid": None,
+                "_drop": False}
 
     # --- fail closed -----------------------------------------------------------------------
     @staticmethod
@@ -172,9 +180,21 @@ class Sandbox:
             self._filter = seccomp.program_bytes()
         except seccomp.UnsupportedArch as e:
             raise SandboxUnavailable(f"seccomp: {e}; refusing to run code unconfined") from None
-        self._runtime = resolve_runtime(self.allowed_imports)
         try:
-            self._probe()
+            runtime = resolve_runtime(self.allowed_imports, self.python)
+        except RuntimeError as e:
+            raise SandboxUnavailable(f"{e}; refusing to run code unconfined") from None
+        self._drop = os.geteuid() == 0 and all(
+            reachable_by_others(p) for p in (path, LAUNCHER, *runtime.binds))
+        self._runtime = runtime
+        try:
+            try:
+                self._probe()
+            except SandboxUnavailable:
+                if not self._drop:
+                    raise
+                self._drop = False       # e.g. user namespaces for unprivileged users disabled: run as root-mapped
+                self._probe()
         except BaseException:
             self._runtime = None
             raise
@@ -201,6 +221,8 @@ class Sandbox:
         if problems:
             raise SandboxUnavailable(f"bwrap at {self.bwrap!r} does not confine: {', '.join(problems)}; "
                                      "refusing to run code unconfined")
+        # bwrap (not setuid) maps the sandbox to the uid that runs it
+        self.host_uid = UNPRIVILEGED_ID if self._drop else os.geteuid()
 
     # --- one snippet -----------------------------------------------------------------------
     def run(self, code: str, inputs: Optional[dict[str, bytes]] = None) -> SandboxResult:
@@ -233,9 +255,10 @@ class Sandbox:
                               tmpfs_bytes=lim.tmp_mb * _MB, output_bytes=lim.max_files * lim.file_mb * _MB,
                               launcher_cfg=json.dumps(cfg))
             try:
+                ids = dict(user=UNPRIVILEGED_ID, group=UNPRIVILEGED_ID, extra_groups=[]) if self._drop else {}
                 proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                         stderr=subprocess.PIPE, env={}, start_new_session=True,
-                                        pass_fds=[status_w, json_w, *data_fds.values()], cwd=tempfile.gettempdir())
+                                        pass_fds=[status_w, json_w, *data_fds.values()], cwd="/", **ids)
             except OSError as e:
                 raise SandboxUnavailable(f"cannot start bwrap at {self.bwrap!r}: {e}; "
                                          "refusing to run code unconfined") from None
