@@ -384,7 +384,8 @@ def test_config_and_reasons():
     assert {"PIL", "numpy", "cv2", "math"} <= set(box.allowed_imports)
     import pickle
     clone = pickle.loads(pickle.dumps(box))
-    assert clone._runtime is None and clone.limits == box.limits
+    assert clone._runtime is None and not clone._ready and clone.limits == box.limits
+    assert clone._lock is not box._lock
     with pytest.raises(ValueError):
         SandboxLimits(cpu_s=0)
     codes = {Reason.CODE_ERROR, Reason.CODE_TIMEOUT, Reason.CODE_RESOURCE_LIMIT, Reason.CODE_FORBIDDEN}

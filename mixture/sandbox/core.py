@@ -23,6 +23,7 @@ import selectors
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Optional
@@ -145,6 +146,8 @@ class Sandbox:
         self._runtime: Optional[Runtime] = None
         self._filter: Optional[bytes] = None
         self._bwrap_path: Optional[str] = None     # resolved on this worker's PATH (the run's env is empty)
+        self._ready = False                        # set only after the probe passed
+        self._lock = threading.Lock()
 
     @classmethod
     def from_config(cls, cfg) -> "Sandbox":
@@ -156,8 +159,14 @@ class Sandbox:
 
     def __getstate__(self) -> dict:
         # host paths and the probe result are per worker: resolved again after unpickling
-        return {**self.__dict__, "_runtime": None, "_filter": None, "_bwrap_path": None, "host_uid": None,
-                "_drop": False}
+        state = {**self.__dict__, "_runtime": None, "_filter": None, "_bwrap_path": None, "host_uid": None,
+                 "_drop": False, "_ready": False}
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
 
     # --- fail closed -----------------------------------------------------------------------
     @staticmethod
@@ -168,9 +177,14 @@ class Sandbox:
         Sandbox(SandboxLimits(wall_s=60), allowed_imports=None, bwrap=bwrap).setup()
 
     def setup(self) -> None:
-        """Once per worker: resolve the view, build the filter, probe. Idempotent."""
-        if self._runtime is not None:
-            return
+        """Once per worker: resolve the view, build the filter, probe. Idempotent and thread-safe:
+        no snippet runs before the probe has passed."""
+        with self._lock:
+            if not self._ready:
+                self._setup()
+                self._ready = True
+
+    def _setup(self) -> None:
         path = shutil.which(self.bwrap)
         if path is None:
             raise SandboxUnavailable(f"bubblewrap not found ({self.bwrap!r} is not an executable on PATH): "
@@ -228,7 +242,8 @@ class Sandbox:
     def run(self, code: str, inputs: Optional[dict[str, bytes]] = None) -> SandboxResult:
         """Run `code` with `inputs` as read-only /input/<name>; never raises on what the code
         does (every outcome is a result), raises SandboxUnavailable if isolation is missing."""
-        self.setup()
+        if not self._ready:
+            self.setup()
         for name in inputs or {}:
             if not INPUT_NAME.match(name):
                 raise ValueError(f"input name {name!r}: use letters, digits, '.', '_', '-'")
