@@ -220,9 +220,12 @@ def test_wall_clock_kills_the_whole_namespace(bare):
     _assert_no_leftovers(before)
 
 
-def test_stderr_flood_is_cut(bare):
+def test_stderr_flood_and_sigkill(bare):
     res = bare.run("import sys\nwhile True:\n    sys.stderr.write('y' * 1000)")
     assert res.reason == Reason.CODE_RESOURCE_LIMIT.value and "stderr over" in res.detail
+    # a SIGKILL well before the cpu limit is the OOM killer's (or the snippet's own), not a timeout
+    res = bare.run("import os, signal\nos.kill(os.getpid(), signal.SIGKILL)")
+    assert res.reason == Reason.CODE_RESOURCE_LIMIT.value and "SIGKILL" in res.detail
 
 
 def test_view_and_limits_inside(bare):

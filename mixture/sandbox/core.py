@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import os
 import selectors
 import shutil
@@ -286,22 +287,21 @@ class Sandbox:
                 tripped = streams.pump(t0 + lim.wall_s)
                 if tripped is not None:
                     _kill(proc, streams.data["json"])
-                try:
-                    rc = proc.wait(timeout=max(1.0, t0 + lim.wall_s + 2 - time.monotonic()))
-                except subprocess.TimeoutExpired:
+                rc, cpu = _wait(proc, max(t0 + lim.wall_s, time.monotonic()) + 2)
+                if rc is None:                   # pipes closed, process still there: killed at the wall clock
                     _kill(proc, streams.data["json"])
-                    rc = proc.wait()
+                    rc, cpu = _wait(proc, None)
                     tripped = tripped or "wall"
             finally:
                 streams.close()
                 proc.stdout.close()
                 proc.stderr.close()
-            return self._verdict(rc, tripped, streams, time.monotonic() - t0)
+            return self._verdict(rc, cpu, tripped, streams, time.monotonic() - t0)
         finally:
             for fd in owned:
                 os.close(fd)
 
-    def _verdict(self, rc: int, tripped: Optional[str], streams: _Streams, wall: float) -> SandboxResult:
+    def _verdict(self, rc: int, cpu: float, tripped: Optional[str], streams: _Streams, wall: float) -> SandboxResult:
         lim = self.limits
         out = bytes(streams.data["stdout"]).decode("utf-8", "replace")
         err = _clean(bytes(streams.data["stderr"]).decode("utf-8", "replace"))
@@ -329,8 +329,13 @@ class Sandbox:
             if sig == signal.SIGSYS:
                 return fail(Reason.CODE_FORBIDDEN, "killed by seccomp: a forbidden system call (process, exec, "
                                                    "socket or kernel interface)")
-            if sig in (signal.SIGXCPU, signal.SIGKILL):
+            # SIGXCPU at the soft limit; SIGKILL at the hard one only if the snippet caught SIGXCPU -
+            # otherwise a SIGKILL came from the kernel's OOM killer (or the snippet itself)
+            if sig == signal.SIGXCPU or (sig == signal.SIGKILL and cpu >= math.ceil(lim.cpu_s)):
                 return fail(Reason.CODE_TIMEOUT, f"cpu time over {lim.cpu_s:g} s ({name})")
+            if sig == signal.SIGKILL:
+                return fail(Reason.CODE_RESOURCE_LIMIT, "killed (SIGKILL) before the cpu limit: the kernel's "
+                                                        "out-of-memory killer, or the snippet itself")
             if sig == signal.SIGXFSZ:
                 return fail(Reason.CODE_RESOURCE_LIMIT, f"file size over {lim.file_mb} MB ({name})")
             return fail(Reason.CODE_ERROR, f"the snippet ended without a report ({name}): {err[-300:]}".strip())
@@ -372,6 +377,19 @@ def _pipe(owned: list[int]) -> tuple[int, int]:
     r, w = os.pipe()
     owned += [r, w]
     return r, w
+
+
+def _wait(proc: subprocess.Popen, deadline: Optional[float]) -> tuple[Optional[int], float]:
+    """(bwrap's exit status, CPU seconds of it and every process it reaped - the snippet's), or
+    (None, 0) if it is still running at `deadline` (None: wait as long as it takes)."""
+    while True:
+        pid, status, usage = os.wait4(proc.pid, 0 if deadline is None else os.WNOHANG)
+        if pid:
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            return proc.returncode, usage.ru_utime + usage.ru_stime
+        if time.monotonic() >= deadline:
+            return None, 0.0
+        time.sleep(0.01)
 
 
 def _kill(proc: subprocess.Popen, json_status: bytearray) -> None:
