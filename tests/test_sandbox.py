@@ -160,11 +160,15 @@ def test_kernel_refuses_what_the_allow_list_would(guarded, bare, planted, name):
     outside = planted / "written_from_sandbox.txt"
     code = (KERNEL[name].replace("PARENT", str(os.getpid())).replace("SECRET_PATH", repr(str(planted / "secret.txt")))
             .replace("OUTSIDE", repr(str(outside))).replace("PORT", str(listener.getsockname()[1])))
+    with open("/proc/1/cmdline", "rb") as f:
+        host_init = f.read()
     before = _launchers()
     try:
         for box in (guarded, bare):
             res = box.run(code)
             assert SECRET not in res.stdout and SECRET not in res.detail
+            if name == "host_init" and b"bwrap" not in host_init and len(host_init) > 4:
+                assert repr(host_init)[2:-1] not in res.stdout      # the host's pid 1 is not the one it sees
             if box is bare and name == "env_vars":     # it may look: it sees the sandbox's own variables only
                 assert res.ok and "'HOME': '/output'" in res.stdout and "PATH" not in res.stdout, res
                 continue
@@ -439,3 +443,24 @@ def test_other_interpreter_and_unprivileged_host_uid():
     assert res.ok and 0 < int(res.stdout) < 6, res
     with pytest.raises(SandboxUnavailable, match="interpreter"):
         Sandbox(python="/nonexistent/python3").setup()
+
+
+def test_forged_reports_are_no_reports():
+    """The snippet can write to the status pipe (after a hook bypass): a header naming files
+    outside /output, or sizes that do not add up, is ignored, never trusted."""
+    from mixture.sandbox.core import _parse_status
+
+    def status(header, payload=b""):
+        import json
+        return b"armed\n" + json.dumps(header).encode() + b"\n" + payload
+
+    ok = status({"outcome": "ok", "files": [["a/b.png", 2]]}, b"hi")
+    assert _parse_status(ok, 8)[2] == {"a/b.png": b"hi"}
+    for bad in (status({"outcome": "ok", "files": [["../../etc/x", 2]]}, b"hi"),
+                status({"outcome": "ok", "files": [["/etc/x", 2]]}, b"hi"),
+                status({"outcome": "ok", "files": [["a", 5]]}, b"hi"),
+                status({"outcome": "ok", "files": [["a", 1], ["a", 1]]}, b"hi"),
+                status({"outcome": "ok", "files": [[str(i), 0] for i in range(9)]}),
+                status(["not", "a", "dict"]), b"armed\n{broken"):
+        assert _parse_status(bad, 8)[1:] == (None, {}), bad
+    assert _parse_status(b"no arming line", 8)[0] is False

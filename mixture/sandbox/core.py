@@ -20,6 +20,7 @@ import errno
 import json
 import math
 import os
+import re
 import selectors
 import shutil
 import signal
@@ -44,6 +45,7 @@ _MB = 1 << 20
 # (Linux exempts processes of host root from it).
 UNPRIVILEGED_ID = 65534
 _STDERR_TAIL = 2000
+_SAFE_NAME = re.compile(r"^[^/\x00][^\x00]{0,1023}$")      # relative, no NUL (".." parts refused apart)
 _SIGNALS = {signal.SIGSYS: "SIGSYS", signal.SIGXCPU: "SIGXCPU", signal.SIGKILL: "SIGKILL",
             signal.SIGSEGV: "SIGSEGV", signal.SIGABRT: "SIGABRT", signal.SIGBUS: "SIGBUS", signal.SIGXFSZ: "SIGXFSZ"}
 
@@ -305,7 +307,7 @@ class Sandbox:
         lim = self.limits
         out = bytes(streams.data["stdout"]).decode("utf-8", "replace")
         err = _clean(bytes(streams.data["stderr"]).decode("utf-8", "replace"))
-        armed, header, files = _parse_status(bytes(streams.data["status"]))
+        armed, header, files = _parse_status(bytes(streams.data["status"]), lim.max_files)
         blocked = list(header.get("blocked", [])) if header else []
 
         def fail(reason: Reason, detail: str) -> SandboxResult:
@@ -413,22 +415,25 @@ def _signal(send, pid: int) -> None:
             raise
 
 
-def _parse_status(raw: bytes) -> tuple[bool, Optional[dict], dict[str, bytes]]:
-    """(armed, header, files) from the status pipe: b"armed\n", a JSON line, the file bytes."""
+def _parse_status(raw: bytes, max_files: int) -> tuple[bool, Optional[dict], dict[str, bytes]]:
+    """(armed, header, files) from the status pipe: b"armed\n", a JSON line, the file bytes.
+    The snippet can write to this pipe too, so anything malformed - sizes that do not add up,
+    too many files, a name that is not a plain relative path - counts as no report at all."""
     if not raw.startswith(b"armed\n"):
         return False, None, {}
     head, sep, rest = raw[6:].partition(b"\n")
-    if not sep:
-        return True, None, {}
     try:
-        header = json.loads(head)
+        header = json.loads(head) if sep else None
+        if not isinstance(header, dict) or not isinstance(header.get("files", []), list) \
+                or len(header.get("files", [])) > max_files:
+            return True, None, {}
         files, pos = {}, 0
         for name, size in header.get("files", []):
-            files[str(name)] = rest[pos:pos + int(size)]
+            if not isinstance(name, str) or not _SAFE_NAME.match(name) or ".." in name.split("/") or name in files:
+                return True, None, {}
+            files[name] = rest[pos:pos + int(size)]
             pos += int(size)
-        if pos != len(rest) or not isinstance(header, dict):
-            return True, None, {}
-        return True, header, files
+        return (True, header, files) if pos == len(rest) else (True, None, {})
     except (ValueError, TypeError, AttributeError):
         return True, None, {}
 
