@@ -97,8 +97,9 @@ def main(argv=None) -> dict:
                 times[name]["plain"].append(time.perf_counter() - t)
                 assert plain_out == res.files.get("out.png", b""), f"{name}: sandbox and plain outputs differ"
                 t = time.perf_counter()
-                _plain(code, inputs, os.path.join(root, "run"), site_dirs)
+                isolated_out = _plain(code, inputs, os.path.join(root, "run"), site_dirs)
                 times[name]["plain_isolated"].append(time.perf_counter() - t)
+                assert isolated_out == plain_out, f"{name}: plain and isolated outputs differ"
     finally:
         shutil.rmtree(root, ignore_errors=True)
     per = {}
