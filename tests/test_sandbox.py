@@ -464,3 +464,19 @@ def test_forged_reports_are_no_reports():
                 status(["not", "a", "dict"]), b"armed\n{broken"):
         assert _parse_status(bad, 8)[1:] == (None, {}), bad
     assert _parse_status(b"no arming line", 8)[0] is False
+
+
+def test_view_binds_only_what_the_allowed_imports_need():
+    import sys
+
+    from mixture.sandbox import DEFAULT_IMPORTS
+    from mixture.sandbox.view import resolve_runtime
+
+    rt = resolve_runtime(DEFAULT_IMPORTS)
+    tops = {os.path.basename(b) for b in rt.binds}
+    assert {"numpy", "cv2", "PIL"} <= tops                       # the packages and (below) their libraries
+    assert any(t.endswith(".libs") for t in tops)
+    assert not set(rt.site_dirs) & set(rt.binds)                # never a whole site-packages folder
+    assert not any(t in tops for t in ("torch", "apache_beam", "transformers", "pipelines", "schemas"))
+    assert not any(b in ("/", "/usr", "/usr/bin", "/bin", "/etc", "/home", "/root") for b in rt.binds)
+    assert os.path.realpath(sys.executable) in rt.binds or rt.python in rt.binds
