@@ -480,3 +480,16 @@ def test_view_binds_only_what_the_allowed_imports_need():
     assert not any(t in tops for t in ("torch", "apache_beam", "transformers", "pipelines", "schemas"))
     assert not any(b in ("/", "/usr", "/usr/bin", "/bin", "/etc", "/home", "/root") for b in rt.binds)
     assert os.path.realpath(sys.executable) in rt.binds or rt.python in rt.binds
+
+
+def test_worker_check_command(capsys):
+    import json
+
+    from mixture.sandbox.__main__ import main
+
+    assert main(["--set", "mixture.sandbox.bwrap=/nonexistent/bwrap"]) == 1
+    assert "bubblewrap not found" in json.loads(capsys.readouterr().out)["why"]
+    require_bwrap()
+    assert main([]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["available"] and report["benign_snippet"]["files"] == ["out.png"]
