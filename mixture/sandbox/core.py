@@ -158,7 +158,7 @@ class Sandbox:
         limits = SandboxLimits(cpu_s=cfg.cpu_s, wall_s=cfg.wall_s, memory_mb=cfg.memory_mb, file_mb=cfg.file_mb,
                                output_bytes=cfg.output_bytes, max_files=cfg.max_files,
                                max_processes=cfg.max_processes, open_files=cfg.open_files, tmp_mb=cfg.tmp_mb)
-        return cls(limits, tuple(cfg.allowed_imports), bwrap=cfg.bwrap, python=cfg.python)
+        return cls(limits, tuple(cfg.allowed_imports), bwrap=cfg.bwrap, python=getattr(cfg, "python", None))
 
     def __getstate__(self) -> dict:
         # host paths and the probe result are per worker: resolved again after unpickling
