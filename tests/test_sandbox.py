@@ -493,3 +493,27 @@ def test_worker_check_command(capsys):
     assert main([]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["available"] and report["benign_snippet"]["files"] == ["out.png"]
+
+
+def test_concurrent_runs_are_capped_per_process(monkeypatch):
+    """Beam's worker threads share a process; at most max_concurrent snippets run at once."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    box = Sandbox(SandboxLimits(max_concurrent=2))
+    box._ready = True                                  # no bwrap needed: _run is replaced below
+    lock, now, peak = threading.Lock(), [0], [0]
+
+    def fake_run(code, inputs, hook=True):
+        with lock:
+            now[0] += 1
+            peak[0] = max(peak[0], now[0])
+        time.sleep(0.05)
+        with lock:
+            now[0] -= 1
+        return code
+
+    monkeypatch.setattr(box, "_run", fake_run)
+    with ThreadPoolExecutor(6) as pool:
+        assert list(pool.map(box.run, [str(i) for i in range(12)])) == [str(i) for i in range(12)]
+    assert peak[0] == 2

@@ -67,12 +67,15 @@ class SandboxLimits:
     max_processes: int = 16          # RLIMIT_NPROC (threads count); fork/exec are denied by seccomp anyway
     open_files: int = 64             # RLIMIT_NOFILE
     tmp_mb: int = 64                 # size of the /tmp tmpfs
+    max_concurrent: int = 0          # snippets running at once in this process (0: one per CPU core)
 
     def __post_init__(self) -> None:
         for name in ("cpu_s", "wall_s", "memory_mb", "file_mb", "output_bytes", "max_files", "max_processes",
                      "open_files", "tmp_mb"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"SandboxLimits.{name} must be > 0, got {getattr(self, name)!r}")
+        if self.max_concurrent < 0:
+            raise ValueError("SandboxLimits.max_concurrent must be >= 0 (0: one per CPU core)")
         if self.open_files < 16:
             raise ValueError("SandboxLimits.open_files must be >= 16: the interpreter needs a few itself")
 
@@ -157,7 +160,8 @@ class Sandbox:
         """From a `schemas.config.SandboxConfig` (mixture.sandbox)."""
         limits = SandboxLimits(cpu_s=cfg.cpu_s, wall_s=cfg.wall_s, memory_mb=cfg.memory_mb, file_mb=cfg.file_mb,
                                output_bytes=cfg.output_bytes, max_files=cfg.max_files,
-                               max_processes=cfg.max_processes, open_files=cfg.open_files, tmp_mb=cfg.tmp_mb)
+                               max_processes=cfg.max_processes, open_files=cfg.open_files, tmp_mb=cfg.tmp_mb,
+                               max_concurrent=getattr(cfg, "max_concurrent", 0))
         return cls(limits, tuple(cfg.allowed_imports), bwrap=cfg.bwrap, python=getattr(cfg, "python", None))
 
     def __getstate__(self) -> dict:
@@ -250,7 +254,8 @@ class Sandbox:
         for name in inputs or {}:
             if not INPUT_NAME.match(name):
                 raise ValueError(f"input name {name!r}: use letters, digits, '.', '_', '-'")
-        return self._run(code, inputs or {})
+        with _slots(self.limits.max_concurrent):       # the wall clock starts once a slot is free
+            return self._run(code, inputs or {})
 
     def _run(self, code: str, inputs: dict[str, bytes], hook: bool = True) -> SandboxResult:
         lim, rt = self.limits, self._runtime
@@ -379,6 +384,19 @@ def _pipe(owned: list[int]) -> tuple[int, int]:
     r, w = os.pipe()
     owned += [r, w]
     return r, w
+
+
+_SLOTS: dict[int, threading.BoundedSemaphore] = {}
+_SLOTS_LOCK = threading.Lock()
+
+
+def _slots(max_concurrent: int) -> threading.BoundedSemaphore:
+    """One semaphore per process and size: Beam runs many DoFn threads per worker process, and
+    more snippets than cores would make the wall clock (not the code) decide timeouts and pile
+    up their memory. 0: one slot per CPU core this process may use."""
+    n = max_concurrent or len(os.sched_getaffinity(0)) or 1
+    with _SLOTS_LOCK:
+        return _SLOTS.setdefault(n, threading.BoundedSemaphore(n))
 
 
 def _wait(proc: subprocess.Popen, deadline: Optional[float]) -> tuple[Optional[int], float]:
