@@ -80,13 +80,15 @@ def _png(w=64, h=48):
 
 
 def _launchers() -> set[int]:
-    """Pids of sandboxed launchers alive on this host."""
-    pids = set()
+    """Pids of sandboxed launchers this test process started that are still alive (their
+    config names the starting process: sandboxes of other processes on the host do not count)."""
+    pids, mine = set(), f'"origin": {os.getpid()},'.encode()
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as f:
-                if b"/sandbox/launcher.py" in f.read():
-                    pids.add(int(pid))
+                line = f.read()
+            if b"/sandbox/launcher.py" in line and mine in line:
+                pids.add(int(pid))
         except OSError:
             continue
     return pids

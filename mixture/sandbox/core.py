@@ -272,7 +272,7 @@ class Sandbox:
             json_r, json_w = _pipe(owned)
             cfg = {"cpu_s": lim.cpu_s, "memory_mb": lim.memory_mb, "file_mb": lim.file_mb,
                    "open_files": lim.open_files, "max_processes": lim.max_processes, "max_files": lim.max_files,
-                   "status_fd": status_w, "site_dirs": list(rt.site_dirs),
+                   "status_fd": status_w, "site_dirs": list(rt.site_dirs), "origin": os.getpid(),
                    "allowed_imports": list(self.allowed_imports) if hook and self.allowed_imports is not None else None}
             argv = bwrap_argv(self._bwrap_path or self.bwrap, rt, status_fd=status_w, json_fd=json_w, data_fds=data_fds,
                               tmpfs_bytes=lim.tmp_mb * _MB, output_bytes=lim.max_files * lim.file_mb * _MB,
