@@ -275,7 +275,7 @@ class Sandbox:
                    "status_fd": status_w, "site_dirs": list(rt.site_dirs), "origin": os.getpid(),
                    "allowed_imports": list(self.allowed_imports) if hook and self.allowed_imports is not None else None}
             argv = bwrap_argv(self._bwrap_path or self.bwrap, rt, status_fd=status_w, json_fd=json_w, data_fds=data_fds,
-                              tmpfs_bytes=lim.tmp_mb * _MB, output_bytes=lim.max_files * lim.file_mb * _MB,
+                              tmp_bytes=lim.tmp_mb * _MB, scratch_bytes=lim.max_files * lim.file_mb * _MB,
                               launcher_cfg=json.dumps(cfg))
             try:
                 ids = dict(user=UNPRIVILEGED_ID, group=UNPRIVILEGED_ID, extra_groups=[]) if self._drop else {}

@@ -152,7 +152,7 @@ def _dedupe(paths: list[str]) -> tuple[str, ...]:
 
 
 def bwrap_argv(bwrap: str, runtime: Runtime, *, status_fd: int, json_fd: int, data_fds: dict[str, int],
-               tmpfs_bytes: int, output_bytes: int, launcher_cfg: str) -> list[str]:
+               tmp_bytes: int, scratch_bytes: int, launcher_cfg: str) -> list[str]:
     """The full command: namespaces, the view above, then the launcher. `data_fds` maps a path
     inside the sandbox to a readable descriptor whose contents become that read-only file."""
     argv = [bwrap, "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent", "--new-session",
@@ -168,8 +168,8 @@ def bwrap_argv(bwrap: str, runtime: Runtime, *, status_fd: int, json_fd: int, da
     if os.path.isdir("/usr/lib64"):
         argv += ["--symlink", "usr/lib64", "/lib64"]
     argv += ["--proc", "/proc", "--dev", "/dev",
-             "--size", str(tmpfs_bytes), "--tmpfs", "/tmp",
-             "--size", str(output_bytes), "--perms", "0700", "--tmpfs", "/output",
+             "--size", str(tmp_bytes), "--tmpfs", "/tmp",
+             "--size", str(scratch_bytes), "--perms", "0700", "--tmpfs", "/output",
              "--ro-bind", LAUNCHER, "/sandbox/launcher.py"]
     for dest, fd in data_fds.items():
         argv += ["--perms", "0444", "--ro-bind-data", str(fd), dest]
