@@ -181,13 +181,21 @@ class MediaQualityConfig:
 
 
 @dataclass(frozen=True)
-class MediaResourcesConfig:
-    accelerator: Optional[str]
-    min_ram: Optional[str]
+class ResourcesConfig:
+    """What a worker running one stage needs (NeMo Curator's one typed Resources per stage), as Beam
+    resource hints: Dataflow picks machines by them; other runners ignore them. Null: no hint."""
+    accelerator: Optional[str]      # e.g. "type:nvidia-l4;count:1;install-nvidia-driver"
+    min_ram: Optional[str]          # e.g. "16GB"
+    cpu_count: Optional[int]
+
+    def __post_init__(self) -> None:
+        _check(self.cpu_count is None or self.cpu_count >= 1, "resources.cpu_count", ">= 1", self.cpu_count)
 
     def hints(self) -> dict[str, str]:
-        """Beam resource hints for the media stage (only those set)."""
-        return {k: v for k, v in (("accelerator", self.accelerator), ("min_ram", self.min_ram)) if v}
+        """The Beam resource hints that are set (`beam.ParDo(...).with_resource_hints(**hints)`)."""
+        pairs = (("accelerator", self.accelerator), ("min_ram", self.min_ram),
+                 ("cpu_count", None if self.cpu_count is None else str(self.cpu_count)))
+        return {k: v for k, v in pairs if v}
 
 
 @dataclass(frozen=True)
@@ -197,7 +205,7 @@ class MediaConfig:
     sampling: SamplingConfig
     output: MediaOutputConfig
     quality: MediaQualityConfig
-    resources: MediaResourcesConfig
+    resources: ResourcesConfig
 
 
 @dataclass(frozen=True)
@@ -370,7 +378,7 @@ class ScoreConfig:
     forward_chunk: int
     large_model: bool
     model_copies: Optional[int]
-    resource_hints: dict[str, str]
+    resources: ResourcesConfig      # of the inference step
     video_max_frames: int
     histogram_bins: int
     rules: list[ScoreRule]
@@ -459,6 +467,38 @@ class OutputConfig:
 
 
 @dataclass(frozen=True)
+class SandboxConfig:
+    bwrap: str                      # bubblewrap binary (name on PATH or path); missing: the stage fails closed
+    python: Optional[str]           # the snippets' interpreter (e.g. a venv with only PIL, numpy, OpenCV); null: the engine's
+    cpu_s: float                    # RLIMIT_CPU per snippet
+    wall_s: float                   # killed from outside past this
+    memory_mb: int                  # RLIMIT_AS
+    file_mb: int                    # RLIMIT_FSIZE: largest file a snippet may write
+    output_bytes: int               # stdout (and stderr) beyond this: killed
+    max_files: int                  # files a snippet may leave in its output folder
+    max_processes: int              # RLIMIT_NPROC (threads count)
+    open_files: int                 # RLIMIT_NOFILE
+    tmp_mb: int                     # size of the snippet's /tmp
+    max_concurrent: int             # snippets running at once per worker process; 0: one per CPU core
+    allowed_imports: list[str]      # top-level modules a snippet may import (defence in depth)
+
+    def __post_init__(self) -> None:
+        k = "mixture.sandbox."
+        for name in ("cpu_s", "wall_s", "memory_mb", "file_mb", "output_bytes", "max_files", "max_processes",
+                     "tmp_mb"):
+            _check(getattr(self, name) > 0, k + name, "> 0", getattr(self, name))
+        _check(self.open_files >= 16, k + "open_files", ">= 16", self.open_files)
+        _check(self.max_concurrent >= 0, k + "max_concurrent", ">= 0", self.max_concurrent)
+        _check(all(m and "." not in m for m in self.allowed_imports), k + "allowed_imports",
+               "top-level module names", self.allowed_imports)
+
+
+@dataclass(frozen=True)
+class MixtureConfig:
+    sandbox: SandboxConfig
+
+
+@dataclass(frozen=True)
 class Config:
     name: str
     inputs: list[InputConfig]
@@ -471,6 +511,7 @@ class Config:
     score: ScoreConfig
     recaption: RecaptionConfig
     tokens: TokensConfig
+    mixture: MixtureConfig
     output: OutputConfig
 
     def to_dict(self) -> dict[str, Any]:
