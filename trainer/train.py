@@ -169,9 +169,11 @@ def full_states(model, optimizer, cfg: TrainConfig) -> tuple[Optional[dict], Opt
 
 
 def train(cfg: TrainConfig, run_dir: str, data: Optional[list[tuple[str, float]]] = None,
-          model_hook: Optional[Callable[[torch.nn.Module], torch.nn.Module]] = None) -> list[dict]:
+          model_hook: Optional[Callable[[torch.nn.Module], torch.nn.Module]] = None,
+          batches: Optional[dict[int, object]] = None) -> list[dict]:
     """Train per the recipe, resuming from RUN/checkpoints when one exists; returns the log records.
-    `model_hook` (after freezing and the recipe's adapter) lets callers wrap the model in-process."""
+    `model_hook` (after freezing and the recipe's adapter) lets callers wrap the model in-process;
+    `batches` (stream -> iterator of collated micro-batches) replaces the loaders (bench.train)."""
     from keye.tokenizer import load_tokenizer
 
     dist = init_distributed(resolve_device(cfg.run.device))
@@ -206,8 +208,9 @@ def train(cfg: TrainConfig, run_dir: str, data: Optional[list[tuple[str, float]]
         if int(state.get("streams", streams)) != streams:
             raise ValueError(f"{resume}: written with {state.get('streams')} data streams, this run has {streams}")
     start = int(state.get("step", 0))
-    loaders = {s: iter(make_loader(sources, cfg.data, cfg.model.tokenizer, s, streams, cfg.optim.micro_batch,
-                                   int(state["positions"][str(s)]))) for s in mine}
+    loaders = batches or {s: iter(make_loader(sources, cfg.data, cfg.model.tokenizer, s, streams,
+                                              cfg.optim.micro_batch, int(state["positions"][str(s)])))
+                          for s in mine}
     log = Logger(run_dir, dist.main, cfg.run.tensorboard, cfg.run.progress, cfg.optim.max_steps, start)
     if dist.main:
         print(json.dumps({"event": "start", "run": run_dir, "resume": resume, "step": start, "world": dist.world,
