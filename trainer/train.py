@@ -27,7 +27,7 @@ import torch
 from schemas.train import TrainConfig, load_train_config
 from trainer import checkpoint
 from trainer.data import data_vocab, make_loader, open_sources, owned_streams, parse_data_arg, resolve_streams
-from trainer.model import apply_adapter, build_model, checkpoint_vocab, set_trainable
+from trainer.model import apply_adapter, build_model, checkpoint_vocab, set_trainable, unwrap
 
 KILL_ENV = "KEYE_TRAIN_KILL_AFTER_STEP"    # tests: SIGKILL this process after that step (a crash)
 
@@ -85,7 +85,7 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Opti
 
     o = cfg.optim
     groups: dict[tuple[float, bool], list] = {}
-    for name, p in model.named_parameters():
+    for name, p in unwrap(model).named_parameters():   # names as the recipe writes them, not DDP's "module."
         if p.requires_grad:
             scale = next((v for pat, v in o.lr_scale.items() if fnmatch.fnmatchcase(name, pat)), 1.0)
             groups.setdefault((scale, p.ndim >= 2), []).append(p)
