@@ -73,6 +73,8 @@ class ExpandInputs(beam.DoFn):
     def process(self, spec: InputConfig):
         pattern, root = input_pattern(spec)
         for meta in sorted(FileSystems.match([pattern])[0].metadata_list, key=lambda m: m.path):
+            if spec.files and meta.path not in spec.files:
+                continue  # another partition's file (pipelines/resume.py)
             fmt = spec.format if spec.format != "auto" else detect_format(meta.path)
             if fmt is None:
                 stage_counter(Stage.INGEST.value, "skipped_files").inc()

@@ -16,11 +16,13 @@ import time
 from typing import Callable, Optional, Sequence
 
 from schemas.config import CONFIG_DIR, BenchmarkConfig, Config, ConfigError, InputConfig, load_config
+from pipelines.manifest import write_manifest
 from schemas.manifest import Manifest
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LOCAL_RUNNERS = {"directrunner", "fnapirunner", "bundlebaseddirectrunner", "switchingdirectrunner"}
-OUTPUT_PARTS = ("parquet", "wds", "rejected", "embeddings", "manifest.json")
+OUTPUT_PARTS = ("parquet", "wds", "rejected", "embeddings", "manifest.json", "shards.parquet", "report.html",
+                "run.json", "partitions", "completions")
 
 
 def parse_args(pipeline: str, argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -35,6 +37,9 @@ def parse_args(pipeline: str, argv: Sequence[str]) -> tuple[argparse.Namespace, 
     ap.add_argument("--demo", action="store_true",
                     help="without --input: build the synthetic sample corpus and run on it")
     ap.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    ap.add_argument("--resume", action="store_true",
+                    help="continue an interrupted partitioned run (output.partition_files > 0) in --output: "
+                         "completed partitions are kept, a changed recipe is refused")
     ap.add_argument("--progress_s", type=float, default=5.0,
                     help="local runs: print per-stage counts every N seconds (0: off)")
     return ap.parse_known_args(list(argv))
@@ -64,8 +69,6 @@ def prepare_output(out_dir: str, overwrite: bool) -> None:
 
 
 def run(pipeline: str, builder: Callable, argv: Sequence[str]) -> Manifest:
-    import apache_beam as beam
-    from apache_beam.io.filesystems import FileSystems
     from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
     from pipelines import progress
@@ -90,7 +93,6 @@ def run(pipeline: str, builder: Callable, argv: Sequence[str]) -> Manifest:
                                                         path=os.path.join(sample_dir, "benchmark", "bench.jsonl"))])
     cfg = cfg.with_inputs(inputs)
     check_inputs(cfg.inputs)
-    prepare_output(out_dir, args.overwrite or args.demo)
 
     options = PipelineOptions(beam_argv)
     runner = (options.view_as(StandardOptions).runner or "DirectRunner").rsplit(".", 1)[-1]
@@ -100,23 +102,65 @@ def run(pipeline: str, builder: Callable, argv: Sequence[str]) -> Manifest:
         progress.enable(args.progress_s)
 
     started = time.time()
+    run_one = lambda part_cfg, part_dir: run_pipeline(builder, part_cfg, part_dir, options)
+    if cfg.output.partition_files > 0:
+        from pipelines.resume import run_partitions, stderr_say
+
+        if not args.resume:
+            prepare_output(out_dir, args.overwrite or args.demo)
+        manifest = run_partitions(pipeline, cfg, out_dir, args.resume, run_one, stderr_say)
+    else:
+        if args.resume:
+            raise SystemExit("--resume needs a partitioned run: set output.partition_files > 0 "
+                             "(README, 'Resume')")
+        prepare_output(out_dir, args.overwrite or args.demo)
+        manifest = run_one(cfg, out_dir)
+    manifest.run = {"runner": runner, "wall_s": round(time.time() - started, 3), "beam_args": list(beam_argv),
+                    "finished_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    write_manifest(out_dir, manifest)
+    print(summary(manifest, out_dir), file=sys.stderr)
+    return manifest
+
+
+def run_pipeline(builder: Callable, cfg: Config, out_dir: str, options) -> Manifest:
+    """One Beam pipeline into out_dir; its manifest with the run's Beam counters added."""
+    import apache_beam as beam
+
     p = beam.Pipeline(options=options)
     builder(p, cfg, out_dir)
     result = p.run()
     state = result.wait_until_finish()
-    wall = time.time() - started
     if str(state).rsplit(".", 1)[-1] != "DONE":
         raise SystemExit(f"pipeline ended in state {state}")
-
-    manifest_path = FileSystems.join(out_dir, "manifest.json")
-    with FileSystems.open(manifest_path) as f:
-        manifest = Manifest.from_json(f.read().decode("utf-8"))
-    manifest.run = {"runner": runner, "wall_s": round(wall, 3), "beam_args": list(beam_argv),
-                    "finished_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
-    with FileSystems.create(manifest_path) as f:
-        f.write(manifest.to_json().encode("utf-8"))
-    print(summary(manifest, out_dir), file=sys.stderr)
+    manifest = Manifest.load(out_dir)
+    manifest.counters, manifest.distributions = beam_metrics(result)
+    write_manifest(out_dir, manifest)
     return manifest
+
+
+def beam_metrics(result) -> tuple[dict[str, int], dict[str, dict[str, float]]]:
+    """Counters and distributions a run kept ("namespace:name", summed over steps); committed values
+    where the runner has them, else attempted."""
+    counters: dict[str, int] = {}
+    dists: dict[str, dict[str, float]] = {}
+    try:
+        found = result.metrics().query()
+    except Exception:  # noqa: BLE001 - a runner without metrics support must not fail a finished run
+        return counters, dists
+    for c in found.get("counters", []):
+        key = f"{c.key.metric.namespace}:{c.key.metric.name}"
+        value = c.committed if c.committed is not None else c.attempted
+        counters[key] = counters.get(key, 0) + int(value or 0)
+    for d in found.get("distributions", []):
+        v = d.committed if d.committed is not None else d.attempted
+        if v is None or not v.count:
+            continue
+        key = f"{d.key.metric.namespace}:{d.key.metric.name}"
+        acc = dists.setdefault(key, {"count": 0, "sum": 0, "min": v.min, "max": v.max})
+        acc["count"] += v.count
+        acc["sum"] += v.sum
+        acc["min"], acc["max"] = min(acc["min"], v.min), max(acc["max"], v.max)
+    return dict(sorted(counters.items())), dict(sorted(dists.items()))
 
 
 def summary(m: Manifest, out_dir: str) -> str:
@@ -128,9 +172,8 @@ def summary(m: Manifest, out_dir: str) -> str:
              f"  {'rejected':<18}{t.rejected:>10,}"]
     for key, n in sorted(t.rejected_by_reason.items(), key=lambda kv: (-kv[1], kv[0])):
         lines.append(f"    {key:<36}{n:>10,}")
-    for kind, shards in sorted(m.shards.items()):
-        size = sum(s.bytes for s in shards)
-        lines.append(f"  {kind + ' shards':<18}{len(shards):>10,}   {size / 1e6:,.1f} MB")
+    for kind, info in m.summary().items():
+        lines.append(f"  {kind + ' shards':<18}{info['shards']:>10,}   {info['bytes'] / 1e6:,.1f} MB")
     lines.append(f"  {'balanced':<18}{'yes' if t.balanced else 'NO':>10}   -> {out_dir}/manifest.json")
     return "\n".join(lines)
 

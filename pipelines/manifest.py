@@ -1,4 +1,5 @@
-"""Manifest stage: exact totals from Beam combiners, written once as DIR/manifest.json.
+"""Manifest stage: exact totals from Beam combiners, written once as DIR/manifest.json, with the
+shard list in DIR/shards.parquet.
 
 Input rows are counted where ingest emits them, kept and rejected rows where they are
 written, so `input_rows == kept + rejected` checks the whole pipeline. A run whose counts
@@ -12,8 +13,10 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from schemas.config import Config
-from schemas.manifest import Manifest, ShardInfo, Totals, library_versions
+from schemas.manifest import (MANIFEST_FILE, SHARD_INDEX_FILE, Manifest, ShardInfo, Totals, library_versions,
+                              shard_index_table)
 from schemas.version import PIPELINE_VERSION
+from shards.writer import atomic_write, write_table
 
 
 class _KeptTotals(beam.CombineFn):
@@ -85,10 +88,16 @@ class _WriteManifest(beam.DoFn):
             config_hash=self.cfg.hash(), config=self.cfg.to_dict(),
             inputs=[{"path": i.path, "source": i.source, "format": i.format} for i in self.cfg.inputs],
             totals=totals, shards=by_kind, versions=library_versions())
-        path = FileSystems.join(self.out_dir, "manifest.json")
-        with FileSystems.create(path) as f:
-            f.write(manifest.to_json().encode("utf-8"))
-        yield path
+        yield write_manifest(self.out_dir, manifest)
+
+
+def write_manifest(out_dir: str, manifest: Manifest) -> str:
+    """DIR/shards.parquet (the shard list) then DIR/manifest.json, each renamed into place."""
+    atomic_write(out_dir, SHARD_INDEX_FILE, "index", 0,
+                 lambda f: write_table(shard_index_table([s for v in manifest.shards.values() for s in v]),
+                                       f, "zstd", 100_000))
+    atomic_write(out_dir, MANIFEST_FILE, "manifest", 0, lambda f: f.write(manifest.to_json().encode("utf-8")))
+    return FileSystems.join(out_dir, MANIFEST_FILE)
 
 
 class WriteManifest(beam.PTransform):

@@ -3,6 +3,11 @@
 The pipeline itself builds the manifest from exact counts (Beam combiners), so it holds on
 any runner. The invariant `input_rows == kept + rejected` is checked when it is built; a run
 that breaks it fails rather than writing a manifest that does not add up.
+
+manifest.json stays small at any corpus size: totals, recipe, versions, Beam counters and a
+per-kind shard summary. The list of shards (hundreds of thousands at 600B tokens) is the
+Parquet index `DIR/shards.parquet` (SHARD_INDEX_SCHEMA: kind, path, rows, bytes, sha256;
+paths relative to DIR); `Manifest.load(DIR)` reads both.
 """
 from __future__ import annotations
 
@@ -10,6 +15,13 @@ import json
 import platform
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
+
+import pyarrow as pa
+
+MANIFEST_FILE = "manifest.json"
+SHARD_INDEX_FILE = "shards.parquet"
+SHARD_INDEX_SCHEMA = pa.schema([("kind", pa.string()), ("path", pa.string()), ("rows", pa.int64()),
+                                ("bytes", pa.int64()), ("sha256", pa.string())])
 
 
 @dataclass
@@ -53,19 +65,63 @@ class Manifest:
     shards: dict[str, list[ShardInfo]]
     versions: dict[str, str]
     run: Optional[dict[str, Any]] = None     # runner, wall time: added by the launcher, not deterministic
+    counters: dict[str, int] = field(default_factory=dict)   # Beam counters "namespace:name" -> value
+    distributions: dict[str, dict[str, float]] = field(default_factory=dict)  # name -> count/sum/min/max
+    partitions: Optional[dict[str, Any]] = None  # resumable runs: partition count and files per partition
+    shard_summary: dict[str, dict[str, int]] = field(default_factory=dict)  # kind -> shards, rows, bytes
 
     def to_json(self) -> str:
+        """manifest.json: everything but the shard list (that is shards.parquet)."""
         d = asdict(self)
+        d.pop("shards")
+        d["shard_summary"] = self.summary()
         d["totals"]["balanced"] = self.totals.balanced
         return json.dumps(d, indent=2, sort_keys=True) + "\n"
 
+    def summary(self) -> dict[str, dict[str, int]]:
+        if not self.shards:
+            return dict(self.shard_summary)
+        return {kind: {"shards": len(v), "rows": sum(s.rows for s in v), "bytes": sum(s.bytes for s in v)}
+                for kind, v in sorted(self.shards.items())}
+
     @classmethod
     def from_json(cls, text: str) -> "Manifest":
+        """The manifest without its shard list (see `load` for both)."""
         d = json.loads(text)
         totals = d.pop("totals")
         totals.pop("balanced", None)
-        shards = {k: [ShardInfo(**s) for s in v] for k, v in d.pop("shards").items()}
+        shards = {k: [ShardInfo(**s) for s in v] for k, v in d.pop("shards", {}).items()}
         return cls(totals=Totals(**totals), shards=shards, **d)
+
+    @classmethod
+    def load(cls, out_dir: str) -> "Manifest":
+        """DIR/manifest.json with `shards` filled from DIR/shards.parquet."""
+        from apache_beam.io.filesystems import FileSystems
+
+        with FileSystems.open(FileSystems.join(out_dir, MANIFEST_FILE)) as f:
+            m = cls.from_json(f.read().decode("utf-8"))
+        m.shards = read_shard_index(out_dir)
+        return m
+
+
+def shard_index_table(shards: list[ShardInfo]) -> pa.Table:
+    ordered = sorted(shards, key=ShardInfo.sort_key)
+    return pa.table({name: [getattr(s, name) for s in ordered] for name in SHARD_INDEX_SCHEMA.names},
+                    schema=SHARD_INDEX_SCHEMA)
+
+
+def read_shard_index(out_dir: str) -> dict[str, list[ShardInfo]]:
+    """DIR/shards.parquet -> {kind: [ShardInfo, ...]} sorted by path. pyarrow alone reads it too:
+    `pyarrow.parquet.read_table("DIR/shards.parquet")`."""
+    import pyarrow.parquet as pq
+    from apache_beam.io.filesystems import FileSystems
+
+    with FileSystems.open(FileSystems.join(out_dir, SHARD_INDEX_FILE)) as f:
+        table = pq.read_table(f)
+    out: dict[str, list[ShardInfo]] = {}
+    for row in table.to_pylist():
+        out.setdefault(row["kind"], []).append(ShardInfo(**row))
+    return out
 
 
 def library_versions() -> dict[str, str]:
