@@ -36,7 +36,8 @@ SCORE_DOCS: dict[str, str] = {
     "semantic_dup_cluster_size": "rows in this row's media near-duplicate cluster (1: none); null: not compared",
     # decontamination (filters/decontam.py, pipelines/decontaminate.py)
     "benchmark_ngram_overlap": "share of the row's word n-grams (decontaminate.ngram.n) found in benchmark texts",
-    "benchmark_phash_jaccard": "highest set-bit Jaccard of the row's image pHashes to a benchmark image (LSH candidates; 0: none)",
+    "benchmark_phash_jaccard": ("highest set-bit Jaccard of the row's image pHashes to a benchmark image "
+                                "(LSH candidates; 0: none)"),
     "benchmark_clip_image_cos": "highest CLIP image cosine to a benchmark image (needs CLIP embeddings)",
     # CLIP scoring (captioners/scoring.py): cosines of L2-normalised open_clip embeddings, of the
     # row's text as the score stage saw it (a recaption adds clip_recaption, never rewrites these)
@@ -62,7 +63,8 @@ SCORE_NAMES: tuple[str, ...] = tuple(SCORE_DOCS)
 # Per media item stats (`MediaItem.stats`, an Arrow struct of nullable float64 like scores).
 # Measured on "analysis frames": each sampled frame (or the image, at the size the model
 # sees) scaled so that its short side is media.quality.analysis_short_side pixels, or the
-# source's short side when smaller (never upscaled), so values compare across resolutions. Duration and size are MediaItem fields, not repeated here.
+# source's short side when smaller (never upscaled), so values compare across resolutions. Duration and size are
+# MediaItem fields, not repeated here.
 MEDIA_STAT_DOCS: dict[str, str] = {
     "aspect_ratio": "long side / short side, as displayed (rotation and pixel aspect applied)",
     "brightness": "mean luma of the analysis frames, in [0, 1]",
