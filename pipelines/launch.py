@@ -21,6 +21,7 @@ from schemas.manifest import Manifest
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LOCAL_RUNNERS = {"directrunner", "fnapirunner", "bundlebaseddirectrunner", "switchingdirectrunner"}
+ENGINES = ("fnapi", "prism", "beam")
 OUTPUT_PARTS = ("parquet", "wds", "rejected", "embeddings", "manifest.json", "shards.parquet", "report.html",
                 "run.json", "partitions", "completions")
 
@@ -40,6 +41,10 @@ def parse_args(pipeline: str, argv: Sequence[str]) -> tuple[argparse.Namespace, 
     ap.add_argument("--resume", action="store_true",
                     help="continue an interrupted partitioned run (output.partition_files > 0) in --output: "
                          "completed partitions are kept, a changed recipe is refused")
+    ap.add_argument("--engine", choices=ENGINES, default="fnapi",
+                    help="which engine runs a local (DirectRunner) run: fnapi (default: Beam's FnApiRunner, the engine "
+                         "the tests use), prism (Beam's Go runner, downloaded on first use) or beam (Beam's own "
+                         "choice: Prism where it supports the pipeline and can be downloaded, else the FnApiRunner)")
     ap.add_argument("--progress_s", type=float, default=5.0,
                     help="local runs: print per-stage counts every N seconds (0: off)")
     return ap.parse_known_args(list(argv))
@@ -102,7 +107,8 @@ def run(pipeline: str, builder: Callable, argv: Sequence[str]) -> Manifest:
         progress.enable(args.progress_s)
 
     started = time.time()
-    run_one = lambda part_cfg, part_dir: run_pipeline(builder, part_cfg, part_dir, options)
+    engine = local_engine(args.engine, options) if runner.lower() in LOCAL_RUNNERS else None
+    run_one = lambda part_cfg, part_dir: run_pipeline(builder, part_cfg, part_dir, options, engine)
     if cfg.output.partition_files > 0:
         from pipelines.resume import run_partitions, stderr_say
 
@@ -115,18 +121,40 @@ def run(pipeline: str, builder: Callable, argv: Sequence[str]) -> Manifest:
                              "(README, 'Resume')")
         prepare_output(out_dir, args.overwrite or args.demo)
         manifest = run_one(cfg, out_dir)
-    manifest.run = {"runner": runner, "wall_s": round(time.time() - started, 3), "beam_args": list(beam_argv),
+    manifest.run = {"runner": runner, "engine": type(engine).__name__ if engine else runner,
+                    "wall_s": round(time.time() - started, 3), "beam_args": list(beam_argv),
                     "finished_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
     write_manifest(out_dir, manifest)
     print(summary(manifest, out_dir), file=sys.stderr)
     return manifest
 
 
-def run_pipeline(builder: Callable, cfg: Config, out_dir: str, options) -> Manifest:
+def local_engine(engine: str, options):
+    """The runner object of a local run. Beam's DirectRunner tries to download and start Prism and
+    falls back to the FnApiRunner when that fails, so without this the same command would run on
+    different engines on machines with and without network."""
+    if engine == "prism":
+        from apache_beam.runners.portability.prism_runner import PrismRunner
+
+        return PrismRunner()
+    if engine == "beam":
+        from apache_beam.runners.direct.direct_runner import DirectRunner
+
+        return DirectRunner()
+    from apache_beam.portability.api import beam_provision_api_pb2
+    from apache_beam.runners.portability.fn_api_runner import fn_runner
+    from apache_beam.runners.portability.portable_runner import JobServiceHandle
+
+    encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
+    return fn_runner.FnApiRunner(provision_info=fn_runner.ExtendedProvisionInfo(
+        beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded)))
+
+
+def run_pipeline(builder: Callable, cfg: Config, out_dir: str, options, engine=None) -> Manifest:
     """One Beam pipeline into out_dir; its manifest with the run's Beam counters added."""
     import apache_beam as beam
 
-    p = beam.Pipeline(options=options)
+    p = beam.Pipeline(runner=engine, options=options)
     builder(p, cfg, out_dir)
     result = p.run()
     state = result.wait_until_finish()
