@@ -125,6 +125,13 @@ def run(pipeline: str, builder: Callable, argv: Sequence[str]) -> Manifest:
                     "wall_s": round(time.time() - started, 3), "beam_args": list(beam_argv),
                     "finished_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
     write_manifest(out_dir, manifest)
+    try:
+        from pipelines.report import write_report
+
+        write_report(out_dir)
+    except Exception as e:  # noqa: BLE001 - the data is written and accounted; a report bug must not fail the run
+        print(f"report.html not written ({type(e).__name__}: {e}); "
+              f"rerun `python -m pipelines.report {out_dir}`", file=sys.stderr)
     print(summary(manifest, out_dir), file=sys.stderr)
     return manifest
 
