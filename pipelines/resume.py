@@ -53,10 +53,9 @@ class Partition:
 
 def list_input_files(cfg: Config) -> list[tuple[int, str]]:
     """(input index, file path) of every file ingest would read, in the order it reads them."""
-    from pipelines.ingest import ExpandInputs
+    from ingest.inputs import file_tasks
 
-    expand = ExpandInputs(cfg)
-    return [(i, task.path) for i, spec in enumerate(cfg.inputs) for task in expand.process(spec)]
+    return [(i, task.path) for i, spec in enumerate(cfg.inputs) for task in file_tasks(spec, cfg)]
 
 
 def plan(cfg: Config) -> list[Partition]:
