@@ -46,7 +46,8 @@ def parse_args(pipeline: str, argv: Sequence[str]) -> tuple[argparse.Namespace, 
                          "the tests use), prism (Beam's Go runner, downloaded on first use) or beam (Beam's own "
                          "choice: Prism where it supports the pipeline and can be downloaded, else the FnApiRunner)")
     ap.add_argument("--progress_s", type=float, default=5.0,
-                    help="local runs: print per-stage counts every N seconds (0: off)")
+                    help="local runs on a terminal: per-stage rows, rows/s and time left every N seconds "
+                         "(0: off; always off when stderr is not a terminal or CI is set)")
     return ap.parse_known_args(list(argv))
 
 
@@ -103,8 +104,10 @@ def run(pipeline: str, builder: Callable, argv: Sequence[str]) -> Manifest:
     runner = (options.view_as(StandardOptions).runner or "DirectRunner").rsplit(".", 1)[-1]
     # Local worker subprocesses must import this project even when it is not pip-installed.
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [PROJECT_ROOT, os.environ.get("PYTHONPATH")]))
-    if args.progress_s > 0 and runner.lower() in LOCAL_RUNNERS:
-        progress.enable(args.progress_s)
+    if runner.lower() in LOCAL_RUNNERS and progress.wanted(args.progress_s):
+        from pipelines.resume import list_input_files
+
+        progress.enable(args.progress_s, total_files=len(list_input_files(cfg)))
 
     started = time.time()
     engine = local_engine(args.engine, options) if runner.lower() in LOCAL_RUNNERS else None
