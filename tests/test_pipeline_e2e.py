@@ -80,7 +80,8 @@ def text_near_pairs(truth):
 
 def test_layout_and_manifest(demo):
     manifest, out = demo
-    assert sorted(os.listdir(out)) == ["embeddings", "manifest.json", "parquet", "rejected", "shards.parquet", "wds"]
+    assert sorted(os.listdir(out)) == ["embeddings", "manifest.json", "parquet", "rejected", "report.html", "shards.parquet",
+                                      "wds"]
     on_disk = Manifest.load(str(out))
     assert on_disk.totals.balanced
     t = on_disk.totals
