@@ -41,6 +41,8 @@ def parse_args(pipeline: str, argv: Sequence[str]) -> tuple[argparse.Namespace, 
     ap.add_argument("--resume", action="store_true",
                     help="continue an interrupted partitioned run (output.partition_files > 0) in --output: "
                          "completed partitions are kept, a changed recipe is refused")
+    ap.add_argument("--partitions_in_flight", type=int, default=1,
+                    help="partitioned runs: how many partition pipelines run at once (Dataflow/Flink: jobs)")
     ap.add_argument("--engine", choices=ENGINES, default="fnapi",
                     help="which engine runs a local (DirectRunner) run: fnapi (default: Beam's FnApiRunner, the engine "
                          "the tests use), prism (Beam's Go runner, downloaded on first use) or beam (Beam's own "
@@ -117,7 +119,7 @@ def run(pipeline: str, builder: Callable, argv: Sequence[str]) -> Manifest:
 
         if not args.resume:
             prepare_output(out_dir, args.overwrite or args.demo)
-        manifest = run_partitions(pipeline, cfg, out_dir, args.resume, run_one, stderr_say)
+        manifest = run_partitions(pipeline, cfg, out_dir, args.resume, run_one, stderr_say, args.partitions_in_flight)
     else:
         if args.resume:
             raise SystemExit("--resume needs a partitioned run: set output.partition_files > 0 "

@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+import threading
 import time
 import uuid
 from typing import Any, Callable
@@ -200,8 +201,10 @@ def merge(out_dir: str, pipeline: str, cfg: Config, markers: list[dict]) -> Mani
 
 
 def run_partitions(pipeline: str, cfg: Config, out_dir: str, resume: bool,
-                   run_one: Callable[[Config, str], Manifest], say: Callable[[str], None]) -> Manifest:
-    """Run every partition that has no completion marker, then merge all markers."""
+                   run_one: Callable[[Config, str], Manifest], say: Callable[[str], None],
+                   in_flight: int = 1) -> Manifest:
+    """Run every partition that has no completion marker (`in_flight` pipelines at a time: on
+    Dataflow or Flink each is a job of its own), then merge all markers."""
     parts = plan(cfg)
     state = run_state(pipeline, cfg, parts)
     state_path = _join(out_dir, RUN_STATE_FILE)
@@ -220,19 +223,39 @@ def run_partitions(pipeline: str, cfg: Config, out_dir: str, resume: bool,
     say(f"{len(parts)} partitions of up to {cfg.output.partition_files} files: "
         f"{len(parts) - len(todo)} already complete, {len(todo)} to run")
     started = time.time()
-    for k, part in enumerate(todo):
+    finished = []
+
+    def run_partition(part: Partition) -> Manifest:
         part_dir = _join(out_dir, PARTITIONS_DIR, part.name)
         if FileSystems.exists(part_dir):   # a partition that did not finish: start it again
             FileSystems.delete([part_dir])
         manifest = run_one(partition_config(cfg, part), part_dir)
         write_json(_join(out_dir, COMPLETIONS_DIR, f"{part.name}.json"), marker(part, cfg, manifest))
+        finished.append(part.name)
         elapsed = time.time() - started
-        eta = elapsed / (k + 1) * (len(todo) - k - 1)
-        say(f"partition {part.name} done ({k + 1}/{len(todo)}): {manifest.totals.input_rows:,} rows in, "
+        eta = elapsed / len(finished) * (len(todo) - len(finished))
+        say(f"partition {part.name} done ({len(finished)}/{len(todo)}): {manifest.totals.input_rows:,} rows in, "
             f"{manifest.totals.kept:,} kept; {elapsed:.0f} s so far, about {eta:.0f} s left")
+        return manifest
+
+    if in_flight <= 1:
+        for part in todo:
+            run_partition(part)
+    else:   # every partition runs to its end (and marker) even when another one fails
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=in_flight, thread_name_prefix="partition") as pool:
+            futures = [pool.submit(run_partition, part) for part in todo]
+        for f in futures:
+            f.result()
     done = completed(out_dir)
     return merge(out_dir, pipeline, cfg, [done[p.name] for p in parts])
 
 
+_SAY = threading.Lock()
+
+
 def stderr_say(text: str) -> None:
-    print(f"[resume] {text}", file=sys.stderr, flush=True)
+    with _SAY:   # partitions in flight report from their own threads: one whole line at a time
+        sys.stderr.write(f"[resume] {text}\n")
+        sys.stderr.flush()

@@ -93,7 +93,7 @@ def test_killed_run_resumes_to_the_uninterrupted_result(inputs, whole, tmp_path)
             else:
                 assert name.startswith(".tmp-") or name == "manifest.json", path
 
-    resumed = run("curate", build_curate, argv(inputs, killed, "--resume"))
+    resumed = run("curate", build_curate, argv(inputs, killed, "--resume", "--partitions_in_flight", "2"))
     assert resumed.totals == whole.totals and resumed.totals.balanced
     assert resumed.summary() == whole.summary()
     assert digests(killed) == digests(whole_dir) and digests(killed)
