@@ -26,6 +26,7 @@ FILES = "files"          # the pseudo-outcome ingest counts files under
 _lock = threading.Lock()
 _counts: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
 _first_seen: dict[str, float] = {}
+_last_seen: dict[str, float] = {}
 _started = False
 _last_line = ""
 
@@ -49,7 +50,9 @@ def count(stage: str, outcome: str, n: int = 1) -> None:
         return
     with _lock:
         _counts[stage][outcome] += n
-        _first_seen.setdefault(stage, time.monotonic())
+        now = time.monotonic()
+        _first_seen.setdefault(stage, now)
+        _last_seen[stage] = now
     _ensure_thread()
 
 
@@ -58,25 +61,29 @@ def snapshot() -> dict[str, dict[str, int]]:
         return {s: dict(c) for s, c in _counts.items()}
 
 
-def line(snap: dict[str, dict[str, int]], first_seen: dict[str, float], now: float,
-         total_files: Optional[int]) -> str:
-    """One progress line: per stage rows done (kept/-rejected), rows/s, time left when estimable."""
+def line(snap: dict[str, dict[str, int]], seen: dict[str, tuple[float, float]], total_files: Optional[int]) -> str:
+    """One progress line, stages in the order they first counted (the pipeline's): rows done
+    (rejected in brackets), rows/s while the stage ran, and the time left once ingest has read
+    some files: the rows a stage will see are the rows read, scaled by the share of files read,
+    less those rejected upstream (scaled alike)."""
     ingest = snap.get("ingest", {})
-    files = ingest.get(FILES, 0)
-    est_rows = None
-    if total_files and files:
-        est_rows = (sum(v for k, v in ingest.items() if k != FILES)) * total_files / files
-    parts = []
+    files, read = ingest.get(FILES, 0), ingest.get("kept", 0)
+    scale = total_files / files if total_files and files else None
+    parts, upstream_rejected = [], 0
     for stage, c in snap.items():
         kept = c.get("kept", 0)
         rejected = sum(v for k, v in c.items() if k not in ("kept", FILES))
-        done = kept + rejected
-        rate = done / max(1e-6, now - first_seen.get(stage, now))
+        done = kept if stage == "ingest" else kept + rejected   # ingest's rejections are counted downstream
+        first, last = seen.get(stage, (0.0, 0.0))
+        rate = done / max(1e-3, last - first)
         text = f"{stage} {done:,}" + (f" (-{rejected:,})" if rejected else "") + f" ({rate:,.0f}/s"
         if stage == "ingest" and total_files:
             text += f", files {files}/{total_files}"
-        if est_rows is not None and rate > 0 and est_rows > done:
-            text += f", ~{(est_rows - done) / rate:,.0f} s left"
+        if scale is not None:
+            left = (read - upstream_rejected) * scale - done
+            if left >= 1 and rate > 0:
+                text += f", ~{left / rate:,.0f} s left"
+        upstream_rejected += rejected
         parts.append(text + ")")
     return " | ".join(parts)
 
@@ -103,9 +110,9 @@ def _loop() -> None:
 def _print_line() -> None:
     global _last_line
     with _lock:
-        first_seen = dict(_first_seen)
+        seen = {s: (_first_seen[s], _last_seen[s]) for s in _first_seen}
     total = int(os.environ.get(_FILES_ENV, "0") or 0) or None
-    text = line(snapshot(), first_seen, time.monotonic(), total)
+    text = line(snapshot(), seen, total)
     if text and text != _last_line:
         _last_line = text
         print(f"[progress pid {os.getpid()}] {text}", file=sys.stderr, flush=True)
