@@ -149,19 +149,26 @@ def marker(part: Partition, cfg: Config, manifest: Manifest) -> dict[str, Any]:
             "shards": [dataclasses.asdict(s) for v in manifest.shards.values() for s in v]}
 
 
+def _add(a: Any, b: Any) -> Any:
+    """Counts of two partitions together: numbers add, maps merge key by key (nested too)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return {k: _add(a[k], b[k]) if k in a and k in b else (a[k] if k in a else b[k])
+                for k in sorted(set(a) | set(b))}
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
+        return a + b
+    raise ValueError(f"cannot add partition totals {a!r} and {b!r}")
+
+
 def merge_totals(parts: list[dict]) -> Totals:
-    """Sum every count of Totals, whatever fields it grows (ints and {key: int} maps)."""
+    """Sum every count of Totals, whatever fields it grows (numbers and maps of them, nested)."""
     merged: dict[str, Any] = {}
     for f in dataclasses.fields(Totals):
         values = [p[f.name] for p in parts if f.name in p]
-        if values and isinstance(values[0], dict):
-            acc: dict[str, Any] = {}
-            for v in values:
-                for k, n in v.items():
-                    acc[k] = acc.get(k, 0) + n
-            merged[f.name] = dict(sorted(acc.items()))
-        elif values:
-            merged[f.name] = sum(values)
+        if values:
+            acc = values[0]
+            for v in values[1:]:
+                acc = _add(acc, v)
+            merged[f.name] = acc
     return Totals(**merged)
 
 

@@ -130,3 +130,14 @@ def test_resume_refuses_a_changed_recipe(inputs, whole):
 def test_resume_needs_a_partitioned_run(inputs, tmp_path):
     with pytest.raises(SystemExit, match="partition_files"):
         run("curate", build_curate, ["--input", str(inputs), "--output", str(tmp_path / "o"), "--resume"])
+
+
+def test_partition_totals_add_up_whatever_fields_they_grow():
+    from pipelines.resume import merge_totals
+
+    a = {"input_rows": 3, "kept": 2, "rejected": 1, "rejected_by_reason": {"text/empty_text": 1},
+         "kept_by_task": {"caption": 2}}
+    b = {"input_rows": 2, "kept": 2, "rejected": 0, "rejected_by_reason": {}, "kept_by_task": {"caption": 1, "vqa": 1}}
+    t = merge_totals([a, b])
+    assert (t.input_rows, t.kept, t.rejected) == (5, 4, 1) and t.balanced
+    assert t.kept_by_task == {"caption": 3, "vqa": 1} and t.rejected_by_reason == {"text/empty_text": 1}
