@@ -23,6 +23,7 @@ class Stage(str, enum.Enum):
     DECONTAMINATE = "decontaminate"      # benchmark decontamination
     RECAPTION = "recaption"    # new captions from a VLM for rows routed by the score stage
     TOKENS = "tokens"          # exact token accounting and sequence-length bounds
+    MIXTURE = "mixture"        # the cold-start mixture: mode builders, generation, the code sandbox, shares
 
 
 class Reason(str, enum.Enum):
@@ -85,6 +86,12 @@ class Reason(str, enum.Enum):
     RECAPTION_FAILED = "recaption_failed"
     # tokens
     TOO_MANY_TOKENS = "too_many_tokens"
+    # mixture: model-written code run in the sandbox (mixture/sandbox)
+    CODE_ERROR = "code_error"
+    CODE_TIMEOUT = "code_timeout"
+    CODE_RESOURCE_LIMIT = "code_resource_limit"
+    CODE_FORBIDDEN = "code_forbidden"
+    NO_IMAGE_PRODUCED = "no_image_produced"
     # any stage: the stage's own code raised on this row (a bug or an unforeseen input)
     STEP_ERROR = "step_error"
 
@@ -138,7 +145,20 @@ REASON_DOCS: dict[Reason, str] = {
     Reason.LOW_CLIP_SCORE: "clip_score below the threshold of a score.rules entry whose action is drop",
     Reason.RECAPTION_FAILED: "every recaption request failed or came back empty after its retries",
     Reason.TOO_MANY_TOKENS: "text plus visual tokens exceed tokens.max_total_tokens",
+    Reason.CODE_ERROR: "model-written code raised, crashed or exited non-zero in the sandbox; detail holds the error",
+    Reason.CODE_TIMEOUT: "model-written code ran past mixture.sandbox.cpu_s or wall_s and was killed",
+    Reason.CODE_RESOURCE_LIMIT: "model-written code hit a sandbox limit: memory, file size, open files, "
+                                "output bytes or files written (detail names it)",
+    Reason.CODE_FORBIDDEN: "model-written code imported a module outside mixture.sandbox.allowed_imports, was "
+                           "denied a file (read-only or not permitted), or made a forbidden system call (process, "
+                           "exec, socket) and was killed",
+    Reason.NO_IMAGE_PRODUCED: "model-written code ran but left no usable image in its output folder",
     Reason.STEP_ERROR: "the stage raised on this row; detail holds the exception and where it was raised",
 }
+
+# Reasons only the mixture stage gives (planted by the mixture's own tests, not by the curation
+# run of tests/test_reason_coverage.py).
+MIXTURE_REASONS = frozenset({Reason.CODE_ERROR, Reason.CODE_TIMEOUT, Reason.CODE_RESOURCE_LIMIT,
+                             Reason.CODE_FORBIDDEN, Reason.NO_IMAGE_PRODUCED})
 
 assert set(REASON_DOCS) == set(Reason), "every Reason needs a line in REASON_DOCS"
