@@ -20,8 +20,9 @@ from shards.writer import atomic_write, write_table
 
 
 class _KeptTotals(beam.CombineFn):
+    # [rows, text tokens, visual tokens, rows by task, rows by source, tokens by task, tokens by mode]
     def create_accumulator(self):
-        return [0, 0, 0, collections.Counter(), collections.Counter()]
+        return [0, 0, 0] + [collections.Counter() for _ in range(4)]
 
     def add_input(self, acc, s):
         acc[0] += 1
@@ -29,6 +30,8 @@ class _KeptTotals(beam.CombineFn):
         acc[2] += s.visual_tokens
         acc[3][s.task] += 1
         acc[4][s.source] += 1
+        acc[5][s.task] += s.text_tokens + s.visual_tokens
+        acc[6][s.mode or "none"] += s.text_tokens + s.visual_tokens
         return acc
 
     def merge_accumulators(self, accs):
@@ -36,13 +39,14 @@ class _KeptTotals(beam.CombineFn):
         for a in accs:
             for i in range(3):
                 out[i] += a[i]
-            out[3].update(a[3])
-            out[4].update(a[4])
+            for i in range(3, 7):
+                out[i].update(a[i])
         return out
 
     def extract_output(self, acc):
-        return {"kept": acc[0], "text_tokens": acc[1], "visual_tokens": acc[2],
-                "kept_by_task": dict(sorted(acc[3].items())), "kept_by_source": dict(sorted(acc[4].items()))}
+        by = lambda c: dict(sorted(c.items()))
+        return {"kept": acc[0], "text_tokens": acc[1], "visual_tokens": acc[2], "kept_by_task": by(acc[3]),
+                "kept_by_source": by(acc[4]), "tokens_by_task": by(acc[5]), "tokens_by_mode": by(acc[6])}
 
 
 class _CountBy(beam.CombineFn):
@@ -73,6 +77,7 @@ class _WriteManifest(beam.DoFn):
         totals = Totals(input_rows=input_rows, kept=kept["kept"],
                         rejected=sum(rejected_by_reason.values()), rejected_by_reason=rejected_by_reason,
                         kept_by_task=kept["kept_by_task"], kept_by_source=kept["kept_by_source"],
+                        tokens_by_task=kept["tokens_by_task"], tokens_by_mode=kept["tokens_by_mode"],
                         text_tokens=kept["text_tokens"], visual_tokens=kept["visual_tokens"])
         by_kind: dict[str, list[ShardInfo]] = {"parquet": [], "wds": [], "rejected": []}
         for s in sorted(shards, key=ShardInfo.sort_key):

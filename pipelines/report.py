@@ -470,7 +470,8 @@ def render(out_dir: str, max_rows: int = 20000, gallery_size: int = 12) -> str:
                 _table(["stage/reason", "rows"], sorted(([k, v] for k, v in t.rejected_by_reason.items()),
                                                         key=lambda kv: (-kv[1], kv[0]))), "</div>"]
     out += ["<h2>Kept rows and tokens</h2>",
-            _table(["task", "kept rows"], [[k, v] for k, v in t.kept_by_task.items()]), " ",
+            _table(["task", "kept rows", "tokens"], [[k, v, t.tokens_by_task.get(k, 0)] for k, v in t.kept_by_task.items()]),
+            " ", _table(["mode", "tokens"], [[k, v] for k, v in t.tokens_by_mode.items()]), " ",
              _table(["source", "kept rows"], [[k, v] for k, v in t.kept_by_source.items()])]
     for title, chart in (("", token_charts(rows)),
                          ("Scores (dashed: the configured threshold)", score_charts(manifest, rows)),

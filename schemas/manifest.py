@@ -44,6 +44,8 @@ class Totals:
     rejected_by_reason: dict[str, int] = field(default_factory=dict)   # "stage/reason" -> rows
     kept_by_task: dict[str, int] = field(default_factory=dict)
     kept_by_source: dict[str, int] = field(default_factory=dict)
+    tokens_by_task: dict[str, int] = field(default_factory=dict)   # text + visual tokens of kept rows
+    tokens_by_mode: dict[str, int] = field(default_factory=dict)   # by Sample.mode ("none": no mode)
     text_tokens: int = 0
     visual_tokens: int = 0
 

@@ -48,6 +48,9 @@ def test_report_is_written_with_the_run_and_regenerated(output):
     manifest, out = output
     first = (out / "report.html").read_text()
     assert "Funnel" in first and "media/too_dark" in first
+    t = manifest.totals     # exact token totals by task and mode, from the manifest's combiner
+    assert sum(t.tokens_by_task.values()) == sum(t.tokens_by_mode.values()) == t.text_tokens + t.visual_tokens > 0
+    assert f"{t.tokens_by_task['caption']:,}" in first
     (out / "report.html").unlink()
     assert report_main([str(out)]) == 0
     again = (out / "report.html").read_text()
