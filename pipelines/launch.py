@@ -71,7 +71,14 @@ def prepare_output(out_dir: str, overwrite: bool) -> None:
     if existing and not overwrite:
         raise SystemExit(f"{out_dir} already holds {', '.join(existing)}; pass --overwrite to replace it")
     if existing:
-        FileSystems.delete([FileSystems.join(out_dir, p) for p in existing])
+        from pipelines.resume import delete_tree
+
+        for part in existing:
+            path = FileSystems.join(out_dir, part)
+            if part.endswith((".json", ".parquet", ".html")):
+                FileSystems.delete([path])
+            else:
+                delete_tree(path)
     if "://" not in out_dir:
         os.makedirs(out_dir, exist_ok=True)
 

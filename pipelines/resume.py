@@ -117,6 +117,19 @@ def _join(*parts: str) -> str:
     return FileSystems.join(*parts)
 
 
+def delete_tree(path: str) -> None:
+    """Delete a folder and everything below it, on any filesystem (object stores have no folders:
+    every object under the prefix goes)."""
+    if "://" not in path:
+        import shutil
+
+        shutil.rmtree(path, ignore_errors=True)
+        return
+    found = [m.path for m in FileSystems.match([_join(path, "**")])[0].metadata_list]
+    if found:
+        FileSystems.delete(found)
+
+
 def write_json(path: str, obj: Any) -> None:
     """Write JSON under a temporary name beside `path`, then rename: readers see all or nothing."""
     folder, name = path.rsplit("/", 1)
@@ -234,8 +247,7 @@ def run_partitions(pipeline: str, cfg: Config, out_dir: str, resume: bool,
 
     def run_partition(part: Partition) -> Manifest:
         part_dir = _join(out_dir, PARTITIONS_DIR, part.name)
-        if FileSystems.exists(part_dir):   # a partition that did not finish: start it again
-            FileSystems.delete([part_dir])
+        delete_tree(part_dir)   # what a partition that did not finish left: it starts again
         manifest = run_one(partition_config(cfg, part), part_dir)
         write_json(_join(out_dir, COMPLETIONS_DIR, f"{part.name}.json"), marker(part, cfg, manifest))
         finished.append(part.name)
