@@ -557,6 +557,7 @@ class BuildersConfig:
 @dataclass(frozen=True)
 class MixtureConfig:
     builders: BuildersConfig
+    sandbox: "SandboxConfig"
 
 
 @dataclass(frozen=True)
@@ -575,6 +576,30 @@ class OutputConfig:
     parquet_compression: Literal["zstd", "snappy", "gzip", "none"]
     parquet_row_group_rows: int
     write_wds: bool
+
+
+@dataclass(frozen=True)
+class SandboxConfig:
+    bwrap: str                      # bubblewrap binary (name on PATH or path); missing: the stage fails closed
+    cpu_s: float                    # RLIMIT_CPU per snippet
+    wall_s: float                   # killed from outside past this
+    memory_mb: int                  # RLIMIT_AS
+    file_mb: int                    # RLIMIT_FSIZE: largest file a snippet may write
+    output_bytes: int               # stdout (and stderr) beyond this: killed
+    max_files: int                  # files a snippet may leave in its output folder
+    max_processes: int              # RLIMIT_NPROC (threads count)
+    open_files: int                 # RLIMIT_NOFILE
+    tmp_mb: int                     # size of the snippet's /tmp
+    allowed_imports: list[str]      # top-level modules a snippet may import (defence in depth)
+
+    def __post_init__(self) -> None:
+        k = "mixture.sandbox."
+        for name in ("cpu_s", "wall_s", "memory_mb", "file_mb", "output_bytes", "max_files", "max_processes",
+                     "tmp_mb"):
+            _check(getattr(self, name) > 0, k + name, "> 0", getattr(self, name))
+        _check(self.open_files >= 16, k + "open_files", ">= 16", self.open_files)
+        _check(all(m and "." not in m for m in self.allowed_imports), k + "allowed_imports",
+               "top-level module names", self.allowed_imports)
 
 
 @dataclass(frozen=True)

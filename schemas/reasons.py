@@ -23,7 +23,7 @@ class Stage(str, enum.Enum):
     SCORE = "score"            # CLIP scores, per-source thresholds, routing (keep / recaption / drop)
     RECAPTION = "recaption"    # new captions from a VLM for rows routed by the score stage
     TOKENS = "tokens"          # exact token accounting and sequence-length bounds
-    MIXTURE = "mixture"        # the cold-start mixture: per-mode builders, generation, sandbox, shares
+    MIXTURE = "mixture"        # the cold-start mixture: mode builders, generation, the code sandbox, shares
 
 
 class Reason(str, enum.Enum):
@@ -86,6 +86,11 @@ class Reason(str, enum.Enum):
     RECAPTION_FAILED = "recaption_failed"
     # tokens
     TOO_MANY_TOKENS = "too_many_tokens"
+    # mixture: model-written code run in the sandbox (mixture/sandbox)
+    CODE_ERROR = "code_error"
+    CODE_TIMEOUT = "code_timeout"
+    CODE_RESOURCE_LIMIT = "code_resource_limit"
+    CODE_FORBIDDEN = "code_forbidden"
     # mixture builders (mixture/): generation, verification, path selection, formats, image operations
     GENERATION_FAILED = "generation_failed"
     NEVER_SOLVED = "never_solved"
@@ -150,6 +155,13 @@ REASON_DOCS: dict[Reason, str] = {
     Reason.LOW_CLIP_SCORE: "clip_score below the threshold of a score.rules entry whose action is drop",
     Reason.RECAPTION_FAILED: "every recaption request failed or came back empty after its retries",
     Reason.TOO_MANY_TOKENS: "text plus visual tokens exceed tokens.max_total_tokens",
+    Reason.CODE_ERROR: "model-written code raised, crashed or exited non-zero in the sandbox; detail holds the error",
+    Reason.CODE_TIMEOUT: "model-written code ran past mixture.sandbox.cpu_s or wall_s and was killed",
+    Reason.CODE_RESOURCE_LIMIT: "model-written code hit a sandbox limit: memory, file size, open files, "
+                                "output bytes or files written (detail names it)",
+    Reason.CODE_FORBIDDEN: "model-written code imported a module outside mixture.sandbox.allowed_imports, was "
+                           "denied a file (read-only or not permitted), or made a forbidden system call (process, "
+                           "exec, socket) and was killed",
     Reason.GENERATION_FAILED: "every generator request for the row failed after its retries (or the worker's "
                               "request budget ran out), or the media to send could not be read",
     Reason.NEVER_SOLVED: "no generated path reached the reference answer (mixture.builders.verify rules)",
@@ -158,7 +170,7 @@ REASON_DOCS: dict[Reason, str] = {
                                   "n-grams, compression ratio) or with an unterminated tag",
     Reason.BAD_FORMAT: "the built row fails the mode's format (mixture/formats.py: suffix, tags, boxed answer)",
     Reason.NO_IMAGE_CODE: "think-with-image: the generator proposed no Python code block for the image",
-    Reason.NO_IMAGE_PRODUCED: "think-with-image: the code ran but wrote no image file",
+    Reason.NO_IMAGE_PRODUCED: "model-written code ran but left no image file in its output folder",
     Reason.EMPTY_IMAGE_PRODUCED: "think-with-image: the produced image is empty, undecodable or one flat colour",
     Reason.IMAGE_UNCHANGED: "think-with-image: the produced image has the same pixels as the input image",
     Reason.IMAGE_OUT_OF_BOUNDS: "think-with-image: the produced image's native size is outside the image token "
@@ -168,6 +180,7 @@ REASON_DOCS: dict[Reason, str] = {
 
 # Reasons only the mixture stage gives (planted by the mixture's own coverage test, not curate's).
 MIXTURE_REASONS: frozenset[Reason] = frozenset({
+    Reason.CODE_ERROR, Reason.CODE_TIMEOUT, Reason.CODE_RESOURCE_LIMIT, Reason.CODE_FORBIDDEN,
     Reason.GENERATION_FAILED, Reason.NEVER_SOLVED, Reason.TOO_EASY, Reason.REPETITIVE_GENERATION,
     Reason.BAD_FORMAT, Reason.NO_IMAGE_CODE, Reason.NO_IMAGE_PRODUCED, Reason.EMPTY_IMAGE_PRODUCED,
     Reason.IMAGE_UNCHANGED, Reason.IMAGE_OUT_OF_BOUNDS,

@@ -230,7 +230,7 @@ def planted_run(tmp_path_factory):
 def test_every_reason_is_planted(planted_run):
     expect, _, _ = planted_run
     # step_error marks a bug in a stage, so no valid input may produce it: tested below instead.
-    # the mixture's reasons are planted by the mixture's own coverage test
+    # The mixture's reasons come from `build_mixture`, not `curate`: planted by the mixture's tests.
     assert {r for _, r in expect.values()} == set(Reason) - {Reason.STEP_ERROR} - MIXTURE_REASONS
 
 
@@ -271,7 +271,7 @@ def test_each_planted_row_rejected_with_its_reason(planted_run):
     assert got == {ref: (stage, reason.value) for ref, (stage, reason) in expect.items()}
     assert all(r["detail"] for r in rejected)
     by_ref = {r["source_ref"]: r for r in rejected}
-    for ref, (stage, reason) in expect.items():
+    for ref, (_stage, reason) in expect.items():
         if reason in (Reason.EXACT_DUPLICATE, Reason.NEAR_DUPLICATE, Reason.SEMANTIC_DUPLICATE):
             assert by_ref[ref]["dup_of"], ref
         if reason is Reason.CONTAMINATED:
