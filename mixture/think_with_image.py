@@ -121,7 +121,7 @@ class ThinkWithImageBuilder(Builder):
             pixels = np.asarray(img.convert("RGB"))
         except Exception as e:  # noqa: BLE001 - truncated or corrupt image data
             return self.reject(sample, Reason.EMPTY_IMAGE_PRODUCED, f"{names[0]}: {type(e).__name__}: {e}"[:300])
-        if pixels.size == 0 or int(pixels.max()) == int(pixels.min()):
+        if pixels.size == 0 or float(pixels.reshape(-1, 3).std(axis=0).max()) < 1.0:    # nothing to see
             return self.reject(sample, Reason.EMPTY_IMAGE_PRODUCED, f"{names[0]}: {w}x{h}, one flat colour")
         original = np.asarray(Image.open(io.BytesIO(source)).convert("RGB"))
         if original.shape == pixels.shape and np.array_equal(original, pixels):

@@ -20,9 +20,9 @@ from schemas.rejected import Rejected
 from schemas.sample import Sample
 from tests.generation_util import FakeSandbox, mini_corpus
 
-CLIENT = ["mixture.builders.generator.openai.model=synthetic-reasoner", "mixture.builders.generator.openai.timeout_s=20",
-          "mixture.builders.generator.openai.max_retries=1", "mixture.builders.generator.openai.backoff_base_s=0.01",
-          "mixture.builders.generator.openai.backoff_max_s=0.02", "mixture.builders.generator.openai.concurrency=4"]
+CLIENT = [f"mixture.builders.generator.openai.{k}" for k in (
+    "model=synthetic-reasoner", "timeout_s=20", "max_retries=1", "backoff_base_s=0.01", "backoff_max_s=0.02",
+    "concurrency=4")]
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +91,8 @@ def test_thinking_verifies_filters_and_selects(reasoner, corpus):
         (rec,) = r.provenance.generations
         assert rec.prompt_id == "reason_v1" and rec.target == "reasoning" and rec.temperature == 0.8
         body = r.messages[-1].content[0].text
-        assert body.startswith("<think>\n") and "\\boxed{" in body and r.messages[0].content[-1].text.endswith(" /think")
+        assert body.startswith("<think>\n") and "\\boxed{" in body
+        assert r.messages[0].content[-1].text.endswith(" /think")
     traced = [r for r in rows if r.id.startswith(tuple(s.id for s in corpus[1]["traced"]))]
     assert len(traced) == 2 and not any(r.provenance.generations for r in traced), "a trace needs no generation"
     for r in results:       # stats first: rejected rows carry the pass rate too
@@ -101,11 +102,12 @@ def test_thinking_verifies_filters_and_selects(reasoner, corpus):
 
 def test_thinking_is_byte_identical_across_runs(reasoner, corpus):
     cfg = cfg_for(reasoner.base_url)
-    a = [r.to_json() if isinstance(r, Rejected) is False else r.to_row() for r in
-         [x[0] if isinstance(x, list) else x for x in run(ThinkingBuilder(cfg), corpus[1]["image"][:6])]]
-    b = [r.to_json() if isinstance(r, Rejected) is False else r.to_row() for r in
-         [x[0] if isinstance(x, list) else x for x in run(ThinkingBuilder(cfg), corpus[1]["image"][:6])]]
-    assert a == b
+
+    def once():
+        out = run(ThinkingBuilder(cfg), corpus[1]["image"][:6])
+        return [r[0].to_json() if isinstance(r, list) else repr(r.to_row()).encode() for r in out]
+
+    assert once() == once()
 
 
 @pytest.mark.parametrize("decide_by", ["generator", "pass_rate"])
@@ -211,3 +213,21 @@ def test_make_builders_follows_the_recipe(corpus):
     s = corpus[1]["image"][0]
     assert all(b.wants(s) == (b.category in ("non_thinking", "thinking", "think_with_image"))
                for b in make_builders(cfg, sandbox=FakeSandbox()))
+
+
+def test_think_with_image_through_the_real_sandbox(reasoner, corpus):
+    """The bubblewrap sandbox (mixture/sandbox) runs the reasoner's code; skipped where isolation is missing."""
+    from mixture.sandbox import Sandbox, SandboxUnavailable
+
+    cfg = cfg_for(reasoner.base_url)
+    try:
+        Sandbox.check()
+    except SandboxUnavailable as e:
+        pytest.skip(f"no sandbox here: {e}")
+    rows = kept(run(ThinkWithImageBuilder(cfg), corpus[1]["agentic"][:2]))
+    check_rows(rows, cfg)
+    assert rows and all(r.media[-1].uri.startswith("sandbox://") for r in rows)
+    b = ThinkWithImageBuilder(cfg, ScriptedGenerator(cfg.mixture.builders.generator, "I crop.\n```python\n"
+                                                     "import os\nos.system('id')\n```"))
+    (result,) = run(b, corpus[1]["agentic"][:1])
+    assert isinstance(result, Rejected) and result.reason == "code_forbidden"
