@@ -2,7 +2,8 @@
 
 Each media item gets its bytes (from the row's archive, or read through Beam's
 FileSystems with a size cap checked before reading), its SHA-256 and size, and a
-WebDataset member name (`KEY.INDEX.EXT`) under which the bytes travel in `Sample.blobs`. Decoding, frame sampling and media quality filters build on this.
+WebDataset member name (`KEY.INDEX.EXT`) under which the bytes travel in `Sample.blobs`. Decoding, frame
+sampling and media quality filters build on this.
 """
 from __future__ import annotations
 
@@ -57,10 +58,9 @@ class MediaFetch:
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg.media
-        self.max_payload_bytes = cfg.ingest.max_payload_bytes
 
     def _reject(self, sample: Sample, reason: Reason, detail: str) -> StepResult:
-        return reject_sample(sample, self.stage, reason, detail, max_payload_bytes=self.max_payload_bytes)
+        return reject_sample(sample, self.stage, reason, detail)
 
     def setup(self) -> None:
         pass

@@ -96,7 +96,6 @@ class Builder:
         self.b = cfg.mixture.builders
         self.mode = CATEGORY_MODE[self.category]
         self.tag = TAGS[self.category]
-        self.max_payload_bytes = cfg.ingest.max_payload_bytes
         self.generator = generator
         self.verifier: Optional[AnswerVerifier] = None
 
@@ -134,7 +133,7 @@ class Builder:
 
     # --- results -------------------------------------------------------------------------------
     def reject(self, sample: Sample, reason, detail: str) -> Rejected:
-        return reject_sample(sample, Stage.MIXTURE, reason, detail[:1000], max_payload_bytes=self.max_payload_bytes)
+        return reject_sample(sample, Stage.MIXTURE, reason, detail[:1000])
 
     def derive(self, sample: Sample, qa: QA, assistant: list[ContentPart], *, records=(),
                scores: Optional[dict] = None) -> Sample:
