@@ -278,16 +278,10 @@ def main(argv=None) -> int:
     ap.add_argument("--fault", default=None, help="as captioners.serve: e.g. 500:0.2,hang:0.1")
     ap.add_argument("--fault-sequence", default=None)
     args = ap.parse_args(argv)
-    s = server(args.corpus, args.host, args.port, model_name=args.served_model_name, fault=args.fault,
-               fault_sequence=args.fault_sequence)
-    print(f"READY {s.base_url} model={s.model_name}", flush=True)
-    try:
-        s.httpd.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        s.stop()
-    return 0
+    from captioners.serve import serve_forever
+
+    return serve_forever(server(args.corpus, args.host, args.port, model_name=args.served_model_name,
+                                fault=args.fault, fault_sequence=args.fault_sequence))
 
 
 if __name__ == "__main__":
