@@ -125,6 +125,27 @@ class Builder:
         return True if word.startswith("yes") else False if word.startswith("no") else None
 
     # --- routing -------------------------------------------------------------------------------
+    def section(self):
+        """This mode's recipe section (mixture.builders.<mode>)."""
+        raise NotImplementedError
+
+    def material(self, sample: Sample) -> bool:
+        """Whether the row's media suit the mode (the task and QA shape are checked besides)."""
+        return "video" not in media_kinds(sample)
+
+    def wants(self, sample: Sample) -> bool:
+        return self.material(sample) and self.enabled_for(sample, self.section()) is not None
+
+    def __call__(self, sample: Sample) -> list[Sample] | Rejected:
+        qa = self.enabled_for(sample, self.section()) if self.wants(sample) else None
+        if qa is None:      # the pipeline routes by wants(); called anyway, the row is refused, never raised on
+            return self.reject(sample, Reason.BAD_FORMAT, f"{self.category}: the row is not material for this "
+                               f"mode (task {sample.task}, media {sorted(media_kinds(sample))}, no question/answer)")
+        return self.build(sample, qa)
+
+    def build(self, sample: Sample, qa: QA) -> list[Sample] | Rejected:
+        raise NotImplementedError
+
     def enabled_for(self, sample: Sample, section) -> Optional[QA]:
         """The row's QA when this mode is on and takes the row's task, else None."""
         if not section.enabled or sample.task not in section.tasks:

@@ -231,3 +231,13 @@ def test_think_with_image_through_the_real_sandbox(reasoner, corpus):
                                                      "import os\nos.system('id')\n```"))
     (result,) = run(b, corpus[1]["agentic"][:1])
     assert isinstance(result, Rejected) and result.reason == "code_forbidden"
+
+
+def test_a_row_that_is_not_material_is_refused_not_raised_on(corpus):
+    cfg = load_config()
+    video, image = corpus[1]["video"][0], corpus[1]["image"][0]
+    for b, s in [(NonThinkingBuilder(cfg), video), (VideoNoThinkBuilder(cfg), image),
+                 (ThinkWithImageBuilder(cfg, sandbox=FakeSandbox()), video)]:
+        assert not b.wants(s)
+        out = b(s)
+        assert isinstance(out, Rejected) and "not material" in out.detail
