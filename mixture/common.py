@@ -20,7 +20,7 @@ from typing import Optional
 from filters.base import reject_sample
 from mixture.base import derived_id
 from mixture.formats import CATEGORY_MODE, format_error, strip_suffix, with_suffix
-from mixture.generate import Call, Generated, Generator, Parsed, parse_reasoning
+from mixture.generate import Call, Generated, Generator, Parsed, parse_reasoning, shared_generator
 from mixture.paths import select_path
 from mixture.repetition import check_text
 from mixture.verify import AnswerVerifier
@@ -105,15 +105,14 @@ class Builder:
 
     def setup(self) -> None:
         if self.needs_generator() and self.generator is None:
-            self.generator = Generator(self.b.generator)
+            self.generator = shared_generator(self.b.generator)
         if self.generator is not None:
             self.generator.setup()
         if self.verifier is None:
             self.verifier = AnswerVerifier(self.b.verify, self._judge if self.generator is not None else None)
 
     def teardown(self) -> None:
-        if self.generator is not None:
-            self.generator.close()
+        pass                      # the generator is shared by the worker's builders; it lives as long as they do
 
     def _judge(self, question: str, reference: str, candidate: str) -> Optional[bool]:
         res = self.generator.run([Call(f"judge:{reference}:{candidate}", self.b.verify.judge_prompt,

@@ -17,6 +17,7 @@ import hashlib
 import io
 import os
 import re
+import threading
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
@@ -90,6 +91,19 @@ class Generator:
             records.append(self.record(c, seed))
         results = self.backend.caption(requests) if requests else []
         return [Generated(r.text, r.error, rec, r.budget_exhausted) for r, rec in zip(results, records)]
+
+
+_SHARED: dict[GeneratorConfig, Generator] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_generator(cfg: GeneratorConfig) -> Generator:
+    """One generator client per worker process and config, shared by every builder and thread there,
+    so `concurrency` and `request_budget` hold per process (as the recaption stage's backend does)."""
+    with _SHARED_LOCK:
+        if cfg not in _SHARED:
+            _SHARED[cfg] = Generator(cfg)
+        return _SHARED[cfg]
 
 
 # --- what a row shows the generator -----------------------------------------------------------

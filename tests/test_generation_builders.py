@@ -241,3 +241,11 @@ def test_a_row_that_is_not_material_is_refused_not_raised_on(corpus):
         assert not b.wants(s)
         out = b(s)
         assert isinstance(out, Rejected) and "not material" in out.detail
+
+
+def test_the_judge_asks_the_generator_over_http(reasoner):
+    cfg = cfg_for(reasoner.base_url, "mixture.builders.verify.judge=true")
+    b = ThinkingBuilder(cfg)
+    b.setup()
+    assert b._judge("What colour?", "Red.", "red") is True and b._judge("What colour?", "Red.", "Blue.") is False
+    assert b.verifier.judge is not None
