@@ -136,6 +136,7 @@ class Builder:
         return self.material(sample) and self.enabled_for(sample, self.section()) is not None
 
     def __call__(self, sample: Sample) -> list[Sample] | Rejected:
+        sample = dataclasses.replace(sample, scores=dict(sample.scores))   # stats go on this copy, not the input
         qa = self.enabled_for(sample, self.section()) if self.wants(sample) else None
         if qa is None:      # the pipeline routes by wants(); called anyway, the row is refused, never raised on
             return self.reject(sample, Reason.BAD_FORMAT, f"{self.category}: the row is not material for this "

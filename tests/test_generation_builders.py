@@ -249,3 +249,12 @@ def test_the_judge_asks_the_generator_over_http(reasoner):
     b.setup()
     assert b._judge("What colour?", "Red.", "red") is True and b._judge("What colour?", "Red.", "Blue.") is False
     assert b.verifier.judge is not None
+
+
+def test_builders_leave_their_input_row_alone(reasoner, corpus):
+    cfg = cfg_for(reasoner.base_url)
+    s = corpus[1]["image"][3]
+    before = s.to_json()
+    for b in (ThinkingBuilder(cfg), AutoThinkBuilder(cfg)):
+        run(b, [s])
+    assert s.to_json() == before, "a row may go to several builders (and Beam forbids mutating inputs)"
