@@ -13,7 +13,7 @@
 
 Rows below a `recaption` rule are kept here, unchanged: the recaption stage (after dedupe and
 decontamination, so no request is spent on a row they drop) finds them from the stored scores
-(captioners.routing.route). The model runs where Beam puts the step; `score.resource_hints`
+(captioners.routing.route). The model runs where Beam puts the step; `score.resources`
 (e.g. an accelerator) is attached to it, and `device: auto` picks CUDA when the worker has it.
 """
 from __future__ import annotations
@@ -71,7 +71,7 @@ class ClipModelHandler(ModelHandler[ClipExample, PredictionResult, ClipModel]):
                          model_copies=cfg.model_copies)
         self.ref = ClipRef(cfg.model, cfg.pretrained)
         self.device, self.precision, self.forward_chunk = cfg.device, cfg.precision, cfg.forward_chunk
-        self.hints = dict(cfg.resource_hints)
+        self.hints = cfg.resources.hints()
 
     def load_model(self) -> ClipModel:
         return ClipModel(self.ref, self.device, self.precision, self.forward_chunk)
