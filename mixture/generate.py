@@ -198,9 +198,13 @@ def parse_reasoning(text: str) -> Parsed:
     return Parsed(reasoning, ans)
 
 
+_FORMAT_TAG = re.compile(r"</?(?:think|answer|analysis|sandbox_output)>")
+
+
 def parse_code(text: str) -> Optional[tuple[str, str]]:
-    """(reasoning before the code, the code) of an image-code generation; None without a code block."""
+    """(reasoning before the code, the code) of an image-code generation; None without a code block.
+    Format tags the model wrote around its reasoning are dropped: the builder writes the format."""
     m = _CODE.search(text)
     if not m or not m.group(1).strip():
         return None
-    return text[:m.start()].strip(), m.group(1).strip()
+    return _FORMAT_TAG.sub("", text[:m.start()]).strip(), m.group(1).strip()
