@@ -98,6 +98,7 @@ class Builder:
         self.tag = TAGS[self.category]
         self.generator = generator
         self.verifier: Optional[AnswerVerifier] = None
+        self.embed = None            # step embeddings for path selection (paths.grouping: clip_text)
 
     # --- lifecycle ---------------------------------------------------------------------------
     def needs_generator(self) -> bool:
@@ -110,6 +111,10 @@ class Builder:
             self.generator.setup()
         if self.verifier is None:
             self.verifier = AnswerVerifier(self.b.verify, self._judge if self.generator is not None else None)
+        if self.b.paths.grouping == "clip_text" and self.embed is None and self.needs_generator():
+            from captioners.clip import ClipRef, ClipScorer
+
+            self.embed = ClipScorer(ClipRef(self.cfg.score.model, self.cfg.score.pretrained), device="cpu").embed_texts
 
     def teardown(self) -> None:
         pass                      # the generator is shared by the worker's builders; it lives as long as they do
@@ -237,7 +242,8 @@ class Builder:
 
     def best_path(self, sample: Sample, paths: Paths) -> tuple[str, GenerationRecord]:
         """The most representative correct path's reasoning and its record; its score goes on the row."""
-        choice = select_path([paths.parsed[i].reasoning for i in paths.correct], self.b.paths.min_step_chars)
+        choice = select_path([paths.parsed[i].reasoning for i in paths.correct], self.b.paths.min_step_chars,
+                             self.embed, self.b.paths.step_similarity)
         sample.scores["gen_path_score"] = choice.score
         i = paths.correct[choice.index]
         return paths.parsed[i].reasoning, paths.results[i].record

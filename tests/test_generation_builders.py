@@ -258,3 +258,24 @@ def test_builders_leave_their_input_row_alone(reasoner, corpus):
     for b in (ThinkingBuilder(cfg), AutoThinkBuilder(cfg)):
         run(b, [s])
     assert s.to_json() == before, "a row may go to several builders (and Beam forbids mutating inputs)"
+
+
+def test_path_selection_can_group_steps_by_embedding(reasoner, corpus):
+    """paths.grouping: clip_text hands select_path the builder's embed function (CLIP's text tower in
+    production; here a bag-of-words stand-in, set before setup so no model loads)."""
+    import numpy as np
+
+    cfg = cfg_for(reasoner.base_url, "mixture.builders.paths.grouping=clip_text",
+                  "mixture.builders.paths.step_similarity=0.99")
+    b = ThinkingBuilder(cfg)
+    seen = []
+
+    def embed(steps):
+        seen.extend(steps)
+        words = sorted({w for s in steps for w in s.lower().split()})
+        return np.array([[s.lower().split().count(w) for w in words] for s in steps], dtype=float)
+
+    b.embed = embed
+    rows = kept(run(b, corpus[1]["image"]))
+    check_rows(rows, cfg)
+    assert seen and any(r.provenance.generations for r in rows)
