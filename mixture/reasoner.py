@@ -87,26 +87,34 @@ def _template(text: str) -> re.Pattern:
     return re.compile("".join(out), re.S)
 
 
+def prompt_templates() -> dict[str, re.Pattern]:
+    """Every versioned generation prompt as a pattern that captures its placeholders."""
+    out = {}
+    for name in sorted(os.listdir(PROMPT_DIR)):
+        if name.endswith(".txt"):
+            with open(os.path.join(PROMPT_DIR, name), encoding="utf-8") as f:
+                out[name[:-4]] = _template(f.read())
+    return out
+
+
+def recognise(prompt: str, templates: dict[str, re.Pattern]) -> tuple[Optional[str], dict]:
+    """(the prompt id the text was rendered from, its placeholder values), or (None, {})."""
+    for prompt_id, pattern in templates.items():
+        m = pattern.fullmatch(prompt.strip())
+        if m:
+            return prompt_id, m.groupdict()
+    return None, {}
+
+
 class Reasoner:
     """prompt text + pictures + seed -> text (see the module docstring)."""
 
     def __init__(self, corpus_dir: str) -> None:
         self.index = SceneIndex(corpus_dir)
-        self.templates = {}
-        for name in sorted(os.listdir(PROMPT_DIR)):
-            if name.endswith(".txt"):
-                with open(os.path.join(PROMPT_DIR, name), encoding="utf-8") as f:
-                    self.templates[name[:-4]] = _template(f.read())
-
-    def recognise(self, prompt: str) -> tuple[Optional[str], dict]:
-        for prompt_id, pattern in self.templates.items():
-            m = pattern.fullmatch(prompt.strip())
-            if m:
-                return prompt_id, m.groupdict()
-        return None, {}
+        self.templates = prompt_templates()
 
     def respond(self, prompt: str, images: list, seed: Optional[int]) -> str:
-        prompt_id, values = self.recognise(prompt)
+        prompt_id, values = recognise(prompt, self.templates)
         if prompt_id is None:
             return "I do not know how to answer that request."
         if prompt_id.startswith("judge"):
