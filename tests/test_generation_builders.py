@@ -281,3 +281,15 @@ def test_path_selection_can_group_steps_by_embedding(reasoner, corpus):
     rows = kept(run(b, corpus[1]["image"]))
     check_rows(rows, cfg)
     assert seen and any(r.provenance.generations for r in rows)
+
+
+def test_generation_in_process_with_transformers(tiny_vlm, corpus):
+    """backend: transformers runs the same builders on a local model (the tiny random Qwen2-VL writes
+    noise, so every item is never solved: the point is the path through the in-process client)."""
+    cfg = load_config(None, ["mixture.builders.generator.backend=transformers",
+                             f"mixture.builders.generator.transformers.model={tiny_vlm}",
+                             "mixture.builders.generator.transformers.device=cpu",
+                             "mixture.builders.generator.max_new_tokens=8", "mixture.builders.paths.n=2"])
+    results = run(ThinkingBuilder(cfg), corpus[1]["image"][:1])
+    assert reasons(results) == ["never_solved"]
+    assert b'"gen_pass_rate":0.0' in results[0].payload
