@@ -293,3 +293,40 @@ def test_generation_in_process_with_transformers(tiny_vlm, corpus):
     results = run(ThinkingBuilder(cfg), corpus[1]["image"][:1])
     assert reasons(results) == ["never_solved"]
     assert b'"gen_pass_rate":0.0' in results[0].payload
+
+
+def planted(s: Sample, plant: str) -> Sample:
+    s = Sample.from_row(s.to_row())
+    s.messages[-2].content[-1].text += f" [plant:{plant}]"
+    return s
+
+
+@pytest.mark.parametrize("plant,builder", [("too_easy", "thinking"), ("never_solved", "thinking"),
+                                           ("repetitive_generation", "thinking"), ("bad_format", "auto_think"),
+                                           ("no_image_code", "think_with_image"),
+                                           ("no_image_produced", "think_with_image"),
+                                           ("empty_image_produced", "think_with_image"),
+                                           ("image_unchanged", "think_with_image"),
+                                           ("image_out_of_bounds", "think_with_image"),
+                                           ("code_error", "think_with_image")])
+def test_planted_rows_get_their_reason(reasoner, corpus, plant, builder):
+    """The reasoner's [plant:NAME] markers give each reason on demand (for the mixture's coverage test)."""
+    cfg = cfg_for(reasoner.base_url)
+    b = {"thinking": ThinkingBuilder(cfg), "auto_think": AutoThinkBuilder(cfg),
+         "think_with_image": ThinkWithImageBuilder(cfg, sandbox=FakeSandbox())}[builder]
+    s = planted(corpus[1]["image"][1], plant)   # an ordinary corpus question, with the marker
+    (result,) = run(b, [s])
+    assert isinstance(result, Rejected) and result.reason == plant, result
+
+
+@pytest.mark.parametrize("plant", ["code_timeout", "code_resource_limit", "code_forbidden"])
+def test_planted_code_is_contained_by_the_real_sandbox(reasoner, corpus, plant):
+    from mixture.sandbox import Sandbox, SandboxUnavailable
+
+    try:
+        Sandbox.check()
+    except SandboxUnavailable as e:
+        pytest.skip(f"no sandbox here: {e}")
+    cfg = cfg_for(reasoner.base_url, "mixture.sandbox.cpu_s=1", "mixture.sandbox.wall_s=3")
+    (result,) = run(ThinkWithImageBuilder(cfg), [planted(corpus[1]["agentic"][1], plant)])
+    assert isinstance(result, Rejected) and result.reason == plant, result.detail
