@@ -330,3 +330,16 @@ def test_planted_code_is_contained_by_the_real_sandbox(reasoner, corpus, plant):
     cfg = cfg_for(reasoner.base_url, "mixture.sandbox.cpu_s=1", "mixture.sandbox.wall_s=3")
     (result,) = run(ThinkWithImageBuilder(cfg), [planted(corpus[1]["agentic"][1], plant)])
     assert isinstance(result, Rejected) and result.reason == plant, result.detail
+
+
+def test_an_undecodable_picture_costs_the_row(reasoner, corpus):
+    cfg = cfg_for(reasoner.base_url)
+    s = Sample.from_row(corpus[1]["image"][0].to_row())
+    s.media[0].members = [f"{s.id}.0.000.jpg"]
+    s.blobs = {s.media[0].members[0]: b"\xff\xd8\xff not really a jpeg"[:3] + b"garbage"}
+    t = Sample.from_row(s.to_row())
+    t.media[0].members, t.blobs = [f"{t.id}.0.000.png"], {f"{t.id}.0.000.png": b"not an image"}
+    for b in (ThinkingBuilder(cfg), AutoThinkBuilder(cfg), ThinkWithImageBuilder(cfg, sandbox=FakeSandbox())):
+        for row in (s, t):
+            (result,) = run(b, [row])
+            assert isinstance(result, Rejected) and result.reason == "generation_failed", (b.category, result)
