@@ -343,3 +343,16 @@ def test_an_undecodable_picture_costs_the_row(reasoner, corpus):
         for row in (s, t):
             (result,) = run(b, [row])
             assert isinstance(result, Rejected) and result.reason == "generation_failed", (b.category, result)
+
+
+def test_builders_travel_to_workers(reasoner, corpus):
+    """Beam pickles a stage's builders before setup() (clients, sandbox and models are made on the worker)."""
+    from apache_beam.internal import pickler
+
+    cfg = cfg_for(reasoner.base_url)
+    for b in make_builders(cfg):
+        clone = pickler.loads(pickler.dumps(b))
+        assert type(clone) is type(b) and clone.category == b.category
+    clone = pickler.loads(pickler.dumps(ThinkingBuilder(cfg)))
+    (result,) = run(clone, corpus[1]["traced"][:1])
+    assert isinstance(result, list) and result[0].id.endswith("@think")
