@@ -119,7 +119,9 @@ def run(pipeline: str, builder: Callable, argv: Sequence[str]) -> Manifest:
         progress.enable(args.progress_s, total_files=len(list_input_files(cfg)))
 
     started = time.time()
-    engine = local_engine(args.engine, options) if runner.lower() in LOCAL_RUNNERS else None
+    # --engine decides what "DirectRunner" means; a runner named explicitly (FnApiRunner,
+    # BundleBasedDirectRunner, PrismRunner, Dataflow, ...) is used as named
+    engine = local_engine(args.engine, options) if runner.lower() in ("directrunner", "switchingdirectrunner") else None
     run_one = lambda part_cfg, part_dir: run_pipeline(builder, part_cfg, part_dir, options, engine)
     if cfg.output.partition_files > 0:
         from pipelines.resume import run_partitions, stderr_say
