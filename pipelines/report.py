@@ -35,7 +35,7 @@ from typing import Any, Iterable, Optional
 import pyarrow.parquet as pq
 
 from schemas.manifest import Manifest
-from schemas.reasons import Stage
+from schemas.reasons import Reason, Stage
 from schemas.scores import SCORE_DOCS
 
 REPORT_FILE = "report.html"
@@ -56,8 +56,11 @@ THRESHOLDS: dict[str, tuple[str, str]] = {
 }
 # A what-if key that is no recipe key: an absolute CLIP threshold instead of score.rules.
 CLIP_WHAT_IF = {"score.clip_min": ("clip_score", ">=")}
-SCORE_STAGES = {"text_": Stage.TEXT.value, "media_": Stage.MEDIA.value, "clip_": Stage.SCORE.value,
-                "benchmark_": Stage.DECONTAMINATE.value}
+# Rejected for media the decoders choke on: no thumbnail is attempted (the pipeline decodes in
+# isolated subprocesses; the report must not crash or hang on the same bytes in its own process).
+BROKEN_MEDIA = {r.value for r in (Reason.MEDIA_TOO_LARGE, Reason.NOT_A_VIDEO, Reason.NOT_AN_IMAGE, Reason.NO_VIDEO_STREAM,
+                                  Reason.TRUNCATED_MEDIA, Reason.UNDECODABLE, Reason.TOO_MANY_PIXELS,
+                                  Reason.VIDEO_TOO_LONG, Reason.DECODE_TIMEOUT, Reason.DECODER_CRASHED)}
 
 
 @dataclasses.dataclass
@@ -396,7 +399,7 @@ def gallery(out_dir: str, rows: list[Row], per_side: int) -> list[dict]:
     items = []
     for r in chosen:
         thumb = None
-        if r.media:
+        if r.media and r.reason not in BROKEN_MEDIA:
             m = r.media[0]
             data = blobs.get((m.get("members") or [""])[0]) if r.kept else _source_bytes(m.get("uri") or "")
             member = (m.get("members") or [""])[0]
