@@ -102,6 +102,8 @@ class Manifest:
 
         with FileSystems.open(FileSystems.join(out_dir, MANIFEST_FILE)) as f:
             m = cls.from_json(f.read().decode("utf-8"))
+        if m.shards and not FileSystems.exists(FileSystems.join(out_dir, SHARD_INDEX_FILE)):
+            return m     # written before the index existed: the list is in manifest.json
         m.shards = read_shard_index(out_dir)
         return m
 

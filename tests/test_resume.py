@@ -141,3 +141,18 @@ def test_partition_totals_add_up_whatever_fields_they_grow():
     t = merge_totals([a, b])
     assert (t.input_rows, t.kept, t.rejected) == (5, 4, 1) and t.balanced
     assert t.kept_by_task == {"caption": 3, "vqa": 1} and t.rejected_by_reason == {"text/empty_text": 1}
+
+
+def test_manifest_written_before_the_index_still_loads(whole, tmp_path):
+    """An output whose manifest.json lists its shards (before shards.parquet existed) loads the same."""
+    import shutil
+
+    manifest, out = whole
+    old = tmp_path / "old"
+    shutil.copytree(out, old)
+    d = json.loads((old / "manifest.json").read_text())
+    d.pop("shard_summary")
+    d["shards"] = {k: [vars(s) for s in v] for k, v in manifest.shards.items()}
+    (old / "manifest.json").write_text(json.dumps(d))
+    (old / "shards.parquet").unlink()
+    assert Manifest.load(str(old)).shards == manifest.shards
