@@ -6,8 +6,10 @@ a plain Python loop over the same rows (read -> validate -> text -> media -> exa
 tokens -> write the same shards). The ratio pipeline / loop is Beam's overhead here; timing
 two corpus scales splits it into a fixed start-up cost and a per-row (marginal) ratio.
 
-It also measures what crosses each shuffle per row: the encoded size (pickle, as Beam's
-fallback coder writes a Sample) of the element each shuffle moves, split into media bytes
+It also measures what crosses each shuffle per row: in the Beam run, bytes into every
+GroupByKey as the runner counted them (manifest.json `shuffles`, the stages this benchmark runs);
+in the loop, the encoded size (pickle, as Beam's fallback coder writes a Sample) of the element
+each shuffle of the full pipeline moves, split into media bytes
 (`Sample.blobs`: sampled JPEG frames, re-encoded images) and the rest (the row's metadata,
 scores, in-flight vectors). SHUFFLES lists which shuffles move whole rows.
 """
@@ -159,7 +161,10 @@ def main(argv=None) -> dict:
             point = {"scale": scale, "input_rows": loop["input_rows"], "kept": loop["kept"],
                      "plain_loop_s": round(loop_s, 3), "direct_in_process_s": round(beam_s, 3),
                      "samples_per_s": round(loop["input_rows"] / beam_s, 1),
-                     "beam_overhead_ratio": ratio(beam_s, loop_s), "shuffle_bytes_per_row": loop["shuffle_bytes"]}
+                     "beam_overhead_ratio": ratio(beam_s, loop_s), "shuffle_bytes_per_row": loop["shuffle_bytes"],
+                     "beam_shuffle_bytes_per_input_row": {
+                         name: round(v["bytes"] / max(1, manifest.totals.input_rows), 1)
+                         for name, v in manifest.shuffles.items()}}
             if args.workers and scale == max(int(x) for x in args.scales.split(",")):
                 mp_s, _ = best_of(lambda: beam_run(["--direct_running_mode=multi_processing",
                                                     f"--direct_num_workers={args.workers}"]), args.repeat)

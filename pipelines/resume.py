@@ -158,7 +158,7 @@ def completed(out_dir: str) -> dict[str, dict]:
 def marker(part: Partition, cfg: Config, manifest: Manifest) -> dict[str, Any]:
     return {"name": part.name, "files": part.paths, "config_hash": cfg.hash(),
             "totals": dataclasses.asdict(manifest.totals), "counters": manifest.counters,
-            "distributions": manifest.distributions,
+            "distributions": manifest.distributions, "shuffles": manifest.shuffles,
             "shards": [dataclasses.asdict(s) for v in manifest.shards.values() for s in v]}
 
 
@@ -172,16 +172,20 @@ def _add(a: Any, b: Any) -> Any:
     raise ValueError(f"cannot add partition totals {a!r} and {b!r}")
 
 
+def _add_all(values: list[Any]) -> Any:
+    acc = values[0] if values else {}
+    for v in values[1:]:
+        acc = _add(acc, v)
+    return acc
+
+
 def merge_totals(parts: list[dict]) -> Totals:
     """Sum every count of Totals, whatever fields it grows (numbers and maps of them, nested)."""
     merged: dict[str, Any] = {}
     for f in dataclasses.fields(Totals):
         values = [p[f.name] for p in parts if f.name in p]
         if values:
-            acc = values[0]
-            for v in values[1:]:
-                acc = _add(acc, v)
-            merged[f.name] = acc
+            merged[f.name] = _add_all(values)
     return Totals(**merged)
 
 
@@ -216,6 +220,7 @@ def merge(out_dir: str, pipeline: str, cfg: Config, markers: list[dict]) -> Mani
         config=cfg.to_dict(), inputs=[{"path": i.path, "source": i.source, "format": i.format} for i in cfg.inputs],
         totals=totals, shards={k: sorted(v, key=ShardInfo.sort_key) for k, v in sorted(shards.items())},
         versions=library_versions(), counters=dict(sorted(counters.items())),
+        shuffles=_add_all([m.get("shuffles", {}) for m in markers]),
         distributions=merge_distributions([m.get("distributions", {}) for m in markers]),
         partitions={"count": len(markers), "files_per_partition": cfg.output.partition_files})
 

@@ -69,6 +69,7 @@ class Manifest:
     run: Optional[dict[str, Any]] = None     # runner, wall time: added by the launcher, not deterministic
     counters: dict[str, int] = field(default_factory=dict)   # Beam counters "namespace:name" -> value
     distributions: dict[str, dict[str, float]] = field(default_factory=dict)  # name -> count/sum/min/max
+    shuffles: dict[str, dict[str, int]] = field(default_factory=dict)   # GroupByKey -> elements, bytes in
     partitions: Optional[dict[str, Any]] = None  # resumable runs: partition count and files per partition
     shard_summary: dict[str, dict[str, int]] = field(default_factory=dict)  # kind -> shards, rows, bytes
 

@@ -101,6 +101,10 @@ def test_killed_run_resumes_to_the_uninterrupted_result(inputs, whole, tmp_path)
     assert (rows(killed, "rejected", ["source_ref", "stage", "reason"])
             == rows(whole_dir, "rejected", ["source_ref", "stage", "reason"]))
     assert resumed.counters["keye:ingest/rows"] == whole.totals.input_rows == 6 * 27
+    # bytes into each shuffle, summed over partitions; combines (lifted by runners) are not shuffles of rows
+    assert resumed.shuffles["WriteSamples/Shard/GroupBucket"]["elements"] == whole.totals.kept
+    assert resumed.shuffles["WriteSamples/Shard/GroupBucket"]["bytes"] > 100 * whole.totals.kept
+    assert not any("CombinePerKey" in name for name in resumed.shuffles)
     # the index is plain Parquet, and manifest.json no longer lists shards
     index = pq.read_table(killed / "shards.parquet")
     assert index.column_names == ["kind", "path", "rows", "bytes", "sha256"]
