@@ -15,8 +15,8 @@ import sys
 import time
 from typing import Callable, Optional, Sequence
 
-from schemas.config import CONFIG_DIR, BenchmarkConfig, Config, ConfigError, InputConfig, load_config
 from pipelines.manifest import write_manifest
+from schemas.config import CONFIG_DIR, BenchmarkConfig, Config, ConfigError, InputConfig, load_config
 from schemas.manifest import Manifest
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -120,9 +120,12 @@ def run(pipeline: str, builder: Callable, argv: Sequence[str]) -> Manifest:
 
     started = time.time()
     # --engine decides what "DirectRunner" means; a runner named explicitly (FnApiRunner,
-    # BundleBasedDirectRunner, PrismRunner, Dataflow, ...) is used as named
-    engine = local_engine(args.engine, options) if runner.lower() in ("directrunner", "switchingdirectrunner") else None
-    run_one = lambda part_cfg, part_dir: run_pipeline(builder, part_cfg, part_dir, options, engine)
+    # BundleBasedDirectRunner, PrismRunner, Dataflow, ...) is used as named. One runner object per
+    # pipeline: partitions in flight do not share one.
+    local = runner.lower() in ("directrunner", "switchingdirectrunner")
+    engine_name = type(local_engine(args.engine, options)).__name__ if local else runner
+    run_one = lambda part_cfg, part_dir: run_pipeline(builder, part_cfg, part_dir, options,
+                                                      local_engine(args.engine, options) if local else None)
     if cfg.output.partition_files > 0:
         from pipelines.resume import run_partitions, stderr_say
 
@@ -135,7 +138,7 @@ def run(pipeline: str, builder: Callable, argv: Sequence[str]) -> Manifest:
                              "(README, 'Resume')")
         prepare_output(out_dir, args.overwrite or args.demo)
         manifest = run_one(cfg, out_dir)
-    manifest.run = {"runner": runner, "engine": type(engine).__name__ if engine else runner,
+    manifest.run = {"runner": runner, "engine": engine_name,
                     "wall_s": round(time.time() - started, 3), "beam_args": list(beam_argv),
                     "finished_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
     write_manifest(out_dir, manifest)
