@@ -18,8 +18,10 @@ from typing import Optional
 
 import numpy as np
 
-from media.decode import (MediaError, decode_image, encode_jpeg, encode_png, make_sampler, probe_video,
-                          resize_rgb, sample_video)
+from media.backend import make_sampler, sample_video
+from media.errors import MediaError
+from media.images import decode_image, encode_jpeg, encode_png, resize_rgb
+from media.probe import probe_video
 from media.sampling import (AspectRatioError, aspect_ratio, classify_frames, hsv_patches, image_size,
                             plan_video, similarity_size, slow_fast_sizes, tokens, video_tokens)
 from media.stats import frame_stats

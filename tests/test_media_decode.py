@@ -6,8 +6,13 @@ import io
 import numpy as np
 import pytest
 
-from media.decode import (DecordSampler, PyAVSampler, container_truncated, decode_image, decord_gpu_available,
-                          frames_at, make_sampler, probe_video, sample_video)
+from media.backend import make_sampler, sample_video
+from media.container import container_truncated
+from media.decord_sampler import DecordSampler
+from media.gpu import decord_gpu_available
+from media.images import decode_image
+from media.probe import probe_video
+from media.pyav_sampler import PyAVSampler, frames_at
 from media.process import ItemTask, process_item
 from schemas.config import load_config
 from tests.media_util import (CODECS, audio_only, encode_video, frame_index, image_bytes, index_frame,
