@@ -120,25 +120,40 @@ def probe_video(data: bytes, max_pixels: int) -> VideoInfo:
             shown = list(range(len(decode_pts)))
             decode_pts = [None] * len(decode_pts)
         pts = np.unique(np.asarray(shown, dtype=np.int64))
-        times = (pts - pts[0]).astype(np.float64) * float(tb)
-        if len(times) > 1:
-            frame_s = float(np.median(np.diff(times)))
+        tb = Fraction(tb)
+        ticks = pts - pts[0]
+        times = ticks_to_seconds(ticks, tb)
+        # the duration in exact arithmetic (integer ticks x time base), rounded once at the
+        # end: summing float seconds gives 3.9999999999999996 s for 96 frames at 24 fps
+        if len(pts) > 1:
+            frame = Fraction(int(round(float(np.median(np.diff(ticks))) * 2)), 2) * tb   # a median may be a half tick
         elif durations:
-            frame_s = durations[0] * float(tb)
+            frame = durations[0] * tb
         else:
             rate = stream.average_rate or stream.guessed_rate
-            frame_s = float(1 / rate) if rate else 0.0
-        duration = float(times[-1]) + frame_s
-        fps = len(pts) / duration if duration > 0 else float(stream.average_rate or 0.0)
+            frame = 1 / Fraction(rate) if rate else Fraction(0)
+        exact = int(ticks[-1]) * tb + frame
+        duration = float(exact)
+        fps = float(len(pts) / exact) if exact > 0 else float(stream.average_rate or 0.0)
         declared = _declared_duration(container, stream)
         if declared and duration < 0.5 * declared and declared - duration > 1.0:
             raise MediaError(Reason.TRUNCATED_MEDIA, f"{fmt} declares {declared:.2f} s of video, "
                                                      f"its frames cover {duration:.2f} s")
         codec = getattr(cc.codec, "canonical_name", None) or cc.name
         return VideoInfo(container=fmt, codec=codec, coded_width=w, coded_height=h,
-                         sar=float(sar) if sar else 1.0, time_base=Fraction(tb), pts=pts, times=times,
+                         sar=float(sar) if sar else 1.0, time_base=tb, pts=pts, times=times,
                          decode_pts=decode_pts, decode_key=decode_key, duration_s=duration, fps=fps,
                          demux_errors=errors, nonref_skip_safe=nonref_skip_safe(codec, cc.extradata))
+
+
+def ticks_to_seconds(ticks, tb: Fraction) -> np.ndarray:
+    """Seconds of integer timestamps, each correctly rounded: (ticks x numerator) / denominator
+    while the product is exact in float64, else through Fraction. Never ticks x float(tb),
+    whose rounded 1/denominator makes 4 s read 3.9999999999999996 s."""
+    t = np.asarray(ticks, dtype=np.int64)
+    if int(np.abs(t).max(initial=0)) * tb.numerator < 2 ** 53:
+        return t.astype(np.float64) * tb.numerator / tb.denominator
+    return np.array([float(int(x) * tb) for x in t], dtype=np.float64)
 
 
 # Codecs whose "non-reference" frames are never referenced by any other frame, so a decoder

@@ -183,7 +183,7 @@ class PyAVSampler:
         n = len(tgt)
         chosen: list = [None] * n
         cache: dict = {}
-        tb = float(info.time_base)
+        tb = info.time_base
         first_pts = int(info.pts[0])
         errors = 0
         prev = None          # (time, frame)
@@ -219,7 +219,7 @@ class PyAVSampler:
             timed = bool(info.decode_pts) and info.decode_pts[0] is not None   # else: count frames
             for f in frames_of(container, stream, cc):
                 if timed and f.pts is not None:
-                    t = (f.pts - first_pts) * tb
+                    t = (f.pts - first_pts) * tb.numerator / tb.denominator   # as probe's ticks_to_seconds
                 else:
                     t = last_t + 1.0 / max(info.fps, 1e-6) if last_t is not None else 0.0
                 last_t = t

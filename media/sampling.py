@@ -121,7 +121,10 @@ def fps_frame_count(duration_s: float, num_frames: int, height: int, width: int,
     budget_frames = s.video_max_tokens // smallest_frame_tokens(height, width, s)
     lo = ceil_by(s.min_frames, f)
     hi = floor_by(min(s.max_frames, num_frames, budget_frames), f)
-    n = floor_by(min(max(duration_s * s.fps, lo), hi), f)
+    # duration * fps to 6 decimals first: 4 s at 2 fps is 8 frames even when the product
+    # reads 7.999999999999999 (floating point), where a floor would give 7 (6 to an even count)
+    raw = round(duration_s * s.fps, 6)
+    n = floor_by(min(max(raw, lo), hi), f)
     return max(n, f)   # fewer frames than frame_factor: the last one repeats
 
 
@@ -139,13 +142,16 @@ def target_times(span_s: float, n: int) -> np.ndarray:
 
 
 def nearest_frames(frame_times: Sequence[float], targets: Sequence[float]) -> np.ndarray:
-    """Index of the frame whose presentation time is nearest each target (ties: earlier frame).
-    frame_times must be sorted ascending."""
+    """Index of the frame whose presentation time is nearest each target; a target halfway
+    between two frames (within float error) takes the even index, as Keye's
+    `linspace(...).round()` does (torch rounds half to even). frame_times must be sorted."""
     t = np.asarray(frame_times, dtype=np.float64)
     q = np.asarray(targets, dtype=np.float64)
     right = np.clip(np.searchsorted(t, q, side="left"), 0, len(t) - 1)
     left = np.clip(right - 1, 0, len(t) - 1)
-    pick_left = np.abs(q - t[left]) <= np.abs(t[right] - q)
+    d_left, d_right = np.abs(q - t[left]), np.abs(t[right] - q)
+    tie = np.abs(d_left - d_right) <= 1e-9 * np.maximum(1.0, np.abs(q))
+    pick_left = np.where(tie, left % 2 == 0, d_left < d_right)
     return np.where(pick_left, left, right)
 
 
