@@ -95,14 +95,19 @@ class SlowFastConfig:
     frame_similarity: float
     patch_similarity: float
     fast_token_ratio: float
+    fast_min_tokens: int
+    similarity_min_tokens: int
     similarity_max_tokens: int
+    budget_search: Literal["fit", "first_over"]
 
     def __post_init__(self) -> None:
         k = "media.sampling.slow_fast."
         for name in ("frame_similarity", "patch_similarity"):
             _check(0.0 <= getattr(self, name) <= 1.0, k + name, "in [0, 1]", getattr(self, name))
         _check(0.0 < self.fast_token_ratio <= 1.0, k + "fast_token_ratio", "in (0, 1]", self.fast_token_ratio)
-        _check(self.similarity_max_tokens >= 1, k + "similarity_max_tokens", ">= 1", self.similarity_max_tokens)
+        _check(self.fast_min_tokens >= 1, k + "fast_min_tokens", ">= 1", self.fast_min_tokens)
+        _check(1 <= self.similarity_min_tokens <= self.similarity_max_tokens, k + "similarity_min_tokens",
+               "in [1, similarity_max_tokens]", self.similarity_min_tokens)
 
 
 @dataclass(frozen=True)

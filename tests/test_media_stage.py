@@ -130,12 +130,12 @@ def test_slow_fast_types_a_scene_cut(tmp_path):
     item = s.media[0]
     assert len(item.frame_timestamps) == 8                                  # 4 s at 2 fps
     assert item.frame_types == [0, 1, 1, 1, 0, 1, 1, 1]                     # the cut makes frame 4 slow
-    # 2 slow + 6 fast: t = 768 fits, slow = 448x672 (16 x 24 = 384 tokens); fast: max(int(0.3*384), 128)
-    # = 128 tokens: beta = sqrt(301056/100352) = 1.7321 -> 252x364 = 9 x 13 = 117 tokens
-    assert (item.height, item.width) == (448, 672) and (item.fast_height, item.fast_width) == (252, 364)
-    assert item.visual_tokens == 2 * 384 + 6 * 117
+    # 2 slow + 6 fast: t = 768 fits, slow = 448x672 (16 x 24 = 384 tokens); fast: max(int(0.3*384), 48)
+    # = 115 tokens: beta = sqrt(301056/90160) = 1.8273 -> 224x364 = 8 x 13 = 104 tokens
+    assert (item.height, item.width) == (448, 672) and (item.fast_height, item.fast_width) == (224, 364)
+    assert item.visual_tokens == 2 * 384 + 6 * 104
     shapes = [f.shape[:2] for f in item_frames(s, 0)]
-    assert shapes == [(448, 672) if t == 0 else (252, 364) for t in item.frame_types]
+    assert shapes == [(448, 672) if t == 0 else (224, 364) for t in item.frame_types]
     assert item.stats["scene_changes"] == 1.0
 
 
