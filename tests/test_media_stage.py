@@ -2,6 +2,7 @@
 quality verdicts with stored stats, decoder isolation (crash, hang), determinism, and the
 stage inside a real Beam pipeline."""
 import json
+import re
 import tarfile
 
 import numpy as np
@@ -18,7 +19,7 @@ from schemas.input import RowContext, normalize_row
 from schemas.rejected import Rejected
 from schemas.sample import SAMPLE_SCHEMA, Sample
 from tests.media_util import (encode_video, image_bytes, index_frame, indexed_video, nearest_source,
-                              quadrant_image, quiet, video_of)
+                              quadrant_image, quiet, slide_with_pointer, video_of)
 
 quiet()
 
@@ -184,6 +185,53 @@ def test_scene_change_rate_is_opt_in(tmp_path):
     assert isinstance(step_for()(make_row(tmp_path, "cuts.mp4", flip)), Sample)
     out = step_for("media.quality.max_scene_changes_per_min=60")(make_row(tmp_path, "cuts.mp4", flip))
     assert out.reason == "too_many_scene_changes"
+
+
+def _slide_clips():
+    slide = slide_with_pointer(360, 640)
+    return video_of(slide, 96, fps=24), video_of(lambda i: slide(0), 96, fps=24)
+
+
+def test_a_pointer_over_a_still_slide_is_not_static(tmp_path, step):
+    """Issue 9: a screen recording (a still slide, a moving pointer) was rejected as static."""
+    pointer, still = _slide_clips()
+    kept = step(make_row(tmp_path, "slides.mp4", pointer))
+    assert isinstance(kept, Sample), kept
+    q, st = load_config().media.quality, kept.media[0].stats
+    assert st["motion"] < q.min_motion < q.min_motion_peak < st["motion_peak"]     # whole frame still, one tile moves
+    out = step(make_row(tmp_path, "frozen.mp4", still))                           # the same slide, nothing moving
+    assert out.reason == "static" and "peak tile" in out.detail, out
+    assert json.loads(out.payload)["media"][0]["stats"]["motion_peak"] < q.min_motion_peak
+
+
+def test_quality_rules_pick_thresholds_by_source_and_task(tmp_path):
+    pointer, still = _slide_clips()
+    rules = ("media.quality.rules=[{source: lectures, task: null, set: {min_motion: 0, min_motion_peak: 0}},"
+             " {source: null, task: video, set: {min_motion_peak: 0.5, min_side_px: 32}}]")
+    step = step_for(rules)
+    row = make_row(tmp_path, "frozen.mp4", still)
+    assert row.task == "video" and step(row).reason == "static"            # second rule: stricter for video rows
+    row = make_row(tmp_path, "frozen.mp4", still)
+    row.source = "lectures"
+    assert isinstance(step(row), Sample)                                   # first rule wins: stills wanted there
+    row = make_row(tmp_path, "slides.mp4", pointer)
+    assert step(row).reason == "static"                                    # 0.1 peak < 0.5 for video rows
+    q = load_config(None, [rules]).media.quality
+    assert q.for_row("other", "caption") is q and q.for_row("lectures", "video").min_motion_peak == 0.0
+    assert isinstance(q.for_row("x", "video").min_side_px, int)
+
+
+@pytest.mark.parametrize("rule, message", [
+    ("{source: null, task: null, set: {min_motoin: 0}}", "set.min_motoin: must be one of"),
+    ("{source: null, task: videos, set: {}}", "unknown tasks ['videos']"),
+    ("{source: null, task: null, set: {min_brightness: 2}}", "min_brightness"),
+    ("{source: null, task: null}", "missing key"),
+])
+def test_quality_rules_are_validated(rule, message):
+    from schemas.config import ConfigError
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(None, [f"media.quality.rules=[{rule}]"])
 
 
 def test_first_failing_item_names_the_row(tmp_path, step):
