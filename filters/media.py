@@ -19,10 +19,11 @@ bytes become, by `media.output.keep`,
 from __future__ import annotations
 
 import os
-from typing import Optional
+from typing import Callable, Optional
 
 from filters.base import StepResult, reject_sample
 from media.fetch import MediaFetch
+from media.process import ItemResult, ItemTask
 from schemas.config import Config, MediaQualityConfig
 from schemas.reasons import Reason, Stage
 from schemas.sample import MediaItem, Sample
@@ -91,13 +92,16 @@ def row_scores(media: list[MediaItem]) -> dict[str, float]:
 
 # --- the step ---------------------------------------------------------------------------------
 class MediaFilter:
-    """fetch bytes -> decode/sample/resize/encode in a worker -> stats -> verdict."""
+    """fetch bytes -> decode/sample/resize/encode in a worker -> stats -> verdict. Beam-free:
+    the stage (pipelines/media.py) passes `on_item` to count frames and time phases."""
 
     stage = Stage.MEDIA
 
-    def __init__(self, cfg: Config, fixed_frames: Optional[int] = None) -> None:
+    def __init__(self, cfg: Config, fixed_frames: Optional[int] = None,
+                 on_item: Optional[Callable[[ItemResult], None]] = None) -> None:
         self.cfg = cfg
         self.fixed_frames = fixed_frames
+        self.on_item = on_item           # called with each item's result (pipelines/media.py: Beam metrics)
         self.fetch = MediaFetch(cfg)
         self.max_payload_bytes = cfg.ingest.max_payload_bytes
         self._runner = None
@@ -117,8 +121,6 @@ class MediaFilter:
         self._runner = None              # pools are shared per process and outlive one step
 
     def __call__(self, sample: Sample) -> StepResult:
-        from media.process import ItemTask
-
         fetched = self.fetch(sample)
         if not isinstance(fetched, Sample) or not sample.media:
             return fetched
@@ -137,7 +139,8 @@ class MediaFilter:
             task = ItemTask(kind=item.kind, data=data, cfg=mc, fixed_frames=self.fixed_frames,
                             encode=keep != "original", fault=fault)
             res = self._runner.run(task)
-            _record_metrics(res)
+            if self.on_item is not None:
+                self.on_item(res)
             _apply(item, res)
             if res.reason is None:
                 self._attach(sample, i, item, res, source, keep)
@@ -175,20 +178,3 @@ def _apply(item: MediaItem, res) -> None:
     item.frame_timestamps = list(res.frame_timestamps)
     item.frame_types = list(res.frame_types)
     item.stats = {k: (None if v is None else float(v)) for k, v in res.stats.items()}
-
-
-def _record_metrics(res) -> None:
-    """Beam Metrics (no-ops outside a pipeline): frames, decode/resize/encode time per item."""
-    try:
-        from apache_beam.metrics import Metrics
-    except ImportError:      # pragma: no cover
-        return
-    from pipelines.common import METRICS_NAMESPACE
-
-    Metrics.counter(METRICS_NAMESPACE, f"media/{res.kind}s").inc()
-    if res.frame_timestamps:
-        Metrics.counter(METRICS_NAMESPACE, "media/frames_sampled").inc(len(res.frame_timestamps))
-    if res.backend:
-        Metrics.counter(METRICS_NAMESPACE, f"media/backend/{res.backend}").inc()
-    for phase, seconds in res.timings.items():
-        Metrics.distribution(METRICS_NAMESPACE, f"media/{phase}_ms").update(int(seconds * 1000))

@@ -322,6 +322,19 @@ def test_media_stage_in_the_curate_pipeline(tmp_path):
     assert not any(n.endswith((".mp4", ".webm")) for n in members)          # keep: frames
 
 
+def test_media_stage_counts_frames_and_backends(tmp_path):
+    """The step is Beam-free; the stage (pipelines/media.py) turns each item's result into metrics."""
+    from pipelines.media import Media
+    from tests.beam_util import run_collect, stage_outputs
+
+    rows = [make_row(tmp_path, "a.mp4", indexed_video(20)), make_row(tmp_path, "b.mp4", indexed_video(30))]
+    out = run_collect(rows, stage_outputs(Media(load_config(None, ["media.decode.isolation=in_process"]))))
+    assert len(out["kept"]) == 2
+    c = out["counters"]
+    assert c["media/videos"] == 2 and c["media/frames_sampled"] == 4 + 6 and c["media/backend/pyav"] == 2
+    assert c["media/kept"] == 2
+
+
 def test_pool_is_thread_safe_and_replaces_dead_workers():
     from concurrent.futures import ThreadPoolExecutor
 
