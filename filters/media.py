@@ -103,7 +103,6 @@ class MediaFilter:
         self.fixed_frames = fixed_frames
         self.on_item = on_item           # called with each item's result (pipelines/media.py: Beam metrics)
         self.fetch = MediaFetch(cfg)
-        self.max_payload_bytes = cfg.ingest.max_payload_bytes
         self._runner = None
 
     def __getstate__(self):
@@ -153,7 +152,7 @@ class MediaFilter:
             sample.blobs = {}
             for item in sample.media:        # nothing is stored for a rejected row
                 item.members, item.source_member = [], None
-            return reject_sample(sample, self.stage, *failure, max_payload_bytes=self.max_payload_bytes)
+            return reject_sample(sample, self.stage, *failure)
         return sample
 
     @staticmethod

@@ -40,7 +40,8 @@ SCORE_DOCS: dict[str, str] = {
                                 "(LSH candidates; 0: none)"),
     "benchmark_clip_image_cos": "highest CLIP image cosine to a benchmark image (needs CLIP embeddings)",
     # CLIP scoring (captioners/scoring.py): cosines of L2-normalised open_clip embeddings, of the
-    # row's text as the score stage saw it (a recaption adds clip_recaption, never rewrites these)
+    # row's text: when a recaption wins, clip_score and the rule's scores below are recomputed for the new
+    # text (the replaced caption's score stays in its alternatives[k].clip_score)
     "clip_image_text": "cosine of each image and the row's text (the caption, else question and answer), "
                        "mean over the row's images",
     "clip_video_mean": "mean over the sampled frames of every video of the frame-text cosine",
@@ -54,8 +55,8 @@ SCORE_DOCS: dict[str, str] = {
                   "clip_grounding_min, clip_interleaved_min; null for rows no rule covers (QA, text)",
     "clip_threshold": "the threshold clip_score was compared with: absolute, or the percentile of the "
                       "row's (source, task) distribution resolved to a cosine",
-    "clip_recaption": "clip_score of the best model-written caption (same rule as clip_score); the kept "
-                      "caption is the one with the higher of the two",
+    "clip_recaption": "clip_score of the best model-written caption (same rule as clip_score); it replaces "
+                      "the caption only when strictly higher, and then equals clip_score",
 }
 
 SCORE_NAMES: tuple[str, ...] = tuple(SCORE_DOCS)

@@ -6,8 +6,6 @@ from __future__ import annotations
 import ast
 import pathlib
 
-import pytest
-
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 BEAM_FREE = ("schemas", "keye", "filters", "media", "captioners", "ingest", "shards", "mixture", "trainer")
 # what each lower layer must never import (besides pipelines/, which no Beam-free layer imports)
@@ -18,8 +16,6 @@ NEVER = {
     "filters": ("captioners", "ingest", "shards", "mixture", "trainer"),
 }
 BEAM_ALLOWED = ("apache_beam.io.filesystem", "apache_beam.io.filesystems")
-# known debts, each with the issue that removes it; the test fails when one is paid (remove it here)
-KNOWN = {("captioners/train_clip.py", "pipelines.ingest")}     # issue 9: ExpandInputs' file listing belongs in ingest/
 
 
 def imports_of(path: pathlib.Path) -> set[str]:
@@ -47,9 +43,5 @@ def violations() -> set[tuple[str, str]]:
 
 
 def test_lower_layers_never_import_upper_ones():
-    assert violations() - KNOWN == set()
+    assert violations() == set()
 
-
-@pytest.mark.parametrize("debt", sorted(KNOWN))
-def test_known_debts_still_exist(debt):
-    assert debt in violations(), f"{debt} is gone: remove it from KNOWN"
