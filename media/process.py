@@ -159,7 +159,7 @@ def _video(task: ItemTask, res: ItemResult) -> None:
     if sc.mode == "slow_fast":
         t = time.perf_counter()
         sh, sw = similarity_size(fh, fw, sc)
-        patches = [hsv_patches(resize_rgb(f, (sh, sw)), sc.patch_size) for f in frames]
+        patches = (hsv_patches(resize_rgb(f, (sh, sw)), sc.patch_size) for f in frames)   # one at a time
         types = classify_frames(patches, sc)
         # sizes from the source (display) size, as Keye does; the decoded ceiling frames are
         # at least as large, so this only scales down

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -217,14 +217,16 @@ def frame_similarity(a: np.ndarray, b: np.ndarray, patch_threshold: float) -> fl
     return float((cos[~both_black] > patch_threshold).mean())
 
 
-def classify_frames(patches: Sequence[np.ndarray], s: SamplingConfig) -> list[int]:
+def classify_frames(patches: Iterable[np.ndarray], s: SamplingConfig) -> list[int]:
     """Frame types (0 slow, 1 fast): frame 0 is slow; a frame at least frame_similarity
-    similar to the last slow frame is fast, otherwise it becomes the last slow frame."""
+    similar to the last slow frame is fast, otherwise it becomes the last slow frame.
+    `patches` may be a generator: only the last slow frame's patches are held (a 1365-frame
+    video's patches would be gigabytes as float32)."""
     sf = s.slow_fast
-    types = [0]
-    last_slow = patches[0]
-    for p in patches[1:]:
-        if frame_similarity(last_slow, p, sf.patch_similarity) >= sf.frame_similarity:
+    types: list[int] = []
+    last_slow = None
+    for p in patches:
+        if last_slow is not None and frame_similarity(last_slow, p, sf.patch_similarity) >= sf.frame_similarity:
             types.append(1)
         else:
             types.append(0)
