@@ -1,6 +1,7 @@
 """The media step on whole rows: members and tokens, keep modes, slow-fast on a scene cut,
 quality verdicts with stored stats, decoder isolation (crash, hang), determinism, and the
 stage inside a real Beam pipeline."""
+import functools
 import json
 import re
 import tarfile
@@ -187,9 +188,11 @@ def test_scene_change_rate_is_opt_in(tmp_path):
     assert out.reason == "too_many_scene_changes"
 
 
+@functools.lru_cache(maxsize=1)
 def _slide_clips():
+    """2 s at 24 fps of a slide with a moving pointer, and of the same slide frozen."""
     slide = slide_with_pointer(360, 640)
-    return video_of(slide, 96, fps=24), video_of(lambda i: slide(0), 96, fps=24)
+    return video_of(slide, 48, fps=24), video_of(lambda i: slide(0), 48, fps=24)
 
 
 def test_a_pointer_over_a_still_slide_is_not_static(tmp_path, step):
