@@ -158,7 +158,7 @@ def _video(task: ItemTask, res: ItemResult) -> None:
     fh, fw = frames[0].shape[:2]
     if sc.mode == "slow_fast":
         t = time.perf_counter()
-        sh, sw = similarity_size(fh, fw, sc)
+        sh, sw = similarity_size(res.source_height, res.source_width, sc)   # from the source size, as Keye
         patches = (hsv_patches(resize_rgb(f, (sh, sw)), sc.patch_size) for f in frames)   # one at a time
         types = classify_frames(patches, sc)
         # sizes from the source (display) size, as Keye does; the decoded ceiling frames are
