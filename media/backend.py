@@ -5,7 +5,7 @@ path: python -m bench.decode); a file decord fails on is sampled again by PyAV.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 from media.decord_sampler import DecordSampler
 from media.errors import MediaError
@@ -28,17 +28,22 @@ def make_sampler(backend: str, threads: int):
 
 
 def sample_video(data: bytes, info: VideoInfo, targets: Sequence[float], size_hw: tuple[int, int],
-                 sampler, access: str) -> Sampled:
-    """Sample with the chosen sampler; decord failures fall back to PyAV (exact access)."""
+                 sampler, access: str, similarity_hw: Optional[tuple[int, int]] = None) -> Sampled:
+    """Sample with the chosen sampler; decord failures fall back to PyAV (exact access).
+    similarity_hw: PyAV also returns the frames slow-fast typing compares (`Sampled.similarity`);
+    decord does not (the caller scales the sampled frames instead)."""
     import av
 
     try:
+        if isinstance(sampler, PyAVSampler):
+            return sampler.sample(data, info, targets, size_hw, access, similarity_hw=similarity_hw)
         return sampler.sample(data, info, targets, size_hw, access)
     except MediaError:
         raise
     except Exception as e:  # noqa: BLE001 - decord raises its own error types; PyAV FFmpegError
         if isinstance(sampler, DecordSampler):
-            out = PyAVSampler(sampler.threads).sample(data, info, targets, size_hw, access)
+            out = PyAVSampler(sampler.threads).sample(data, info, targets, size_hw, access,
+                                                      similarity_hw=similarity_hw)
             out.notes.append(f"decord failed ({type(e).__name__}: {str(e)[:120]}); PyAV used")
             return out
         if isinstance(e, av.FFmpegError):

@@ -37,30 +37,50 @@ class _Converter:
     """Frame -> RGB array: scaled to size_hw (coded orientation, pixel aspect applied), then
     turned by the display rotation (so a 90 degree rotation gives a (w, h) array). Timed.
     display=True: size_hw is in display orientation (swapped once the rotation is known), so
-    the caller gets size_hw exactly without decoding twice."""
+    the caller gets size_hw exactly without decoding twice.
+    similarity_hw (coded orientation): also the frame as keye-vl-utils 1.5 compares it, the
+    source-size RGB frame (as decord gives it: rotated, pixel aspect ignored) resized to
+    similarity_hw by antialiased bilinear (Pillow, within one level of torch's uint8 path);
+    the converter then returns (frame, similarity frame)."""
 
-    def __init__(self, size_hw: tuple[int, int], display: bool = False) -> None:
+    def __init__(self, size_hw: tuple[int, int], display: bool = False,
+                 similarity_hw: Optional[tuple[int, int]] = None) -> None:
         self.size = size_hw
         self.display = display
+        self.similarity_hw = similarity_hw
         self.rotation: Optional[int] = None
         self.seconds = 0.0
 
-    def __call__(self, frame) -> np.ndarray:
+    def __call__(self, frame):
         t0 = time.perf_counter()
         if self.rotation is None:
             self.rotation = _rotation_of(frame)
-            if self.display and self.rotation in (90, 270):
-                self.size = (self.size[1], self.size[0])
+            if self.rotation in (90, 270):
+                if self.display:
+                    self.size = (self.size[1], self.size[0])
+                if self.similarity_hw:
+                    self.similarity_hw = (self.similarity_hw[1], self.similarity_hw[0])
         h, w = self.size
         kwargs = {}
         if int(getattr(frame, "color_range", 0) or 0) == 2:    # full-range YUV flagged on a yuv420p frame
             kwargs["src_color_range"] = "JPEG"
-        arr = frame.to_ndarray(width=w, height=h, format="rgb24", interpolation="BICUBIC",
-                               dst_color_range="JPEG", **kwargs)
-        if self.rotation:
-            arr = np.ascontiguousarray(np.rot90(arr, k=self.rotation // 90))
+        arr = self._rotated(frame.to_ndarray(width=w, height=h, format="rgb24", interpolation="BICUBIC",
+                                             dst_color_range="JPEG", **kwargs))
+        if self.similarity_hw:
+            from PIL import Image
+
+            native = self._rotated(frame.to_ndarray(format="rgb24", interpolation="BICUBIC",
+                                                    dst_color_range="JPEG", **kwargs))
+            sh, sw = self.similarity_hw
+            similar = native if native.shape[:2] == (sh, sw) else \
+                np.asarray(Image.fromarray(native).resize((sw, sh), Image.BILINEAR))
+            self.seconds += time.perf_counter() - t0
+            return arr, similar
         self.seconds += time.perf_counter() - t0
         return arr
+
+    def _rotated(self, arr: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(np.rot90(arr, k=self.rotation // 90)) if self.rotation else arr
 
 
 class PyAVSampler:
@@ -72,17 +92,22 @@ class PyAVSampler:
         self.min_seek_packets = min_seek_packets
 
     def sample(self, data: bytes, info: VideoInfo, targets: Sequence[float], size_hw: tuple[int, int],
-               access: str = "exact", display: bool = False) -> Sampled:
-        """display: size_hw is in display orientation (see _Converter)."""
+               access: str = "exact", display: bool = False,
+               similarity_hw: Optional[tuple[int, int]] = None) -> Sampled:
+        """display: size_hw is in display orientation; similarity_hw: also fill
+        `Sampled.similarity` (see _Converter)."""
         t0 = time.perf_counter()
-        conv = _Converter(size_hw, display)
+        conv = _Converter(size_hw, display, similarity_hw)
         out: Optional[Sampled] = None
         if access == "exact" and info.decode_pts and info.decode_pts[0] is not None:
             out = self._exact(data, info, targets, conv)
         if out is None:        # approximate access, or exact frames the decoder never produced
-            conv = _Converter(size_hw, display)
+            conv = _Converter(size_hw, display, similarity_hw)
             skip = {"exact": "DEFAULT", "reference": "NONREF", "keyframe": "NONKEY"}[access]
             out = self._snap(data, info, targets, conv, skip)
+        if similarity_hw:
+            out.similarity = [pair[1] for pair in out.frames]
+            out.frames = [pair[0] for pair in out.frames]
         out.access = access
         out.rotation = conv.rotation or 0
         out.convert_s = conv.seconds

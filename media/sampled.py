@@ -18,6 +18,7 @@ class Sampled:
     backend: str = ""
     access: str = "exact"
     notes: list = field(default_factory=list)
+    similarity: list = field(default_factory=list)   # the frames as slow-fast typing compares them, when asked
 
     @property
     def timestamp_error_s(self) -> float:
