@@ -72,7 +72,7 @@ def test_adapters_span_top_or_bottom_directions_of_wc(mode):
     targets = find_targets(model, [r".*\.mlp\.down_proj"])
     covs = collect_covariances(model, targets, batches(seqs, 8)())
     pm = attach(model, p)
-    for name, module in targets.items():
+    for name in targets:
         cond = condition(covs.of(name).double(), dtype=torch.float64)
         w = weight_matrix(dict(tiny_qwen3().named_modules())[name]).double()
         u, s, vh = torch.linalg.svd(w @ cond.cov_fix)
