@@ -24,6 +24,7 @@ class CordaConfig:
     num_subsets: int                                 # candidates for selection: subsets
     modes: list[str]                                 # candidates for selection: modes (empty: every mode seen)
     metric: Literal["energy", "pi"]
+    score_on: Literal["own", "pooled"]               # measure a candidate on its own data or on all candidates'
     min_tokens_per_dim: float                        # a candidate needs tokens >= this * d_in to be selectable
     allocation: Literal["fixed", "greedy", "global_rank"]
     budget: Optional[int]                            # trainable parameters; null: rank on every layer

@@ -140,25 +140,29 @@ def test_allocators_never_exceed_budget_and_follow_the_metric():
     assert allocate.global_rank(cost, 104, min_rank=0) == {"cheap": 1, "dear": 1}
 
 
-def test_selection_picks_the_candidate_the_metric_prefers():
+@pytest.mark.parametrize("score_on", ["own", "pooled"])
+def test_selection_picks_the_candidate_the_metric_prefers(score_on):
+    from trainer.corda.decompose import component_energy
     model = tiny_qwen3()
     targets = find_targets(model, [r".*\.self_attn\.(q|o)_proj"])
     cands_data = {"narrow": sequences(40, seed=1, tokens=range(6)), "wide": sequences(40, seed=2),
                   "tiny": sequences(1, seed=3, lo=4, hi=4)}
     cands = {k: batches(v, 8) for k, v in cands_data.items()}
-    choices = select(model, targets, cands, rank=3, mode="ipm", min_tokens_per_dim=1.0)
+    choices = select(model, targets, cands, rank=3, mode="ipm", min_tokens_per_dim=1.0, score_on=score_on)
+    pooled = collect_covariances(model, targets, (b for c in cands.values() for b in c()))
     for name, c in choices.items():
         eligible = {k: v for k, v in c.scores.items() if c.tokens[k] >= 32}
         assert set(eligible) == {"narrow", "wide"}                # 'tiny' saw 4 tokens < d_in
         assert c.candidate == max(eligible, key=eligible.get)
         assert not c.fallback
-        cov = collect_covariances(model, {name: targets[name]}, cands[c.candidate]())
-        w = weight_matrix(targets[name])
-        cond = condition(cov.of(name))
-        u, s, _ = co_svd(w, cond)
-        from trainer.corda.decompose import component_energy
-        spec = Spectrum(s, component_energy(w, u, cond), w.shape[1], w.shape[0], 0)
-        assert energy_score(spec, 3, "ipm") == pytest.approx(c.scores[c.candidate], rel=1e-5)
+        for cand in eligible:                                     # the reported score is the metric's
+            cov = collect_covariances(model, {name: targets[name]}, cands[cand]())
+            w = weight_matrix(targets[name])
+            cond = condition(cov.of(name))
+            u, s, _ = co_svd(w, cond)
+            on = cond.cov_fix if score_on == "own" else pooled.of(name)
+            spec = Spectrum(s, component_energy(w, u, on), w.shape[1], w.shape[0], 0)
+            assert energy_score(spec, 3, "ipm") == pytest.approx(c.scores[cand], rel=1e-4)
     assert by_key([{"mode": "b"}, {"mode": "a"}, {"mode": "b"}], lambda s: s["mode"]) == \
         {"a": [{"mode": "a"}], "b": [{"mode": "b"}, {"mode": "b"}]}
 
@@ -174,7 +178,7 @@ def test_energy_metric_is_scale_invariant_and_exact():
     for a in (1.0, 1e-3, 250.0):
         cond = condition(cov * a, dtype=torch.float64)
         u, s, vh = co_svd(w, cond, torch.float64)
-        e = component_energy(w, u, cond, torch.float64)
+        e = component_energy(w, u, cond.cov_fix, torch.float64)
         assert float(e.sum()) == pytest.approx(float(torch.trace(w @ cond.cov_fix @ w.T)), rel=1e-9)
         r = 6                            # energy lost by truncation = ‖(W − Ŵ_r) C_fix^{1/2}‖²
         vt = torch.cholesky_solve(vh[:r].T, cond.chol).T

@@ -80,7 +80,7 @@ def plan(model: nn.Module, cfg: CordaConfig, candidates: Mapping[str, Batches],
     else:
         choices = select(model, targets, candidates, rank=cfg.rank, mode=cfg.mode, metric=cfg.metric,
                          min_tokens_per_dim=cfg.min_tokens_per_dim, settings=settings,
-                         collect_kwargs=_collect_kwargs(cfg, forward))
+                         collect_kwargs=_collect_kwargs(cfg, forward), score_on=cfg.score_on)
     slots = {n: allocate.LayerSlot(c.spectrum.d_in, c.spectrum.d_out, tuple(component_values(c.spectrum, cfg.mode)))
              for n, c in choices.items()}
     budget = cfg.budget if cfg.budget is not None else allocate.uniform_budget(slots, cfg.rank)
@@ -134,8 +134,8 @@ def _finish(cfg, eigens, ranks, slots, budget, layers, t0) -> CordaPlan:
         raise AssertionError(f"allocation {realised} over budget {budget}")
     alphas = {n: float(cfg.alpha if cfg.alpha is not None else r) for n, r in ranks.items() if r > 0}
     report = dict(mode=cfg.mode, covariance=cfg.covariance, selection=cfg.selection, allocation=cfg.allocation,
-                  metric=cfg.metric, budget=budget, realised_params=realised, seconds=time.perf_counter() - t0,
-                  layers=layers)
+                  metric=cfg.metric, score_on=cfg.score_on, budget=budget, realised_params=realised,
+                  seconds=time.perf_counter() - t0, layers=layers)
     return CordaPlan(eigens=eigens, ranks=ranks, alphas=alphas, mode=cfg.mode, report=report)
 
 

@@ -85,14 +85,14 @@ def co_svd(weight: torch.Tensor, cond: Conditioned, dtype: torch.dtype = torch.f
     return torch.linalg.svd(wc, full_matrices=False)
 
 
-def component_energy(weight: torch.Tensor, u: torch.Tensor, cond: Conditioned,
+def component_energy(weight: torch.Tensor, u: torch.Tensor, cov: Optional[torch.Tensor],
                      dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """eᵢ = E‖uᵢσᵢṽᵢᵀx‖² = uᵢᵀ W C_fix Wᵀ uᵢ: each component's output energy on the calibration data
-    (σᵢṽᵢᵀ = uᵢᵀW; under the damped C_fix the decomposition is built with; identity: σᵢ²)."""
+    """eᵢ = E‖uᵢσᵢṽᵢᵀx‖² = uᵢᵀ W C Wᵀ uᵢ: each component's output energy on data of second moment C
+    (σᵢṽᵢᵀ = uᵢᵀW; exact for any C because the uᵢ are orthonormal; None: C = I, eᵢ = σᵢ²)."""
     p = u.T.to(dtype) @ weight.to(dtype)                  # (k, d_in) = Σ Ṽᵀ
-    if cond.cov_fix is None:
+    if cov is None:
         return (p * p).sum(dim=1)
-    return ((p @ cond.cov_fix.to(dtype)) * p).sum(dim=1)
+    return ((p @ cov.to(p.device, dtype)) * p).sum(dim=1)
 
 
 def keep_index(k: int, rank: int, mode: Mode) -> slice:

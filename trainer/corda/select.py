@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from trainer.corda.covariance import collect_covariances
-from trainer.corda.decompose import Conditioned, Mode, co_svd, component_energy, condition, weight_matrix
+from trainer.corda.decompose import Conditioned, Mode, co_svd, component_energy, condition, identity, weight_matrix
 from trainer.corda.metric import METRICS, Spectrum, eligible
 
 Batches = Callable[[], Iterable[Mapping[str, torch.Tensor]]]
@@ -50,10 +50,11 @@ class ConditionSettings:
 
 
 def spectrum_of(module: nn.Module, cond: Conditioned, tokens: int, dtype: torch.dtype,
-                with_eig: bool = False) -> Spectrum:
+                with_eig: bool = False, reference: Optional[torch.Tensor] = None) -> Spectrum:
+    """The CO-SVD spectrum under `cond`, energies measured under `reference` (default: C_fix itself)."""
     w = weight_matrix(module)
     u, s, _ = co_svd(w, cond, dtype)
-    energy = component_energy(w, u, cond, dtype)
+    energy = component_energy(w, u, cond.cov_fix if reference is None else reference, dtype)
     eig = None
     if with_eig:
         c = cond.cov_fix if cond.cov_fix is not None else torch.eye(w.shape[1], dtype=dtype)
@@ -65,10 +66,18 @@ def spectrum_of(module: nn.Module, cond: Conditioned, tokens: int, dtype: torch.
 def select(model: nn.Module, targets: Mapping[str, nn.Module], candidates: Mapping[str, Batches], *,
            rank: int, mode: Mode, metric: str = "energy", min_tokens_per_dim: float = 1.0,
            settings: ConditionSettings = ConditionSettings(), collect_kwargs: Optional[dict] = None,
-           ) -> dict[str, Choice]:
-    """Stream the candidates; return each layer's best (by `METRICS[metric]`, higher wins, ties: first)."""
+           score_on: str = "own") -> dict[str, Choice]:
+    """Stream the candidates; return each layer's best (by `METRICS[metric]`, higher wins, ties: first).
+    `score_on: pooled` measures every candidate's components on all candidates' data together (one
+    more pass and one more covariance set): the data the adapter is trained on or must preserve."""
     if not candidates:
         raise ValueError("covariance selection needs at least one candidate")
+    reference = None
+    if score_on == "pooled":
+        pooled = (b for batches in candidates.values() for b in batches())
+        reference = collect_covariances(model, targets, pooled, **(collect_kwargs or {}))
+    elif score_on != "own":
+        raise ValueError(f"score_on: own or pooled, not {score_on!r}")
     score_fn = METRICS[metric]
     best: dict[str, Choice] = {}
     most: dict[str, Choice] = {}              # layers with no eligible candidate yet: the most tokens
@@ -79,7 +88,8 @@ def select(model: nn.Module, targets: Mapping[str, nn.Module], candidates: Mappi
         conds = {g: settings.apply(c) for g, c in covs.cov.items()}
         for name, module in targets.items():
             group = covs.group_of[name]
-            spec = spectrum_of(module, conds[group], covs.tokens[group], settings.dtype, with_eig=metric == "pi")
+            spec = spectrum_of(module, conds[group], covs.tokens[group], settings.dtype, with_eig=metric == "pi",
+                               reference=None if reference is None else reference.of(name))
             score = scores[name][cand] = score_fn(spec, rank, mode)
             tokens[name][cand] = spec.tokens
             entry = Choice(cand, covs.cov[group], spec)
@@ -101,7 +111,6 @@ def select(model: nn.Module, targets: Mapping[str, nn.Module], candidates: Mappi
 
 def identity_choices(targets: Mapping[str, nn.Module], dtype: torch.dtype = torch.float32) -> dict[str, Choice]:
     """PiSSA / MiLoRA: C = I, the spectrum of W itself."""
-    from trainer.corda.decompose import identity
     return {n: Choice("identity", None, spectrum_of(m, identity(), 0, dtype)) for n, m in targets.items()}
 
 
@@ -120,3 +129,11 @@ def by_key(samples: Iterable, key: Callable[[object], Hashable], keep: Sequence 
         if not keep or k in keep:
             groups.setdefault(k, []).append(s)
     return {k: groups[k] for k in sorted(groups)}
+
+
+def mode_key(sample) -> str:
+    """A cold-start row's candidate: its `mode` (think, no_think, auto_think, agentic_think), prefixed
+    `video_` for rows with a video, so video data calibrates apart from image and text data."""
+    video = any(getattr(m, "kind", None) == "video" for m in getattr(sample, "media", ()) or ())
+    mode = getattr(sample, "mode", None) or "none"
+    return f"video_{mode}" if video else mode
