@@ -407,9 +407,16 @@ class TransformersBackendConfig:
 
 
 @dataclass(frozen=True)
+class TrainerBackendConfig:
+    checkpoint: Optional[str]       # a checkpoint folder of the bundled trainer (trainer/checkpoint.py)
+    device: str                     # auto | cpu | cuda | cuda:N
+    batch_size: int
+
+
+@dataclass(frozen=True)
 class RecaptionConfig:
     enabled: bool
-    backend: Literal["openai", "transformers"]
+    backend: Literal["openai", "transformers", "trainer"]
     captioner_id: Optional[str]     # recorded in provenance; null: "<backend>:<model>"
     image_prompt: str               # prompt ids: captioners/prompts/<id>.txt
     video_prompt: str
@@ -422,6 +429,7 @@ class RecaptionConfig:
     batch_rows: int                 # routed rows buffered per worker before their requests go out together
     openai: OpenAIBackendConfig
     transformers: TransformersBackendConfig
+    trainer: TrainerBackendConfig
 
     def __post_init__(self) -> None:
         if not self.video_fps or any(f <= 0 for f in self.video_fps):
@@ -511,13 +519,23 @@ def _check_score(key: str, name: str) -> None:
 # --- loading ---------------------------------------------------------------------------
 def load_config(path: Optional[str] = None, overrides: typing.Sequence[str] = ()) -> Config:
     """Load a recipe (default: configs/base.yaml), apply `key.path=value` overrides, validate."""
-    raw = _load_yaml_with_extends(path or os.path.join(CONFIG_DIR, "base.yaml"), seen=())
+    return load_recipe(Config, path or os.path.join(CONFIG_DIR, "base.yaml"), overrides)
+
+
+T = typing.TypeVar("T")
+
+
+def load_recipe(cls: type[T], path: str, overrides: typing.Sequence[str] = ()) -> T:
+    """The strict loader for any recipe dataclass (the pipeline's `Config`, the trainer's
+    `TrainConfig`): YAML with `extends`, `key.path=value` overrides, then every key checked
+    against `cls` (unknown, missing and mistyped keys fail, naming the key)."""
+    raw = _load_yaml_with_extends(path, seen=())
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r} must look like section.key=value")
         dotted, value = item.split("=", 1)
         _set_dotted(raw, dotted.strip(), yaml.safe_load(value) if value.strip() else None)
-    return _build(Config, raw, "")
+    return _build(cls, raw, "")
 
 
 def _load_yaml_with_extends(path: str, seen: tuple) -> dict:

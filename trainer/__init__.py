@@ -1,1 +1,1 @@
-"""The bundled Keye trainer (issue 11) and its CorDA++ adapters (`trainer/corda/`, issue 12). Beam-free."""
+"""The bundled Keye-VL trainer: streams the pipeline's shards, packs them, trains (README, "Trainer")."""
