@@ -89,15 +89,20 @@ def train(model, data: torch.Tensor, steps: int, lr: float, seed: int, batch: in
 
 
 def calib(data: torch.Tensor, batch: int = 16):
-    from tests.corda_util import batches
-    return batches(list(data), batch)
+    from trainer.corda.calibration import token_batches
+    return token_batches(list(data), batch)
+
+
+def lm_config(**over):
+    from schemas.corda import corda_config
+    from trainer.corda.calibration import LM_TARGETS
+    return corda_config(**{"target_modules": LM_TARGETS, **over})
 
 
 def adapt(method: str, model, rank: int, knowledge: dict, task: dict):
     """The PEFT model for one method, all at the budget of rank `rank` on every linear layer."""
     from peft import LoraConfig, get_peft_model
 
-    from schemas.corda import corda_config
     from trainer.corda.adapter import attach, plan
     if method == "lora":
         return get_peft_model(model, LoraConfig(r=rank, lora_alpha=rank, target_modules="all-linear")), {}
@@ -111,7 +116,7 @@ def adapt(method: str, model, rank: int, knowledge: dict, task: dict):
         cands = {**{k: calib(v) for k, v in source.items()}, "all": calib(torch.cat(list(source.values())))}
     else:
         cands = {"all": calib(torch.cat(list(source.values())))}
-    p = plan(model, corda_config(**over), cands)
+    p = plan(model, lm_config(**over), cands)
     return attach(model, p), p.report
 
 
@@ -191,9 +196,8 @@ def _cost_worker(which: str, mode: str, rank: int, samples: int, length: int) ->
                 model(input_ids=row[None])
         preprocess_corda(model, cfg, run_model=run_model)
     else:
-        from schemas.corda import corda_config
         from trainer.corda.adapter import plan
-        plan(model, corda_config(rank=rank, mode=mode, use_label_mask=False, batch_size=8),
+        plan(model, lm_config(rank=rank, mode=mode, use_label_mask=False, batch_size=8),
              {"all": calib(data, 8)})
     return dict(seconds=time.perf_counter() - t0, peak_mb=peak_rss_mb() - base)
 

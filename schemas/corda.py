@@ -1,6 +1,6 @@
 """The `corda` recipe section: CorDA / CorDA++ adapter initialisation (trainer/corda/, issue 12).
 
-Types only; values and their comments live in `configs/sft_corda.yaml`. Special cases by value:
+Types only; every key with its default and comment is in `configs/train_base.yaml` (`corda:`). Special cases by value:
 static CorDA = `selection: static, allocation: fixed`; PiSSA = `covariance: identity, mode: ipm`;
 MiLoRA = `covariance: identity, mode: kpm`; CorDA++ = `selection: modes|subsets` and/or
 `allocation: greedy|global_rank`.
@@ -41,7 +41,6 @@ class CordaConfig:
     damp: float                                      # first relative damping of C
     max_condition: float
     max_damp_iters: int
-    seed: int
 
     def __post_init__(self):
         from schemas.config import ConfigError
@@ -59,9 +58,9 @@ class CordaConfig:
 
 
 def corda_config(path: Optional[str] = None, **overrides) -> CordaConfig:
-    """The `corda` section of a recipe (default `configs/corda.yaml`), keys overridden by keyword."""
+    """The `corda` section of a recipe (default `configs/train_base.yaml`), keys overridden by keyword."""
     from schemas.config import CONFIG_DIR, _build, _load_yaml_with_extends
-    raw = _load_yaml_with_extends(path or os.path.join(CONFIG_DIR, "corda.yaml"), ())
+    raw = _load_yaml_with_extends(path or os.path.join(CONFIG_DIR, "train_base.yaml"), ())
     section = dict(raw.get("corda") or {})
     section.update(overrides)
     return _build(CordaConfig, section, "corda")

@@ -3,6 +3,10 @@ from __future__ import annotations
 
 import torch
 
+from trainer.corda.calibration import LM_TARGETS, pad_collate, token_batches
+
+collate, batches = pad_collate, token_batches
+
 
 def tiny_qwen3(seed: int = 0, hidden: int = 32, inter: int = 64, layers: int = 2, vocab: int = 96):
     from transformers import Qwen3Config, Qwen3ForCausalLM
@@ -28,19 +32,7 @@ def sequences(n: int, seed: int = 0, lo: int = 12, hi: int = 24, vocab: int = 96
     return out
 
 
-def collate(seqs: list[torch.Tensor], supervise_from: int = 0) -> dict[str, torch.Tensor]:
-    """Right-padded batch; labels -100 on padding and on the first `supervise_from` tokens."""
-    n, length = len(seqs), max(len(s) for s in seqs)
-    ids = torch.zeros(n, length, dtype=torch.long)
-    mask = torch.zeros(n, length, dtype=torch.long)
-    labels = torch.full((n, length), -100, dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, :len(s)] = s
-        mask[i, :len(s)] = 1
-        labels[i, supervise_from:len(s)] = s[supervise_from:]
-    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
-
-
-def batches(seqs: list[torch.Tensor], batch_size: int, **kw):
-    """A factory of batch iterators, the form `plan` takes per candidate."""
-    return lambda: (collate(seqs[i:i + batch_size], **kw) for i in range(0, len(seqs), batch_size))
+def lm_config(**over):
+    """The recipe's corda section (configs/train_base.yaml) aimed at a plain causal LM's linears."""
+    from schemas.corda import corda_config
+    return corda_config(**{"target_modules": LM_TARGETS, **over})

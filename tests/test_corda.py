@@ -7,8 +7,7 @@ import copy
 import pytest
 import torch
 
-from schemas.corda import corda_config
-from tests.corda_util import batches, collate, sequences, tiny_qwen3
+from tests.corda_util import batches, collate, lm_config, sequences, tiny_qwen3
 from trainer.corda import allocate
 from trainer.corda.adapter import attach, find_targets, plan
 from trainer.corda.covariance import collect_covariances
@@ -44,7 +43,7 @@ def test_init_output_equals_base_and_residual_plus_adapter_is_w(over):
     base = tiny_qwen3()
     seqs = sequences(48)
     model = copy.deepcopy(base)
-    cfg = corda_config(rank=4, **over)
+    cfg = lm_config(rank=4, **over)
     cands = {k: batches(v, 8) for k, v in subsets(seqs, 2).items()} if over.get("selection") else \
         {"all": batches(seqs, 8)}
     p = plan(model, cfg, cands)
@@ -68,7 +67,7 @@ def test_adapters_span_top_or_bottom_directions_of_wc(mode):
     model = tiny_qwen3()
     seqs = sequences(48)
     r = 5
-    p = plan(model, corda_config(rank=r, mode=mode), {"all": batches(seqs, 8)})
+    p = plan(model, lm_config(rank=r, mode=mode), {"all": batches(seqs, 8)})
     targets = find_targets(model, [r".*\.mlp\.down_proj"])
     covs = collect_covariances(model, targets, batches(seqs, 8)())
     pm = attach(model, p)
@@ -93,7 +92,7 @@ def test_matches_peft_preprocess_corda_up_to_sign(mode):
     from peft.tuners.lora.corda import preprocess_corda
     seqs = sequences(60, lo=16, hi=28)
     ours = tiny_qwen3()
-    p = plan(ours, corda_config(rank=4, mode=mode, normalize="peft_max", use_label_mask=False),
+    p = plan(ours, lm_config(rank=4, mode=mode, normalize="peft_max", use_label_mask=False),
              {"all": batches(seqs, 6)})
     ours = attach(ours, p)
     theirs = tiny_qwen3()
@@ -192,7 +191,7 @@ def test_save_reload_and_convert_to_plain_lora(tmp_path):
     from peft import PeftModel
     base = tiny_qwen3()
     model = copy.deepcopy(base)
-    p = plan(model, corda_config(rank=3, mode="ipm", allocation="greedy"), {"all": batches(sequences(40), 8)})
+    p = plan(model, lm_config(rank=3, mode="ipm", allocation="greedy"), {"all": batches(sequences(40), 8)})
     pm = attach(model, p)
     init_dir = tmp_path / "corda_init"
     pm.peft_config["default"].init_lora_weights = True
@@ -247,7 +246,7 @@ def test_collection_batching_masks_and_shared_inputs():
 def test_pissa_special_case_equals_peft_pissa():
     from peft import LoraConfig, get_peft_model
     ours = tiny_qwen3()
-    p = plan(ours, corda_config(rank=4, covariance="identity"), {})
+    p = plan(ours, lm_config(rank=4, covariance="identity"), {})
     ours = attach(ours, p)
     theirs = get_peft_model(tiny_qwen3(), LoraConfig(r=4, lora_alpha=4, init_lora_weights="pissa",
                                                      target_modules=["q_proj", "k_proj", "v_proj", "o_proj",
@@ -267,6 +266,6 @@ def test_damping_is_capped_and_config_is_strict():
     assert not ok.capped and ok.damp == pytest.approx(0.01)
     from schemas.config import ConfigError
     with pytest.raises(ConfigError, match="unknown key"):
-        corda_config(rnak=3)
+        lm_config(rnak=3)
     with pytest.raises(ConfigError):
-        corda_config(mode="both")
+        lm_config(mode="both")

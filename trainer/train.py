@@ -279,8 +279,16 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--data", action="append", default=[], help="pipeline output folder, optionally DIR:weight")
     ap.add_argument("--output", required=True, help="run folder: checkpoints/, log.jsonl, tensorboard/")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one recipe key")
+    ap.add_argument("--corda_data", default=None, help="CorDA calibration rows: a pipeline output folder "
+                    "(default: the first --data); for kpm, the knowledge data to preserve")
+    ap.add_argument("--corda_samples", type=int, default=None, help="CorDA calibration rows (corda.samples)")
     args = ap.parse_args(argv)
     cfg = load_train_config(args.config, args.set)
+    if args.corda_data or args.corda_samples is not None or (args.data and not cfg.corda.data):
+        data = args.corda_data or cfg.corda.data or (parse_data_arg(args.data[0])[0] if args.data else None)
+        extra = [f"corda.data={data}"] if data else []
+        extra += [f"corda.samples={args.corda_samples}"] if args.corda_samples is not None else []
+        cfg = load_train_config(args.config, [*args.set, *extra])
     records = train(cfg, args.output, [parse_data_arg(d) for d in args.data] or None)
     if records:
         last = records[-1]
