@@ -10,9 +10,9 @@
 
 `model.adapter: trainer.corda.keye:apply` in a recipe (configs/sft_corda.yaml) runs it after the stage's
 freezing; PEFT then trains only the adapters. Target layers are regexes over KeyeVL's module names
-(`vision.…` SigLIP encoder, `projector.fc1|fc2`, `llm.model.layers.…`). Vision-tower inputs (frames x
-patches) have no token mask: every patch counts. The choice per layer goes to stderr as one JSON line
-(`{"event": "corda", ...}`) and stays on the returned model as `corda_report`.
+(`vision.encoder.layers.…` SigLIP, `projector.fc1|fc2`, `llm.model.layers.…`; configs/train_base.yaml).
+Vision-tower inputs (frames x patches) have no token mask: every patch counts. The choice per layer
+goes to stderr as one JSON line (`{"event": "corda", ...}`) and stays on the model as `corda_report`.
 """
 from __future__ import annotations
 
@@ -27,13 +27,6 @@ from torch import nn
 from schemas.corda import CordaConfig
 from trainer.corda.adapter import attach, plan
 from trainer.corda.select import mode_key, subsets
-
-TARGETS = {
-    "llm": r"llm\.model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)",
-    "projector": r"projector\.fc(1|2)",
-    "vision": r"vision\.vision_model\.encoder\.layers\.\d+\.(self_attn\.(q|k|v|out)_proj|mlp\.fc(1|2))",
-}
-
 
 def keye_forward(model: nn.Module, batch: dict) -> None:
     model.hidden_states(batch["input_ids"], batch["position_ids"], batch["seq_lens"], batch["pixels"])
