@@ -8,12 +8,14 @@ new task: two other chains T1, T2 over the same tokens, which conflict with the 
 per method: knowledge loss before/after (forgetting), task loss after (learning), and the steps to
 reach a target task loss (halfway from the pre-trained task loss to the best final one of the seed).
 KPM methods calibrate on knowledge data, IPM methods on task data; CorDA++ chooses per layer among
-the modes (K1, K2 or T1, T2) and their union, and allocates ranks by the metric (greedy).
+the modes (K1, K2 or T1, T2) and their union, and allocates ranks by the metric (greedy); `_pooled`
+scores each candidate on all candidates' data (`corda.score_on: pooled`). Forgetting is also read at
+equal learning: the knowledge loss at the step a method first reaches the target task loss.
 
 Cost: a bigger tiny model; wall time and peak RSS growth of each preprocessing in its own process
 (the model and data built first), PEFT's batch-1 hooks against ours (batched, shared inputs).
 
-    python -m bench.corda [--seeds 3] [--steps 150] [--quick]
+    python -m bench.corda [--seeds 3] [--steps 120] [--quick]
 """
 from __future__ import annotations
 
@@ -31,7 +33,8 @@ import torch
 from bench.common import emit, peak_rss_mb, ratio
 
 VOCAB, LENGTH = 64, 32
-METHODS = ("lora", "pissa", "milora", "corda_kpm", "corda++_kpm", "corda_ipm", "corda++_ipm")
+METHODS = ("lora", "pissa", "milora", "corda_kpm", "corda++_kpm", "corda++_kpm_pooled", "corda_ipm", "corda++_ipm",
+           "corda++_ipm_pooled")
 
 
 def chain(seed: int, branching: int = 3) -> torch.Tensor:
@@ -69,14 +72,16 @@ def loss_on(model, data: torch.Tensor) -> float:
         return float(model(input_ids=data, labels=data).loss)
 
 
-def train(model, data: torch.Tensor, steps: int, lr: float, seed: int, batch: int = 16, evals=None, every: int = 5):
+def train(model, data: torch.Tensor, steps: int, lr: float, seed: int, batch: int = 16, evals=None, every: int = 5,
+          knowledge=None):
+    """AdamW steps; with `evals`, the curve [(step, eval loss, knowledge loss)] every `every` steps."""
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     g = torch.Generator().manual_seed(seed)
     curve = []
     for step in range(steps):
         if evals is not None and step % every == 0:
-            curve.append((step, loss_on(model, evals)))
+            curve.append((step, loss_on(model, evals), knowledge is not None and loss_on(model, knowledge)))
         model.train()
         idx = torch.randint(0, data.shape[0], (batch,), generator=g)
         loss = model(input_ids=data[idx], labels=data[idx]).loss
@@ -84,7 +89,7 @@ def train(model, data: torch.Tensor, steps: int, lr: float, seed: int, batch: in
         loss.backward()
         opt.step()
     if evals is not None:
-        curve.append((steps, loss_on(model, evals)))
+        curve.append((steps, loss_on(model, evals), knowledge is not None and loss_on(model, knowledge)))
     return curve
 
 
@@ -106,13 +111,14 @@ def adapt(method: str, model, rank: int, knowledge: dict, task: dict):
     from trainer.corda.adapter import attach, plan
     if method == "lora":
         return get_peft_model(model, LoraConfig(r=rank, lora_alpha=rank, target_modules="all-linear")), {}
-    mode = "kpm" if method in ("milora", "corda_kpm", "corda++_kpm") else "ipm"
+    mode = "kpm" if method == "milora" or "kpm" in method else "ipm"
     source = knowledge if mode == "kpm" else task
     over = dict(rank=rank, mode=mode, use_label_mask=False)
     if method in ("pissa", "milora"):
         over["covariance"] = "identity"
     if method.startswith("corda++"):
-        over.update(selection="modes", allocation="greedy", max_rank=4 * rank)
+        over.update(selection="modes", allocation="greedy", max_rank=4 * rank,
+                    score_on="pooled" if method.endswith("pooled") else "own")
         cands = {**{k: calib(v) for k, v in source.items()}, "all": calib(torch.cat(list(source.values())))}
     else:
         cands = {"all": calib(torch.cat(list(source.values())))}
@@ -120,8 +126,9 @@ def adapt(method: str, model, rank: int, knowledge: dict, task: dict):
     return attach(model, p), p.report
 
 
-def steps_to(curve, target: float):
-    return next((s for s, v in curve if v <= target), None)
+def at_target(curve, target: float):
+    """(first step whose task loss is <= target, the knowledge loss then): forgetting at equal learning."""
+    return next(((s, k) for s, v, k in curve if v <= target), (None, None))
 
 
 def experiment(seeds: int, steps: int, pre_steps: int, rank: int, lr: float) -> dict:
@@ -146,7 +153,7 @@ def experiment(seeds: int, steps: int, pre_steps: int, rank: int, lr: float) -> 
             prep = time.perf_counter() - t_start
             trainable = sum(p.numel() for p in pm.parameters() if p.requires_grad)
             assert abs(loss_on(pm, k_eval) - k0) < 1e-4, f"{method}: init changed the model"
-            curve = train(pm, torch.cat(list(task.values())), steps, lr, seed, evals=t_eval)
+            curve = train(pm, torch.cat(list(task.values())), steps, lr, seed, evals=t_eval, knowledge=k_eval)
             curves[method] = curve
             rows[method].append(dict(seed=seed, knowledge_before=k0, knowledge_after=loss_on(pm, k_eval),
                                      task_before=t0, task_after=curve[-1][1], trainable=trainable,
@@ -157,7 +164,8 @@ def experiment(seeds: int, steps: int, pre_steps: int, rank: int, lr: float) -> 
                 choices[method + " ranks"] = sorted(v["rank"] for v in report["layers"].values())
         target = t0 - 0.5 * (t0 - min(r[-1]["task_after"] for r in rows.values()))
         for method in METHODS:
-            rows[method][-1]["steps_to_target"] = steps_to(curves[method], target)
+            step, k_at = at_target(curves[method], target)
+            rows[method][-1].update(steps_to_target=step, knowledge_at_target=k_at)
 
     def spread(method, key):
         vals = [r[key] for r in rows[method] if r[key] is not None]
@@ -168,6 +176,7 @@ def experiment(seeds: int, steps: int, pre_steps: int, rank: int, lr: float) -> 
                     spread(m, "knowledge_after"),
                     delta=round(statistics.mean(r["knowledge_after"] - r["knowledge_before"] for r in rows[m]), 4)),
                  "task_after": spread(m, "task_after"), "steps_to_target": spread(m, "steps_to_target"),
+                 "knowledge_at_target": spread(m, "knowledge_at_target"),
                  "trainable": rows[m][0]["trainable"]}
              for m in METHODS}
     return dict(table=table, knowledge_before=spread("lora", "knowledge_before"),
@@ -221,8 +230,8 @@ def cost(mode: str, rank: int, samples: int, length: int, repeat: int) -> dict:
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--steps", type=int, default=150)
-    ap.add_argument("--pre_steps", type=int, default=400)
+    ap.add_argument("--steps", type=int, default=120)
+    ap.add_argument("--pre_steps", type=int, default=300)
     ap.add_argument("--rank", type=int, default=4)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--quick", action="store_true", help="1 seed, 40 steps: a smoke run")
