@@ -546,6 +546,12 @@ def load_recipe(cls: type[T], path: str, overrides: typing.Sequence[str] = ()) -
     return _build(cls, raw, "")
 
 
+def from_dict(cls: type[T], data: dict, where: str = "") -> T:
+    """A recipe dataclass (or one section, e.g. `MediaConfig`) from a plain dict, checked as on load:
+    how the trainer rebuilds the recipe a pipeline output recorded in its manifest."""
+    return _build(cls, data, where)
+
+
 def _load_yaml_with_extends(path: str, seen: tuple) -> dict:
     path = os.path.abspath(path)
     if path in seen:

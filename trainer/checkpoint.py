@@ -20,7 +20,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from trainer.model import load_weights, save_weights
+from trainer.model import WEIGHTS, load_weights, save_weights, write_meta
 
 STATE = "state.json"
 
@@ -53,8 +53,8 @@ def set_rng_state(state: dict) -> None:
 
 
 def save(run_dir: str, step: int, model, optimizer, scheduler, state: dict, *, rank: int, world: int,
-         tokenizer_spec: str, merge: int, model_state: Optional[dict] = None, optim_state: Optional[dict] = None,
-         keep: int = 0) -> str:
+         tokenizer_spec: str, merge: int, data: Optional[dict] = None, model_state: Optional[dict] = None,
+         optim_state: Optional[dict] = None, keep: int = 0) -> str:
     """Rank 0 writes the shared parts, every rank its RNG; a barrier, then rank 0 renames."""
     final = step_dir(run_dir, step)
     tmp = final + ".tmp"
@@ -65,12 +65,12 @@ def save(run_dir: str, step: int, model, optimizer, scheduler, state: dict, *, r
     torch.save(rng_state(), os.path.join(tmp, f"rng-rank{rank}.pt"))
     if rank == 0:
         if model_state is None:
-            save_weights(model, tmp, tokenizer_spec, merge)
+            save_weights(model, tmp, tokenizer_spec, merge, data)
         else:   # FSDP: the gathered full state dict
             from safetensors.torch import save_file
 
-            save_weights_meta_only(model, tmp, tokenizer_spec, merge)
-            save_file({k: v.contiguous() for k, v in model_state.items()}, os.path.join(tmp, "model.safetensors"))
+            write_meta(model, tmp, tokenizer_spec, merge, data)
+            save_file({k: v.contiguous() for k, v in model_state.items()}, os.path.join(tmp, WEIGHTS))
         optim_state = optim_state if optim_state is not None else optimizer.state_dict()
         torch.save(optim_state, os.path.join(tmp, "optimizer.pt"))
         torch.save(scheduler.state_dict(), os.path.join(tmp, "scheduler.pt"))
@@ -83,16 +83,6 @@ def save(run_dir: str, step: int, model, optimizer, scheduler, state: dict, *, r
         _prune(run_dir, keep)
     _barrier(world)
     return final
-
-
-def save_weights_meta_only(model, folder: str, tokenizer_spec: str, merge: int) -> None:
-    from trainer.model import MODEL_META, unwrap
-
-    m = unwrap(model)
-    meta = {"vision_config": m.vision.config.to_dict(), "llm_config": m.llm.config.to_dict(), "merge": merge,
-            "tokenizer": tokenizer_spec, "vocab_subset": m.vocab_ids is not None}
-    with open(os.path.join(folder, MODEL_META), "w", encoding="utf-8") as f:
-        json.dump(meta, f, indent=1, sort_keys=True, default=str)
 
 
 def load(folder: str, model, optimizer, scheduler, *, rank: int, load_model: bool = True, fsdp: bool = False) -> dict:

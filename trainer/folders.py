@@ -33,6 +33,7 @@ class OutputFolder:
     system_prompt: Optional[str]
     tokenizer: str
     rows: int
+    media: dict          # the pipeline recipe's `media` section (sampling bounds: what generation reproduces)
 
     @classmethod
     def open(cls, root: str) -> "OutputFolder":
@@ -44,7 +45,11 @@ class OutputFolder:
         return cls(root=root, shards={k: sorted(v, key=lambda s: s.path) for k, v in shards.items()},
                    layout=tokens.get("chat_layout", "keye_preview"), system_prompt=tokens.get("system_prompt"),
                    tokenizer=tokens.get("tokenizer", "builtin:qwen3"),
-                   rows=(manifest.get("totals") or {}).get("kept", 0))
+                   rows=(manifest.get("totals") or {}).get("kept", 0),
+                   media=(manifest.get("config") or {}).get("media") or {})
+
+    def render_info(self) -> dict:
+        return {"chat_layout": self.layout, "system_prompt": self.system_prompt, "media": self.media}
 
     def list(self, kind: str) -> list[ShardInfo]:
         if not self.shards.get(kind):

@@ -184,11 +184,9 @@ def visual_token_ids(tokenizer) -> list[int]:
     return [special_id(tokenizer, t) for t in PAD_TOKENS]
 
 
-def build_vision(cfg: ModelConfig, config_dict: Optional[dict] = None):
+def build_vision(cfg: ModelConfig):
     from transformers import SiglipVisionConfig, SiglipVisionModel
 
-    if config_dict is not None:
-        return SiglipVisionModel(SiglipVisionConfig(**config_dict))
     if cfg.vision:
         return SiglipVisionModel.from_pretrained(cfg.vision)
     v = cfg.vision_config
@@ -198,12 +196,10 @@ def build_vision(cfg: ModelConfig, config_dict: Optional[dict] = None):
         vision_use_head=False))
 
 
-def build_llm(cfg: ModelConfig, attn: str, config_dict: Optional[dict] = None, vocab_size: Optional[int] = None):
+def build_llm(cfg: ModelConfig, attn: str, vocab_size: Optional[int] = None):
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
-    if config_dict is not None:
-        conf = Qwen3Config(**config_dict)
-    elif cfg.llm:
+    if cfg.llm:
         conf = Qwen3Config.from_pretrained(cfg.llm)
     else:
         c = cfg.llm_config
@@ -216,7 +212,7 @@ def build_llm(cfg: ModelConfig, attn: str, config_dict: Optional[dict] = None, v
     if cfg.rope_theta is not None:
         conf.rope_parameters = {**(conf.rope_parameters or {"rope_type": "default"}), "rope_theta": cfg.rope_theta}
     conf._attn_implementation = attn
-    if cfg.llm and config_dict is None:
+    if cfg.llm:
         return Qwen3ForCausalLM.from_pretrained(cfg.llm, config=conf, attn_implementation=attn)
     return Qwen3ForCausalLM(conf)
 
@@ -231,7 +227,7 @@ def build_model(cfg: ModelConfig, tokenizer, device: str = "cpu", seed: int = 0,
     if vocab_ids is not None and cfg.llm:
         raise ValueError("model.vocab_subset applies to a randomly initialised LLM only (model.llm is set)")
     vocab_size = len(set(vocab_ids)) if vocab_ids is not None else None
-    model = KeyeVL(build_vision(cfg), build_llm(cfg, attn, vocab_size=vocab_size), cfg.merge,
+    model = KeyeVL(build_vision(cfg), build_llm(cfg, attn, vocab_size), cfg.merge,
                    visual_token_ids(tokenizer), vocab_ids)
     if cfg.init:
         load_weights(model, cfg.init)
@@ -281,17 +277,27 @@ def unwrap(model: nn.Module) -> nn.Module:
     return getattr(model, "module", model)
 
 
-def save_weights(model: nn.Module, folder: str, tokenizer_spec: str, merge: int) -> None:
-    from safetensors.torch import save_model
-
+def write_meta(model: nn.Module, folder: str, tokenizer_spec: str, merge: int, data: Optional[dict] = None) -> None:
+    """`keye_model.json`: the configs that rebuild the model offline, its tokenizer, and how its
+    training data was rendered (`data`: chat_layout, system_prompt, the pipeline's media recipe)."""
     m = unwrap(model)
+    meta = {"vision_config": m.vision.config.to_dict(), "llm_config": m.llm.config.to_dict(), "merge": merge,
+            "tokenizer": tokenizer_spec, "vocab_subset": m.vocab_ids is not None, "data": data or {}}
     os.makedirs(folder, exist_ok=True)
-    save_model(m, os.path.join(folder, WEIGHTS))
-    meta = {"vision_config": m.vision.config.to_dict(), "llm_config": m.llm.config.to_dict(),
-            "merge": merge, "tokenizer": tokenizer_spec,
-            "vocab_subset": m.vocab_ids is not None}
     with open(os.path.join(folder, MODEL_META), "w", encoding="utf-8") as f:
         json.dump(meta, f, indent=1, sort_keys=True, default=str)
+
+
+def save_weights(model: nn.Module, folder: str, tokenizer_spec: str, merge: int, data: Optional[dict] = None) -> None:
+    from safetensors.torch import save_model
+
+    write_meta(model, folder, tokenizer_spec, merge, data)
+    save_model(unwrap(model), os.path.join(folder, WEIGHTS))
+
+
+def read_meta(folder: str) -> dict:
+    with open(os.path.join(folder, MODEL_META), encoding="utf-8") as f:
+        return json.load(f)
 
 
 def load_weights(model: nn.Module, folder: str) -> None:
@@ -312,16 +318,15 @@ def load_trained(folder: str, device: str = "cpu") -> tuple[KeyeVL, object]:
     """(model, tokenizer) of a trainer checkpoint folder, rebuilt from its own configs (offline)."""
     from keye.tokenizer import load_tokenizer
 
-    with open(os.path.join(folder, MODEL_META), encoding="utf-8") as f:
-        meta = json.load(f)
+    meta = read_meta(folder)
     tokenizer = load_tokenizer(meta["tokenizer"])
-    vision = {k: v for k, v in meta["vision_config"].items() if k not in ("transformers_version", "architectures")}
-    llm = {k: v for k, v in meta["llm_config"].items() if k not in ("transformers_version", "architectures")}
-    attn = attention_impl("auto", device)
-    dummy = ModelConfig(vision=None, llm=None, init=None, vision_config=None, llm_config=None,  # type: ignore[arg-type]
-                        merge=meta["merge"], tokenizer=meta["tokenizer"], rope_theta=None, attention="auto",
-                        dtype="auto", gradient_checkpointing=False, adapter=None)
-    model = KeyeVL(build_vision(dummy, vision), build_llm(dummy, attn, llm), meta["merge"], visual_token_ids(tokenizer),
+    from transformers import Qwen3Config, Qwen3ForCausalLM, SiglipVisionConfig, SiglipVisionModel
+
+    drop = ("transformers_version", "architectures")
+    vision = SiglipVisionModel(SiglipVisionConfig(**{k: v for k, v in meta["vision_config"].items() if k not in drop}))
+    llm_conf = Qwen3Config(**{k: v for k, v in meta["llm_config"].items() if k not in drop})
+    llm_conf._attn_implementation = attention_impl("auto", device)
+    model = KeyeVL(vision, Qwen3ForCausalLM(llm_conf), meta["merge"], visual_token_ids(tokenizer),
                    checkpoint_vocab(folder))
     load_weights(model, folder)
     return model.to(device).eval(), tokenizer

@@ -254,7 +254,8 @@ def train(cfg: TrainConfig, run_dir: str, data: Optional[list[tuple[str, float]]
                 checkpoint.save(run_dir, step + 1, model, optimizer, scheduler,
                                 {**state, "streams": streams, "recipe": cfg.name, "stage": cfg.stage.name},
                                 rank=dist.rank, world=dist.world, tokenizer_spec=cfg.model.tokenizer,
-                                merge=cfg.model.merge, model_state=m_state, optim_state=o_state,
+                                merge=cfg.model.merge, data=sources[0].folder.render_info(),
+                                model_state=m_state, optim_state=o_state,
                                 keep=cfg.run.keep_checkpoints)
             if kill_after and step + 1 == kill_after:
                 os.kill(os.getpid(), signal.SIGKILL)
