@@ -37,6 +37,7 @@ def lora_parts(peft_model, name):
     dict(mode="ipm"), dict(mode="kpm"),
     dict(mode="kpm", selection="subsets", num_subsets=2, allocation="greedy", min_tokens_per_dim=0.0),
     dict(mode="ipm", allocation="global_rank", alpha=2.0),
+    dict(mode="ipm", selection="subsets", num_subsets=2, metric="pi", score_on="pooled", min_tokens_per_dim=0.0),
     dict(mode="kpm", covariance="identity", allocation="greedy"),
 ])
 def test_init_output_equals_base_and_residual_plus_adapter_is_w(over):
