@@ -242,6 +242,7 @@ def test_collection_batching_masks_and_shared_inputs():
     empty = [collate([s], supervise_from=len(s)) for s in seqs[:2]]
     with pytest.raises(ValueError, match="no calibration tokens"):
         collect_covariances(model, targets, iter(empty), use_label_mask=True)
+    assert collect_covariances(model, targets, iter(empty), use_label_mask=True, strict=False).cov == {}
 
 
 def test_pissa_special_case_equals_peft_pissa():

@@ -26,7 +26,7 @@ def tiny_keye(seed: int = 0):
     return KeyeVL(vision, Qwen3ForCausalLM(llm_cfg), 2, [VISUAL]).eval()
 
 
-def packs(n: int, seed: int, length: int = 48, low: int = 0, high: int = 80):
+def packs(n: int, seed: int, length: int = 48, low: int = 0, high: int = 80, image: bool = True):
     """Packed batches as trainer.data builds them: two samples per pack (one with a 56x56 image: 4 visual
     tokens), positions restarting per sample, padding at the end, labels on the second half of each sample."""
     g = torch.Generator().manual_seed(seed)
@@ -36,7 +36,7 @@ def packs(n: int, seed: int, length: int = 48, low: int = 0, high: int = 80):
         for k in range(2):
             m = int(torch.randint(12, 20, (1,), generator=g))
             s = torch.randint(low, high, (m,), generator=g)
-            if k == 0:
+            if k == 0 and image:
                 s[2:6] = VISUAL
                 pixels.append(torch.randn(3, 56, 56, generator=g))
             ids += s.tolist()
@@ -67,7 +67,8 @@ def test_corda_plus_plus_on_keye_vision_projector_and_llm():
     kinds = {n.split(".")[0] for n in targets}
     assert kinds == {"vision", "projector", "llm"}
     assert any(n.endswith("self_attn.out_proj") for n in targets) and "projector.fc1" in targets
-    cands = {"think": lambda: iter(packs(6, 1)), "no_think": lambda: iter(packs(6, 2, low=40, high=VISUAL))}
+    cands = {"think": lambda: iter(packs(6, 1)), "no_think": lambda: iter(packs(6, 2, low=40, high=VISUAL)),
+             "text": lambda: iter(packs(6, 3, image=False))}       # never reaches the vision tower
     p = plan(model, cfg, cands, forward=keye_forward)
     pm = attach(model, p)
     probe = packs(1, 9)[0]
@@ -75,8 +76,16 @@ def test_corda_plus_plus_on_keye_vision_projector_and_llm():
     out = logits(pm, probe)
     assert float((out - ref).norm() / ref.norm()) <= 1e-5
     layers = p.report["layers"]
-    assert {v["candidate"] for v in layers.values()} <= {"think", "no_think"}
-    assert all(set(v["scores"]) == {"think", "no_think"} for v in layers.values())
+    assert {v["candidate"] for v in layers.values()} <= {"think", "no_think", "text"}
+    for name, v in layers.items():
+        reached = {"think", "no_think"} if name.startswith(("vision", "projector")) else {"think", "no_think", "text"}
+        assert set(v["scores"]) == reached, name
+        eligible = {k: x for k, x in v["scores"].items() if v["tokens"][k] >= 0.5 * v["d_in"]}
+        if eligible:
+            assert v["candidate"] == max(eligible, key=eligible.get) and not v["fallback"]
+        else:                               # projector.fc1 sees 24 merged tokens < 0.5 * 128: most tokens wins
+            assert v["fallback"] and v["tokens"][v["candidate"]] == max(v["tokens"].values())
+    assert layers["projector.fc1"]["fallback"]
     # vision inputs count every patch (6 packs x one 4x4-patch frame); LLM inputs only supervised positions
     vis = layers["vision.encoder.layers.0.mlp.fc1"]["tokens"]
     assert vis == {"think": 6 * 16, "no_think": 6 * 16}

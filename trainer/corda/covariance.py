@@ -150,22 +150,25 @@ class CovarianceCollector:
             self.mask = None
             model.train(was_training)
 
-    def finish(self) -> Covariances:
-        missing = [n for n in self.targets if n not in self.group_of]
-        if missing:
-            raise ValueError(f"calibration never reached {len(missing)} target layers, e.g. {missing[:3]}")
-        empty = [g for g, c in self._count.items() if c == 0]
-        if empty:
-            raise ValueError(f"no calibration tokens reached {empty[:3]} (all positions masked?)")
-        cov = {g: acc / self._count[g] for g, acc in self._acc.items()}
+    def finish(self, strict: bool = True) -> Covariances:
+        """The covariances; `strict` requires every target to have seen tokens, otherwise layers the
+        data never reached (no frames in a text-only candidate, every position masked) are left out."""
+        empty = {g for g, c in self._count.items() if c == 0}
+        missing = [n for n in self.targets if n not in self.group_of or self.group_of[n] in empty]
+        if strict and missing:
+            raise ValueError(f"no calibration tokens reached {len(missing)} target layers, e.g. {missing[:3]} "
+                             "(no data for them, or every position masked?)")
+        cov = {g: acc / self._count[g] for g, acc in self._acc.items() if g not in empty}
         self._acc.clear()
-        return Covariances(cov=cov, tokens=dict(self._tokens), group_of=dict(self.group_of))
+        return Covariances(cov=cov, tokens={g: t for g, t in self._tokens.items() if g not in empty},
+                           group_of={n: g for n, g in self.group_of.items() if g not in empty})
 
 
 def collect_covariances(model: nn.Module, targets: Mapping[str, nn.Module], batches: Iterable[Mapping], *,
                         dtype: torch.dtype = torch.float32, normalize: Normalize = "token", offload: bool = False,
-                        use_label_mask: bool = True, forward: Optional[Callable] = None) -> Covariances:
+                        use_label_mask: bool = True, forward: Optional[Callable] = None,
+                        strict: bool = True) -> Covariances:
     """One pass over `batches`: the covariance of every distinct target input."""
     with CovarianceCollector(targets, dtype=dtype, normalize=normalize, offload=offload) as col:
         col.run(model, batches, forward=forward, use_label_mask=use_label_mask)
-    return col.finish()
+    return col.finish(strict)

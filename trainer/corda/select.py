@@ -10,7 +10,8 @@ one tensor) and its spectrum (O(k) floats). So memory is at most two covariance 
 is one forward pass per candidate and one SVD per layer per candidate. Candidates are calibration
 subsets (disjoint, round-robin: `subsets`) or the mixture's own modes (`by_key`, one per `mode` value).
 A candidate with too few tokens for a full-rank covariance is scored and reported but not eligible;
-a layer with no eligible candidate keeps the one that saw the most tokens, flagged in the report.
+a layer with no eligible candidate keeps the one that saw the most tokens, flagged in the report. A
+candidate whose data never reaches a layer (text-only rows and the vision tower) is not scored there.
 """
 from __future__ import annotations
 
@@ -75,7 +76,7 @@ def select(model: nn.Module, targets: Mapping[str, nn.Module], candidates: Mappi
     reference = None
     if score_on == "pooled":
         pooled = (b for batches in candidates.values() for b in batches())
-        reference = collect_covariances(model, targets, pooled, **(collect_kwargs or {}))
+        reference = collect_covariances(model, targets, pooled, **(collect_kwargs or {}))   # strict: all reached
     elif score_on != "own":
         raise ValueError(f"score_on: own or pooled, not {score_on!r}")
     score_fn = METRICS[metric]
@@ -84,10 +85,12 @@ def select(model: nn.Module, targets: Mapping[str, nn.Module], candidates: Mappi
     scores: dict[str, dict[str, float]] = {n: {} for n in targets}
     tokens: dict[str, dict[str, int]] = {n: {} for n in targets}
     for cand, batches in candidates.items():
-        covs = collect_covariances(model, targets, batches(), **(collect_kwargs or {}))
+        covs = collect_covariances(model, targets, batches(), strict=False, **(collect_kwargs or {}))
         conds = {g: settings.apply(c) for g, c in covs.cov.items()}
         for name, module in targets.items():
-            group = covs.group_of[name]
+            group = covs.group_of.get(name)
+            if group is None:                 # this candidate's data never reached the layer
+                continue
             spec = spectrum_of(module, conds[group], covs.tokens[group], settings.dtype, with_eig=metric == "pi",
                                reference=None if reference is None else reference.of(name))
             score = scores[name][cand] = score_fn(spec, rank, mode)
@@ -100,6 +103,9 @@ def select(model: nn.Module, targets: Mapping[str, nn.Module], candidates: Mappi
             elif name not in best and (name not in most or spec.tokens > most[name].spectrum.tokens):
                 most[name] = entry
         del covs, conds
+    unreached = [n for n in targets if n not in best and n not in most]
+    if unreached:
+        raise ValueError(f"no calibration candidate reached {len(unreached)} target layers, e.g. {unreached[:3]}")
     out = {}
     for name in targets:
         choice = best.get(name) or most[name]
