@@ -190,6 +190,7 @@ def train(cfg: TrainConfig, run_dir: str, data: Optional[list[tuple[str, float]]
     model = apply_adapter(model, cfg)
     if model_hook is not None:
         model = model_hook(model)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)   # an adapter changes it
     model = model.to(device)
     resume = checkpoint.latest(run_dir)
     if resume:
