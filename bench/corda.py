@@ -184,9 +184,10 @@ def experiment(seeds: int, steps: int, pre_steps: int, rank: int, lr: float) -> 
 
 
 # --- cost: ours vs PEFT, each in a fresh process ---------------------------------------------------------------
-def _cost_worker(which: str, mode: str, rank: int, samples: int, length: int) -> dict:
+def _cost_worker(which: str, mode: str, rank: int, samples: int, length: int, hidden: int = 256,
+                 layers: int = 4) -> dict:
     torch.set_num_threads(1)
-    model = model_for(0, hidden=256, inter=704, layers=4, vocab=512).eval()
+    model = model_for(0, hidden=hidden, inter=int(2.75 * hidden), layers=layers, vocab=512).eval()
     data = torch.randint(0, 512, (samples, length), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         model(input_ids=data[:1])
@@ -211,12 +212,12 @@ def _cost_worker(which: str, mode: str, rank: int, samples: int, length: int) ->
     return dict(seconds=time.perf_counter() - t0, peak_mb=peak_rss_mb() - base)
 
 
-def cost(mode: str, rank: int, samples: int, length: int, repeat: int) -> dict:
-    out = {}
+def cost(mode: str, rank: int, samples: int, length: int, repeat: int, hidden: int = 256, layers: int = 4) -> dict:
+    out = {"model": f"Qwen3 hidden {hidden}, ffn {int(2.75 * hidden)}, {layers} layers; {samples} x {length} tokens"}
     for which in ("peft", "ours"):
         runs = []
         for _ in range(repeat):
-            arg = json.dumps([which, mode, rank, samples, length])
+            arg = json.dumps([which, mode, rank, samples, length, hidden, layers])
             proc = subprocess.run([sys.executable, "-m", "bench.corda", "--worker", arg], capture_output=True,
                                   text=True, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
             runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
@@ -235,6 +236,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--rank", type=int, default=4)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--quick", action="store_true", help="1 seed, 40 steps: a smoke run")
+    ap.add_argument("--cost_only", action="store_true", help="only ours vs PEFT's preprocess_corda")
+    ap.add_argument("--cost_hidden", type=int, default=256)
+    ap.add_argument("--cost_layers", type=int, default=4)
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
@@ -244,10 +248,10 @@ def main(argv=None) -> dict:
     if args.quick:
         args.seeds, args.steps, args.pre_steps = 1, 40, 100
     t0 = time.perf_counter()
-    results = dict(experiment=experiment(args.seeds, args.steps, args.pre_steps, args.rank, args.lr),
-                   cost={m: cost(m, 16, 64 if not args.quick else 16, 128, 1 if args.quick else 2)
-                         for m in ("ipm", "kpm")},
-                   settings=vars(args))
+    results = dict(cost={m: cost(m, 16, 64 if not args.quick else 16, 128, 1 if args.quick else 2,
+                                 args.cost_hidden, args.cost_layers) for m in ("ipm", "kpm")}, settings=vars(args))
+    if not args.cost_only:
+        results["experiment"] = experiment(args.seeds, args.steps, args.pre_steps, args.rank, args.lr)
     results["wall_s"] = round(time.perf_counter() - t0, 1)
     return emit("corda", results)
 
