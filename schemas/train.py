@@ -112,7 +112,7 @@ class RunConfig:
     keep_checkpoints: int           # newest kept; 0: all
     log_every: int                  # steps between log lines (JSONL + TensorBoard)
     tensorboard: bool
-    progress: Literal["auto", "on", "off"]   # auto: a progress bar when stderr is a terminal
+    progress: Literal["auto", "always", "never"]   # auto: a progress bar when stderr is a terminal
     device: str                     # auto | cpu | cuda | cuda:N
     seed: int
     distributed: Literal["ddp", "fsdp"]     # under torchrun; FSDP shards parameters (GPU runs)

@@ -188,7 +188,11 @@ def build_vision(cfg: ModelConfig):
     from transformers import SiglipVisionConfig, SiglipVisionModel
 
     if cfg.vision:
-        return SiglipVisionModel.from_pretrained(cfg.vision)
+        vision = SiglipVisionModel.from_pretrained(cfg.vision)
+        if vision.use_head:   # the attention-pooling head is for contrastive training; Keye uses the patches
+            vision.use_head, vision.config.vision_use_head = False, False
+            del vision.head
+        return vision
     v = cfg.vision_config
     return SiglipVisionModel(SiglipVisionConfig(
         hidden_size=v.hidden_size, intermediate_size=v.intermediate_size, num_hidden_layers=v.num_hidden_layers,

@@ -119,7 +119,7 @@ class Logger:
             from torch.utils.tensorboard import SummaryWriter
 
             self._tb = SummaryWriter(os.path.join(self.run_dir, "tensorboard"))
-        if self.progress == "on" or (self.progress == "auto" and sys.stderr.isatty()):
+        if self.progress == "always" or (self.progress == "auto" and sys.stderr.isatty()):
             from tqdm import tqdm
 
             self._bar = tqdm(total=self.total, initial=self.start, unit="step", dynamic_ncols=True)
@@ -150,7 +150,7 @@ def wrap_distributed(model: torch.nn.Module, cfg: TrainConfig, dist: Dist, devic
     if cfg.run.distributed == "fsdp":
         from torch.distributed.fsdp import fully_shard
 
-        for layer in list(model.vision.vision_model.encoder.layers) + list(model.llm.model.layers):
+        for layer in list(model.vision.encoder.layers) + list(model.llm.model.layers):
             fully_shard(layer)
         return fully_shard(model)
     from torch.nn.parallel import DistributedDataParallel
@@ -169,9 +169,11 @@ def full_states(model, optimizer, cfg: TrainConfig) -> tuple[Optional[dict], Opt
 
 
 def train(cfg: TrainConfig, run_dir: str, data: Optional[list[tuple[str, float]]] = None,
-          model_hook: Optional[Callable[[torch.nn.Module], torch.nn.Module]] = None) -> list[dict]:
+          model_hook: Optional[Callable[[torch.nn.Module], torch.nn.Module]] = None,
+          batches: Optional[dict[int, object]] = None) -> list[dict]:
     """Train per the recipe, resuming from RUN/checkpoints when one exists; returns the log records.
-    `model_hook` (after freezing and the recipe's adapter) lets callers wrap the model in-process."""
+    `model_hook` (after freezing and the recipe's adapter) lets callers wrap the model in-process;
+    `batches` (stream -> iterator of collated micro-batches) replaces the loaders (bench.train)."""
     from keye.tokenizer import load_tokenizer
 
     dist = init_distributed(resolve_device(cfg.run.device))
@@ -207,8 +209,9 @@ def train(cfg: TrainConfig, run_dir: str, data: Optional[list[tuple[str, float]]
         if int(state.get("streams", streams)) != streams:
             raise ValueError(f"{resume}: written with {state.get('streams')} data streams, this run has {streams}")
     start = int(state.get("step", 0))
-    loaders = {s: iter(make_loader(sources, cfg.data, cfg.model.tokenizer, s, streams, cfg.optim.micro_batch,
-                                   int(state["positions"][str(s)]))) for s in mine}
+    loaders = batches or {s: iter(make_loader(sources, cfg.data, cfg.model.tokenizer, s, streams,
+                                              cfg.optim.micro_batch, int(state["positions"][str(s)])))
+                          for s in mine}
     log = Logger(run_dir, dist.main, cfg.run.tensorboard, cfg.run.progress, cfg.optim.max_steps, start)
     if dist.main:
         print(json.dumps({"event": "start", "run": run_dir, "resume": resume, "step": start, "world": dist.world,
