@@ -289,7 +289,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--corda_samples", type=int, default=None, help="CorDA calibration rows (corda.samples)")
     args = ap.parse_args(argv)
     cfg = load_train_config(args.config, args.set)
-    if args.corda_data or args.corda_samples is not None or (args.data and not cfg.corda.data):
+    if args.corda_data or args.corda_samples is not None or (args.data and not cfg.corda.data and cfg.model.adapter):
         data = args.corda_data or cfg.corda.data or (parse_data_arg(args.data[0])[0] if args.data else None)
         extra = [f"corda.data={data}"] if data else []
         extra += [f"corda.samples={args.corda_samples}"] if args.corda_samples is not None else []
