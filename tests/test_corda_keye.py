@@ -99,6 +99,16 @@ def test_corda_plus_plus_on_keye_vision_projector_and_llm():
     loss.backward()
     grads = {n for n, q in pm.named_parameters() if q.grad is not None}
     assert grads and all("lora_" in n for n in grads)
+    # a trained checkpoint folds back into the plain model (what load_trained reads)
+    from trainer.corda.keye import fold_adapters, lora_scaling
+    with torch.no_grad():
+        for n, q in pm.named_parameters():
+            if "lora_" in n:
+                q.add_(0.05 * torch.randn_like(q))
+    plain = tiny_keye(seed=1)
+    plain.load_state_dict(fold_adapters(pm.state_dict(), lora_scaling(pm)))
+    trained = logits(pm, probe)
+    assert float((logits(plain, probe) - trained).norm() / trained.norm()) <= 1e-5
 
 
 def test_candidates_by_mode_subsets_and_static():

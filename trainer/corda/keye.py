@@ -8,6 +8,10 @@
         attention mask of each pack's real tokens
       ─ adapter.plan(KeyeVL, forward = hidden_states: no LM head) ─ adapter.attach (PEFT LoRA modules)
 
+A checkpoint of such a run holds the PEFT-wrapped state (`base_model.model.` names, residual weights,
+`lora_A`/`lora_B`); `fold_adapters` turns it into the plain model's (W = W_res + s·B·A), which is how
+`trainer.model.load_trained` (generation, the recaption backend) reads it.
+
 `model.adapter: trainer.corda.keye:apply` in a recipe (configs/sft_corda.yaml) runs it after the stage's
 freezing; PEFT then trains only the adapters. Target layers are regexes over KeyeVL's module names
 (`vision.encoder.layers.…` SigLIP, `projector.fc1|fc2`, `llm.model.layers.…`; configs/train_base.yaml).
@@ -110,3 +114,35 @@ def apply(model: nn.Module, cfg) -> nn.Module:
                                                               for n, v in r["layers"].items()}}), file=sys.stderr)
     peft_model.corda_report = r
     return peft_model
+
+
+PEFT_PREFIX = "base_model.model."
+
+
+def lora_scaling(model: nn.Module) -> dict[str, float]:
+    """Each adapted layer's LoRA scale (alpha / r), by its name in the plain model."""
+    return {name.removeprefix(PEFT_PREFIX): float(m.scaling["default"]) for name, m in model.named_modules()
+            if hasattr(m, "lora_A") and "default" in getattr(m, "scaling", {})}
+
+
+def fold_adapters(state: dict, scaling: dict[str, float]) -> dict:
+    """A PEFT-wrapped state dict as the plain model's: W = W_res + s·B·A on every adapted layer."""
+    out = {k.removeprefix(PEFT_PREFIX).replace(".base_layer.", "."): v for k, v in state.items()
+           if ".lora_A." not in k and ".lora_B." not in k}
+    for layer, s in scaling.items():
+        a = state[f"{PEFT_PREFIX}{layer}.lora_A.default.weight"].float()
+        b = state[f"{PEFT_PREFIX}{layer}.lora_B.default.weight"].float()
+        w = out[f"{layer}.weight"]
+        out[f"{layer}.weight"] = (w.float() + s * (b @ a)).to(w.dtype)
+    return out
+
+
+def load_folded(model: nn.Module, path: str, scaling: dict[str, float]) -> None:
+    """Load a PEFT-wrapped safetensors checkpoint into the plain model (tied weights saved once)."""
+    from safetensors.torch import load_file
+    missing, unexpected = model.load_state_dict(fold_adapters(load_file(path), scaling), strict=False)
+    params = dict(model.named_parameters(remove_duplicate=False))
+    loaded = {params[k].data_ptr() for k in params if k not in missing}
+    untied = [k for k in missing if k not in params or params[k].data_ptr() not in loaded]
+    if untied or unexpected:
+        raise ValueError(f"{path}: missing {untied[:3]}, unexpected {unexpected[:3]}")
