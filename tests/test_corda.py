@@ -271,3 +271,16 @@ def test_damping_is_capped_and_config_is_strict():
         lm_config(rnak=3)
     with pytest.raises(ConfigError):
         lm_config(mode="both")
+
+
+def test_any_causal_lm_gpt2_conv1d():
+    """transformers' Conv1D layers (GPT-2, weights stored (in, out)) work like nn.Linear."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+    torch.manual_seed(0)
+    base = GPT2LMHeadModel(GPT2Config(vocab_size=96, n_embd=32, n_layer=2, n_head=4, n_positions=64)).eval()
+    model = copy.deepcopy(base)
+    p = plan(model, lm_config(rank=4, mode="kpm", target_modules=[r".*\.(c_attn|c_proj|c_fc)"], allocation="greedy"),
+             {"all": batches(sequences(40), 8)})
+    pm = attach(model, p)
+    assert rel(logits(pm), logits(base)) <= 1e-5
+    assert p.report["realised_params"] == p.report["trainable_params"] <= p.report["budget"]

@@ -163,6 +163,8 @@ def attach(model: nn.Module, plan: CordaPlan, **extra):
         modules[name].eigens = CordaEigens(S_WC=e.S_WC.to(w.device, torch.float32).clone(),
                                            U_WC=e.U_WC.to(w.device, torch.float32),
                                            V_WC=e.V_WC.to(w.device, torch.float32))
+    if any(type(modules[n]).__name__ == "Conv1D" for n in plan.eigens):   # GPT-2 style (in, out) weights
+        extra.setdefault("fan_in_fan_out", True)
     peft_model = get_peft_model(model, lora_config(plan, **extra))
     trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
     plan.report["trainable_params"] = trainable
