@@ -81,7 +81,7 @@ def weight_matrix(module: torch.nn.Module) -> torch.Tensor:
 def co_svd(weight: torch.Tensor, cond: Conditioned, dtype: torch.dtype = torch.float32):
     """Full thin SVD of W·C_fix: (U, S, Vh), singular values descending."""
     w = weight.to(dtype)
-    wc = w if cond.cov_fix is None else w @ cond.cov_fix.to(dtype)
+    wc = w if cond.cov_fix is None else w @ cond.cov_fix.to(w.device, dtype)   # offloaded C meets W's device
     return torch.linalg.svd(wc, full_matrices=False)
 
 
@@ -111,7 +111,7 @@ def crop(u: torch.Tensor, s: torch.Tensor, vh: torch.Tensor, cond: Conditioned, 
     idx = keep_index(s.shape[0], rank, mode)
     v = vh[idx].T.contiguous()
     if cond.chol is not None:
-        v = torch.cholesky_solve(v.to(cond.chol.dtype), cond.chol).to(v.dtype)
+        v = torch.cholesky_solve(v.to(cond.chol.dtype), cond.chol.to(v.device)).to(v.dtype)
     return Decomposition(S_WC=s[idx].clone(), U_WC=u[:, idx].contiguous(), V_WC=v)
 
 
