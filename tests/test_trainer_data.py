@@ -146,3 +146,43 @@ def test_a_stream_resumed_at_pack_n_continues_exactly(folder):
     resumed = [b["input_ids"] for b in itertools.islice(make_loader(src, cfg, "builtin:qwen3", 1, 2, 1, 2), 2)]
     assert all(torch.equal(a, b) for a, b in zip(full[2:], resumed))
     assert not torch.equal(full[0], full[2])
+
+
+@pytest.mark.slow
+def test_a_hugging_face_tokenizer_folder_renders_the_same_ids(folder, tmp_path):
+    from keye.tokenizer import HFTokenizer, save_hf_tokenizer
+
+    hf = HFTokenizer(save_hf_tokenizer(str(tmp_path / "tok")))
+    tok = load_tokenizer()
+    for s in all_rows(folder)[:12]:
+        a = encode_sample(s, tok, folder.layout, folder.system_prompt)
+        b = encode_sample(s, hf, folder.layout, folder.system_prompt)
+        assert (a.input_ids, a.labels) == (b.input_ids, b.labels)
+
+
+@pytest.mark.slow
+def test_a_keye_1_5_output_trains_with_slow_and_fast_frames_at_their_sizes(trainer_data, tmp_path):
+    """The pipeline's Keye-VL 1.5 recipe (slow-fast sampling, keye_1_5 layout): every row renders to its
+    counts, and packs decode every stored frame at the size its type says."""
+    import os
+
+    from pipelines.build_mixture import build_mixture
+    from pipelines.launch import run
+    from schemas.config import CONFIG_DIR
+
+    out = tmp_path / "keye15"
+    run("build_mixture", build_mixture, ["--config", os.path.join(CONFIG_DIR, "keye15.yaml"), "--input",
+                                         str(trainer_data[1] / "manifests"), "--output", str(out), "--progress_s", "0"])
+    f = OutputFolder.open(str(out))
+    assert f.layout == "keye_1_5"
+    tok = load_tokenizer()
+    rows = all_rows(f)
+    fast = [s for s in rows if any(1 in m.frame_types for m in s.media)]
+    assert fast, "the corpus's clips should give fast frames"
+    for s in rows:
+        assert len(encode_sample(s, tok, f.layout, f.system_prompt)) == s.text_tokens + s.visual_tokens
+    cfg = data_cfg(pack_length=4096, shuffle_buffer=0)
+    batches = list(itertools.islice(make_loader(open_sources([(str(out), 1.0)]), cfg, "builtin:qwen3", 0, 1, 1),
+                                    sum(s.text_tokens + s.visual_tokens for s in rows) // 4096))
+    sizes = {tuple(p.shape[1:]) for b in batches for p in b["pixels"]}
+    assert {(m.fast_height, m.fast_width) for s in fast for m in s.media if m.fast_height} & sizes

@@ -143,3 +143,16 @@ def test_a_trainable_pattern_that_matches_nothing_is_an_error():
     cfg = load_train_config()
     with pytest.raises(Exception, match="stage.trainable"):
         dataclasses.replace(cfg, stage=dataclasses.replace(cfg.stage, trainable=[]))
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    grads = []
+    for gc in ("false", "true"):
+        model, cfg = tiny("train_tiny.yaml", f"model.gradient_checkpointing={gc}")
+        model.train()
+        ids, px = sample(9, 40, (56, 84))
+        loss, n = model(torch.tensor([ids]), torch.tensor([ids]), torch.arange(len(ids))[None], [[len(ids)]], px)
+        loss.backward()
+        grads.append({k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 20
+    assert all(torch.allclose(grads[0][k], grads[1][k], atol=1e-6) for k in grads[0])

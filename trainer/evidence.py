@@ -151,7 +151,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--work", required=True, help="folder for the data, runs and report (reused when rerun)")
     ap.add_argument("--scale", type=int, default=6, help="synthetic corpus scale for the training data")
     ap.add_argument("--stage1-steps", type=int, default=40)
-    ap.add_argument("--stage2-steps", type=int, default=300)
+    ap.add_argument("--stage2-steps", type=int, default=800)
+    ap.add_argument("--pack-length", type=int, default=1024, help="shorter packs: more optimizer steps per CPU second")
     ap.add_argument("--images", type=int, default=40, help="held-out images")
     ap.add_argument("--videos", type=int, default=16, help="held-out videos")
     ap.add_argument("--max-new-tokens", type=int, default=40)
@@ -162,7 +163,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     data = build_data(args.work, args.scale)
     items = heldout(os.path.join(args.work, "heldout"), seed=1, images=args.images, videos=args.videos)
     before = untrained(args.work, data, args.seed)
-    seed = [f"run.seed={args.seed}", "run.tensorboard=false", "run.progress=never"]
+    seed = [f"run.seed={args.seed}", "run.tensorboard=false", "run.progress=never",
+            f"data.pack_length={args.pack_length}", "run.checkpoint_every=200"]
     s1 = train_stage("train_tiny_stage1.yaml", os.path.join(args.work, "stage1"), data,
                      seed + [f"optim.max_steps={args.stage1_steps}"])
     s2 = train_stage("train_tiny.yaml", os.path.join(args.work, "stage2"), data,

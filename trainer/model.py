@@ -236,8 +236,8 @@ def build_model(cfg: ModelConfig, tokenizer, device: str = "cpu", seed: int = 0,
     if cfg.init:
         load_weights(model, cfg.init)
     if cfg.gradient_checkpointing:
-        model.vision.gradient_checkpointing_enable()
-        model.llm.gradient_checkpointing_enable()
+        for part in (model.vision, model.llm):   # transformers 5 renamed it; the old name warns
+            (getattr(part, "activation_checkpointing_enable", None) or part.gradient_checkpointing_enable)()
     return model.to(device)
 
 
