@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 
+import pytest
 import torch
 
 from schemas.corda import corda_config
@@ -120,3 +121,33 @@ def test_candidates_by_mode_subsets_and_static():
     assert list(candidates(rows, corda_config(selection="modes", modes=["think"]))) == ["think"]
     assert [len(v) for v in candidates(rows, corda_config(selection="subsets", num_subsets=2)).values()] == [2, 2]
     assert list(candidates(rows, corda_config())) == ["all"]
+
+
+@pytest.mark.slow
+def test_sft_corda_recipe_trains_from_pipeline_output(trainer_data, tmp_path):
+    """`python -m trainer.train --config configs/sft_corda.yaml --corda_samples N`: calibration through the
+    trainer's data path, CorDA++ adapters on the tiny Keye, training, and a checkpoint load_trained reads."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+    from trainer.checkpoint import latest
+    from trainer.model import load_trained
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "trainer.train", "--config", os.path.join(ROOT, "configs", "sft_corda.yaml"),
+           "--data", str(trainer_data[0]), "--output", str(out), "--corda_samples", "48",
+           "--set", "optim.max_steps=2", "--set", "data.pack_length=1024", "--set", "run.tensorboard=false",
+           "--set", "corda.min_tokens_per_dim=1.0"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": ROOT}
+    proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    event = next(json.loads(line) for line in proc.stderr.splitlines() if line.startswith('{"event": "corda"'))
+    assert event["realised_params"] == event["trainable_params"] <= event["budget"]
+    assert {n.split(".")[0] for n in event["layers"]} == {"vision", "projector", "llm"}
+    assert all(v["candidate"] in event["candidates"] and v["rank"] >= 1 for v in event["layers"].values())
+    start = next(json.loads(line) for line in proc.stderr.splitlines() if line.startswith('{"event": "start"'))
+    assert start["trainable"] == event["trainable_params"]
+    model, _ = load_trained(latest(str(out)))
+    assert type(model).__name__ == "KeyeVL"
