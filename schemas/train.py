@@ -104,6 +104,7 @@ class OptimConfig:
     micro_batch: int                # packed sequences per forward pass
     grad_accum: int                 # micro-batches per optimizer step (per rank)
     clip_norm: float                # 0: no clipping
+    lr_scale: dict[str, float]      # fnmatch pattern over parameter names -> lr multiplier (first match wins)
 
 
 @dataclass(frozen=True)

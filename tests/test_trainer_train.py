@@ -117,3 +117,10 @@ def test_trainer_recaption_backend(checkpoint, trainer_data):
                             "sys.exit('trainer' in sys.modules or 'trainer.recaption' in sys.modules)"],
                            env=env(), cwd=ROOT)
     assert probe.returncode == 0
+
+
+def test_the_trainer_never_imports_beam():
+    probe = subprocess.run([sys.executable, "-c", "import sys, trainer.train, trainer.generate, trainer.recaption, "
+                            "trainer.evidence; sys.exit('apache_beam' in sys.modules or 'pipelines' in sys.modules)"],
+                           env=env(), cwd=ROOT)
+    assert probe.returncode == 0

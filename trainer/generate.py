@@ -23,11 +23,18 @@ from trainer.template import encode_sample, special_id
 
 
 def media_config(meta: dict):
-    """The pipeline media recipe the checkpoint's data used (base.yaml's when it recorded none)."""
+    """The pipeline media recipe the checkpoint's data used, over today's base.yaml: keys added to the
+    recipe since that data was built take their defaults, keys since removed are dropped."""
+    import dataclasses
+
     from schemas.config import MediaConfig, from_dict, load_config
 
-    media = (meta.get("data") or {}).get("media")
-    return from_dict(MediaConfig, media, "media") if media else load_config().media
+    def overlay(base: dict, recorded: dict) -> dict:
+        return {k: overlay(v, recorded[k]) if isinstance(v, dict) and isinstance(recorded.get(k), dict)
+                else recorded.get(k, v) for k, v in base.items()}
+
+    base = dataclasses.asdict(load_config().media)
+    return from_dict(MediaConfig, overlay(base, (meta.get("data") or {}).get("media") or {}), "media")
 
 
 class Generator:

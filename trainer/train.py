@@ -80,14 +80,18 @@ def lr_lambda(cfg: TrainConfig) -> Callable[[int], float]:
 
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW; no weight decay on biases, norms and 1-d parameters."""
-    decay, plain = [], []
-    for _, p in model.named_parameters():
-        if p.requires_grad:
-            (decay if p.ndim >= 2 else plain).append(p)
+    """AdamW; no weight decay on biases, norms and 1-d parameters; `optim.lr_scale` per name pattern."""
+    import fnmatch
+
     o = cfg.optim
-    groups = [{"params": decay, "weight_decay": o.weight_decay}, {"params": plain, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps)
+    groups: dict[tuple[float, bool], list] = {}
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            scale = next((v for pat, v in o.lr_scale.items() if fnmatch.fnmatchcase(name, pat)), 1.0)
+            groups.setdefault((scale, p.ndim >= 2), []).append(p)
+    params = [{"params": ps, "lr": o.lr * scale, "weight_decay": o.weight_decay if decay else 0.0}
+              for (scale, decay), ps in sorted(groups.items())]
+    return torch.optim.AdamW(params, lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps)
 
 
 def autocast(cfg: TrainConfig, device: str):
@@ -239,7 +243,7 @@ def train(cfg: TrainConfig, run_dir: str, data: Optional[list[tuple[str, float]]
                 state["positions"][str(s)] += b["input_ids"].shape[0]
             grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.optim.clip_norm) if cfg.optim.clip_norm > 0 else \
                 torch.tensor(0.0)
-            lr = scheduler.get_last_lr()[0]
+            lr = max(scheduler.get_last_lr())
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
