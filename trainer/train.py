@@ -87,6 +87,7 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Opti
     groups: dict[tuple[float, bool], list] = {}
     for name, p in model.named_parameters():
         if p.requires_grad:
+            name = name.removeprefix("module.").removeprefix("base_model.model.")   # DDP / PEFT wrappers
             scale = next((v for pat, v in o.lr_scale.items() if fnmatch.fnmatchcase(name, pat)), 1.0)
             groups.setdefault((scale, p.ndim >= 2), []).append(p)
     params = [{"params": ps, "lr": o.lr * scale, "weight_decay": o.weight_decay if decay else 0.0}
