@@ -284,3 +284,23 @@ def test_any_causal_lm_gpt2_conv1d():
     pm = attach(model, p)
     assert rel(logits(pm), logits(base)) <= 1e-5
     assert p.report["realised_params"] == p.report["trainable_params"] <= p.report["budget"]
+
+
+def test_peft_cache_file_round_trip(tmp_path):
+    """`save_cache` writes PEFT's CordaConfig.cache_file: preprocess_corda + get_peft_model rebuild our adapters."""
+    from peft import get_peft_model
+    from peft.tuners.lora.corda import preprocess_corda
+
+    from trainer.corda.adapter import lora_config, save_cache
+    ours = tiny_qwen3()
+    p = plan(ours, lm_config(rank=3, mode="kpm", allocation="greedy"), {"all": batches(sequences(40), 8)})
+    save_cache(p, str(tmp_path / "cache.pt"))
+    ours = attach(ours, p)
+    cfg = lora_config(p)
+    cfg.corda_config.cache_file = str(tmp_path / "cache.pt")
+    theirs = tiny_qwen3()
+    preprocess_corda(theirs, cfg)
+    theirs = get_peft_model(theirs, cfg)
+    for name in p.eigens:
+        for x, y in zip(lora_parts(ours, name), lora_parts(theirs, name)):
+            torch.testing.assert_close(x, y)

@@ -24,7 +24,7 @@ from torch import nn
 from schemas.corda import CordaConfig
 from trainer.corda import allocate
 from trainer.corda.covariance import collect_covariances
-from trainer.corda.decompose import Decomposition, crop, decompose, identity, weight_matrix
+from trainer.corda.decompose import Decomposition, decompose, identity, weight_matrix
 from trainer.corda.metric import component_values
 from trainer.corda.select import Batches, ConditionSettings, identity_choices, select
 
@@ -177,4 +177,3 @@ def save_cache(plan: CordaPlan, path: str) -> None:
                path)
 
 
-__all__ = ["CordaPlan", "attach", "crop", "find_targets", "lora_config", "plan", "save_cache"]
