@@ -130,8 +130,8 @@ def _static_plan(model, cfg, targets, candidates, forward, t0) -> CordaPlan:
 
 def _finish(cfg, eigens, ranks, slots, budget, layers, t0) -> CordaPlan:
     realised = allocate.parameters(ranks, slots)
-    if realised > budget:
-        raise AssertionError(f"allocation {realised} over budget {budget}")
+    if realised > budget:        # only a fixed rank with an explicit smaller budget gets here
+        raise ValueError(f"corda: rank {cfg.rank} on every layer needs {realised} parameters, over the budget {budget}")
     alphas = {n: float(cfg.alpha if cfg.alpha is not None else r) for n, r in ranks.items() if r > 0}
     report = dict(mode=cfg.mode, covariance=cfg.covariance, selection=cfg.selection, allocation=cfg.allocation,
                   metric=cfg.metric, score_on=cfg.score_on, budget=budget, realised_params=realised,
