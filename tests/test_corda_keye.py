@@ -149,5 +149,8 @@ def test_sft_corda_recipe_trains_from_pipeline_output(trainer_data, tmp_path):
     assert all(v["candidate"] in event["candidates"] and v["rank"] >= 1 for v in event["layers"].values())
     start = next(json.loads(line) for line in proc.stderr.splitlines() if line.startswith('{"event": "start"'))
     assert start["trainable"] == event["trainable_params"]
+    report = json.loads((out / "corda.json").read_text())
+    assert {n: v["candidate"] for n, v in report["layers"].items()} == \
+        {n: v["candidate"] for n, v in event["layers"].items()}
     model, _ = load_trained(latest(str(out)))
     assert type(model).__name__ == "KeyeVL"

@@ -198,6 +198,10 @@ def train(cfg: TrainConfig, run_dir: str, data: Optional[list[tuple[str, float]]
     if model_hook is not None:
         model = model_hook(model)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)   # an adapter changes it
+    if getattr(model, "corda_report", None) is not None and dist.main:        # each layer's candidate and rank
+        os.makedirs(run_dir, exist_ok=True)
+        with open(os.path.join(run_dir, "corda.json"), "w", encoding="utf-8") as f:
+            json.dump(model.corda_report, f, indent=1, sort_keys=True)
     model = model.to(device)
     resume = checkpoint.latest(run_dir)
     if resume:

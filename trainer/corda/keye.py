@@ -16,7 +16,8 @@ A checkpoint of such a run holds the PEFT-wrapped state (`base_model.model.` nam
 freezing; PEFT then trains only the adapters. Target layers are regexes over KeyeVL's module names
 (`vision.encoder.layers.…` SigLIP, `projector.fc1|fc2`, `llm.model.layers.…`; configs/train_base.yaml).
 Vision-tower inputs (frames x patches) have no token mask: every patch counts. The choice per layer
-goes to stderr as one JSON line (`{"event": "corda", ...}`) and stays on the model as `corda_report`.
+goes to stderr as one JSON line (`{"event": "corda", ...}`) and, in full (every candidate's score and
+tokens per layer), to RUN/corda.json (the model's `corda_report`).
 """
 from __future__ import annotations
 
