@@ -7,15 +7,29 @@ rather than losing it. Where the rest of a file cannot be delimited any more (a 
 broken mid-way, a truncated tar), the remainder becomes one rejected row that says so.
 
 Files are opened through Beam's `FileSystems`, so local paths, gs://, s3:// and the other
-registered schemes all work; .gz, .bz2 and .xz files are decompressed by extension.
+registered schemes all work; .gz, .bz2 and .xz files are decompressed by extension. A UTF-8
+byte-order mark at the start of a text file (or tar text member) is skipped.
+
+Every parsed row is checked before it leaves the reader (`payload_problem`): nesting deeper
+than `ingest.max_json_depth` (`too_deeply_nested`; deeper still, json itself raises
+RecursionError, caught per row) and strings holding lone surrogates (`invalid_unicode`)
+become error rows carrying only their raw bytes, so no later step (nor Beam's pickler) sees them.
+
+A reader that stops before the end of its file (garbage between JSON elements, a corrupt
+compressed block, a broken tar header, a Parquet footer that cannot be read) records on its
+last row how many bytes of the stored file it never delimited into rows (`unread_bytes`;
+compressed bytes for compressed files); the manifest sums them, and a run with unread input
+is never reported balanced.
 """
 from __future__ import annotations
 
 import bz2
 import gzip
+import io
 import json
 import lzma
 import posixpath
+import re
 import tarfile
 import zlib
 from dataclasses import dataclass, field
@@ -23,6 +37,7 @@ from typing import Any, BinaryIO, Iterator, Optional
 
 from schemas.reasons import Reason
 from schemas.sample import member_order
+from schemas.strings import display_text, lone_surrogate
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff")
 VIDEO_EXTS = ("mp4", "webm", "mkv", "avi", "mov", "m4v", "mpg", "mpeg", "ts")
@@ -33,6 +48,7 @@ FORMAT_BY_SUFFIX = (
     (".parquet", "parquet"), (".tar", "wds"), (".tar.gz", "wds"),
 )
 _CHUNK = 1 << 20
+BOM = b"\xef\xbb\xbf"
 
 
 @dataclass
@@ -45,6 +61,8 @@ class RawRow:
     raw: Optional[bytes] = None          # original bytes, kept when small (for rejected/)
     raw_size: int = 0
     inline: dict[str, bytes] = field(default_factory=dict, repr=False)  # media bytes keyed by URI
+    root: str = ""                       # the input's root folder: media may be read under it
+    unread_bytes: int = 0                # bytes of the file left undelimited after this row (reader stopped)
 
 
 @dataclass(frozen=True)
@@ -59,6 +77,9 @@ class FileTask:
     max_row_bytes: int
     max_payload_bytes: int
     max_media_bytes: int
+    max_json_depth: int = 32
+    root: str = ""      # the input's root folder (relpath is relative to it); "" means base_dir
+    size: int = -1      # stored size in bytes, when the listing knew it
 
 
 def detect_format(path: str) -> Optional[str]:
@@ -79,30 +100,98 @@ def read_file(task: FileTask) -> Iterator[RawRow]:
     """Dispatch on format; an unopenable file becomes one `unreadable_file` row."""
     reader = {"jsonl": read_jsonl, "json": read_json_array, "parquet": read_parquet,
               "wds": read_wds}[task.format]
+    state = _ReadState(task)
     last = None
     try:
-        for row in reader(task):
+        for row in reader(task, state):
             last = row.source_ref
             yield row
     except _Unreadable as e:
-        yield _row(task, task.relpath, error=(Reason.UNREADABLE_FILE, str(e)))
+        yield _row(task, task.relpath, error=(Reason.UNREADABLE_FILE, state.clean(str(e))),
+                   unread=state.unread())
     except (OSError, EOFError, zlib.error, lzma.LZMAError) as e:  # gzip.BadGzipFile is an OSError
         # The bytes stop making sense mid-file (a corrupt gzip block, a dropped connection):
         # what was read stands, and the rest of the file is one rejected row.
         where = f"after {last}" if last else "before the first row"
-        yield _row(task, f"{task.relpath}:rest", error=(Reason.UNREADABLE_FILE,
-                   f"read failed {where}: {type(e).__name__}: {e}; the rest of the file is not read"))
+        unread = state.unread()
+        yield _row(task, f"{task.relpath}:rest", error=(Reason.UNREADABLE_FILE, state.clean(
+                   f"read failed {where}: {type(e).__name__}: {e}; the rest of the file "
+                   f"({unread} bytes) is not read")), unread=unread)
     except Exception as e:  # noqa: BLE001 - a reader bug on odd bytes: report it, keep the job alive
         where = f"after {last}" if last else "before the first row"
-        yield _row(task, f"{task.relpath}:rest", error=(Reason.STEP_ERROR,
-                   f"reader raised {where}: {type(e).__name__}: {e}; the rest of the file is not read"))
+        unread = state.unread()
+        yield _row(task, f"{task.relpath}:rest", error=(Reason.STEP_ERROR, state.clean(
+                   f"reader raised {where}: {type(e).__name__}: {e}; the rest of the file "
+                   f"({unread} bytes) is not read")), unread=unread)
 
 
 class _Unreadable(Exception):
     pass
 
 
-def _open(path: str) -> BinaryIO:
+class _ReadState:
+    """How far into the stored file a reader got: the bytes handed to it (or to its
+    decompressor) by the filesystem, against the file's size."""
+
+    def __init__(self, task: FileTask) -> None:
+        self.task = task
+        self.size = task.size
+        self.consumed = 0
+        self.compressed = task.path.lower().endswith((".gz", ".bz2", ".xz"))
+
+    def unread(self, buffered: int = 0) -> int:
+        """Bytes of the stored file not delimited into rows; `buffered`: bytes read but not
+        parsed (counted only when the file is not compressed, where they are stored bytes)."""
+        if self.size < 0:
+            self.size = _stored_size(self.task.path)
+        if self.size < 0:
+            return max(1, buffered)  # the size is unknown: something was certainly left
+        left = max(0, self.size - self.consumed)
+        if not self.compressed:
+            left += buffered
+        elif buffered and not left:
+            left = 1   # decompressed text was left over, the compressed bytes were all consumed
+        return min(left, self.size) if self.size else left
+
+    def clean(self, detail: str) -> str:
+        """Error text without the file's absolute location (the rejected row names it by relpath)."""
+        return detail.replace(self.task.path, self.task.relpath)
+
+
+def _stored_size(path: str) -> int:
+    from apache_beam.io.filesystems import FileSystems
+
+    try:
+        return FileSystems.get_filesystem(path).metadata(path).size_in_bytes
+    except Exception:  # noqa: BLE001 - unknown size: the caller says so
+        return -1
+
+
+class _Counting(io.RawIOBase):
+    """A read-only file that counts the bytes it hands on (into _ReadState.consumed)."""
+
+    def __init__(self, f, state: _ReadState) -> None:
+        super().__init__()
+        self._f, self._state = f, state
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        data = self._f.read(len(b))
+        n = len(data)
+        b[:n] = data
+        self._state.consumed += n
+        return n
+
+    def close(self) -> None:
+        try:
+            self._f.close()
+        finally:
+            super().close()
+
+
+def _open(path: str, state: Optional[_ReadState] = None) -> BinaryIO:
     """Open through Beam's FileSystems; decompress with Python's strict codecs (Beam's own
     gzip reader treats a truncated stream as a clean end of file, which would lose rows)."""
     from apache_beam.io.filesystem import CompressionTypes
@@ -112,6 +201,8 @@ def _open(path: str) -> BinaryIO:
         f = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
     except Exception as e:  # noqa: BLE001 - any filesystem error means the same thing here
         raise _Unreadable(f"{type(e).__name__}: {e}") from None
+    if state is not None:
+        f = io.BufferedReader(_Counting(f, state), buffer_size=1 << 16)
     lower = path.lower()
     if lower.endswith(".gz"):
         return gzip.GzipFile(fileobj=f, mode="rb")
@@ -123,17 +214,62 @@ def _open(path: str) -> BinaryIO:
 
 
 def _row(task: FileTask, ref: str, *, payload: Any = None, error=None, raw: Optional[bytes] = None,
-         raw_size: Optional[int] = None, inline: Optional[dict] = None) -> RawRow:
+         raw_size: Optional[int] = None, inline: Optional[dict] = None, unread: int = 0) -> RawRow:
     size = raw_size if raw_size is not None else (len(raw) if raw is not None else 0)
     keep = raw if raw is not None and len(raw) <= task.max_payload_bytes else None
     return RawRow(source=task.source, source_ref=ref, base_dir=task.base_dir, payload=payload,
-                  error=error, raw=keep, raw_size=size, inline=inline or {})
+                  error=error, raw=keep, raw_size=size, inline=inline or {}, root=task.root or task.base_dir,
+                  unread_bytes=unread)
+
+
+def payload_problem(payload: Any, max_depth: int) -> Optional[tuple[Reason, str]]:
+    """(reason, detail) when a parsed row nests deeper than max_depth or holds a string (key or
+    value) with a lone surrogate; None when it may travel. Iterative: depth cannot overflow it."""
+    stack = [(payload, 1, "$")]
+    while stack:
+        value, depth, where = stack.pop()
+        if isinstance(value, str):
+            at = lone_surrogate(value)
+            if at is not None:
+                return Reason.INVALID_UNICODE, f"{where}: lone surrogate U+{ord(value[at]):04X} at character {at}"
+            continue
+        if not isinstance(value, (dict, list, tuple)):
+            continue
+        if depth > max_depth:
+            return Reason.TOO_DEEPLY_NESTED, (f"{where}: nesting deeper than ingest.max_json_depth={max_depth}")
+        if isinstance(value, dict):
+            for k, v in value.items():
+                key = k if isinstance(k, str) else str(k)
+                if lone_surrogate(key) is not None:
+                    return Reason.INVALID_UNICODE, f"{where}: a key holds a lone surrogate"
+                stack.append((v, depth + 1, f"{where}.{display_text(key)[:40]}"))
+        else:
+            stack.extend((v, depth + 1, f"{where}[{i}]") for i, v in enumerate(value))
+    return None
+
+
+def _parsed(task: FileTask, ref: str, payload: Any, raw: bytes, **kw) -> RawRow:
+    """A parsed row, or its error row when payload_problem finds one (the payload is dropped)."""
+    problem = payload_problem(payload, task.max_json_depth)
+    if problem is not None:
+        return _row(task, ref, error=problem, raw=raw, **kw)
+    return _row(task, ref, payload=payload, raw=raw, **kw)
+
+
+def _loads(data: str):
+    """json.loads, with nesting too deep for the parser reported like a parse error (RecursionError)."""
+    try:
+        return json.loads(data), None
+    except RecursionError:
+        return None, (Reason.TOO_DEEPLY_NESTED, "nesting too deep for the JSON parser (RecursionError)")
+    except ValueError as e:
+        return None, (Reason.MALFORMED_JSON, str(e))
 
 
 # --- JSONL ------------------------------------------------------------------------------------
-def read_jsonl(task: FileTask) -> Iterator[RawRow]:
+def read_jsonl(task: FileTask, state: Optional[_ReadState] = None) -> Iterator[RawRow]:
     """One row per non-blank line; ref is `relpath:LINE` (1-based)."""
-    with _open(task.path) as f:
+    with _open(task.path, state) as f:
         for line_no, line, size in _bounded_lines(f, task.max_row_bytes):
             ref = f"{task.relpath}:{line_no}"
             if line is None:
@@ -141,6 +277,8 @@ def read_jsonl(task: FileTask) -> Iterator[RawRow]:
                                              f"line is {size} bytes, more than ingest.max_row_bytes="
                                              f"{task.max_row_bytes}"), raw_size=size)
                 continue
+            if line_no == 1 and line.startswith(BOM):
+                line = line[len(BOM):]
             if not line.strip():
                 continue  # blank lines (and the final newline) are layout, not rows
             try:
@@ -148,12 +286,11 @@ def read_jsonl(task: FileTask) -> Iterator[RawRow]:
             except UnicodeDecodeError as e:
                 yield _row(task, ref, error=(Reason.INVALID_UTF8, f"byte {e.start}: {e.reason}"), raw=line)
                 continue
-            try:
-                payload = json.loads(text)
-            except ValueError as e:
-                yield _row(task, ref, error=(Reason.MALFORMED_JSON, str(e)), raw=line)
+            payload, error = _loads(text)
+            if error is not None:
+                yield _row(task, ref, error=error, raw=line)
                 continue
-            yield _row(task, ref, payload=payload, raw=line)
+            yield _parsed(task, ref, payload, line)
 
 
 def _bounded_lines(f: BinaryIO, max_bytes: int) -> Iterator[tuple[int, Optional[bytes], int]]:
@@ -191,15 +328,22 @@ def _bounded_lines(f: BinaryIO, max_bytes: int) -> Iterator[tuple[int, Optional[
 
 
 # --- JSON array (LLaVA) ------------------------------------------------------------------------
-def read_json_array(task: FileTask) -> Iterator[RawRow]:
+def read_json_array(task: FileTask, state: Optional[_ReadState] = None) -> Iterator[RawRow]:
     """Stream the elements of a top-level JSON array (a lone object is one row); ref `relpath:INDEX`."""
+    state = state or _ReadState(task)
     decoder = json.JSONDecoder()
-    with _open(task.path) as f:
+    with _open(task.path, state) as f:
         stream = _Utf8Stream(f)
+
+        def stop(index: int, reason: Reason, detail: str) -> RawRow:
+            unread = state.unread(stream.buffered_bytes())
+            return _row(task, f"{task.relpath}:{index}", error=(reason, f"{detail}; elements from {index} on "
+                        f"are not read ({unread} bytes)"), unread=unread)
+
         try:
             first = stream.peek_non_ws()
         except UnicodeDecodeError as e:
-            yield _row(task, f"{task.relpath}:0", error=(Reason.INVALID_UTF8, str(e)))
+            yield stop(0, Reason.INVALID_UTF8, str(e))
             return
         if first is None:
             return  # an empty file holds no rows
@@ -210,12 +354,10 @@ def read_json_array(task: FileTask) -> Iterator[RawRow]:
                 yield _row(task, f"{task.relpath}:0", error=(Reason.ROW_TOO_LARGE, "file is one value "
                            f"larger than ingest.max_row_bytes={task.max_row_bytes}"))
                 return
-            try:
-                payload = json.loads(data)
-            except ValueError as e:
-                yield _row(task, f"{task.relpath}:0", error=(Reason.MALFORMED_JSON, str(e)), raw=data.encode())
-                return
-            yield _row(task, f"{task.relpath}:0", payload=payload, raw=data.encode())
+            raw = data.encode("utf-8", "surrogatepass")
+            payload, error = _loads(data)
+            yield (_row(task, f"{task.relpath}:0", error=error, raw=raw) if error is not None
+                   else _parsed(task, f"{task.relpath}:0", payload, raw))
             return
         stream.advance(1)
         index = 0
@@ -224,8 +366,7 @@ def read_json_array(task: FileTask) -> Iterator[RawRow]:
             try:
                 ch = stream.peek_non_ws()
             except UnicodeDecodeError as e:
-                yield _row(task, f"{task.relpath}:{index}", error=(Reason.INVALID_UTF8,
-                           f"{e}; elements from {index} on are not read"))
+                yield stop(index, Reason.INVALID_UTF8, str(e))
                 return
             if ch is None:
                 yield _row(task, f"{task.relpath}:{index}", error=(Reason.MALFORMED_JSON,
@@ -235,34 +376,42 @@ def read_json_array(task: FileTask) -> Iterator[RawRow]:
                 return
             if not expect_value:
                 if ch != ",":
-                    yield _row(task, f"{task.relpath}:{index}", error=(Reason.MALFORMED_JSON,
-                               f"expected ',' or ']' after element {index - 1}, found {ch!r}; "
-                               f"elements from {index} on are not read"))
+                    yield stop(index, Reason.MALFORMED_JSON, f"expected ',' or ']' after element {index - 1}, "
+                               f"found {ch!r}")
                     return
                 stream.advance(1)
                 expect_value = True
                 continue
             value, raw, err = stream.decode_value(decoder, task.max_row_bytes)
-            if err is not None:
+            ref = f"{task.relpath}:{index}"
+            if err == "too_deep":
+                # The element is delimited (brackets counted outside strings) but too deep to parse.
+                yield _row(task, ref, error=(Reason.TOO_DEEPLY_NESTED, "nesting too deep for the JSON "
+                           "parser (RecursionError)"), raw=raw.encode("utf-8", "surrogatepass"))
+            elif err is not None:
                 reason = Reason.ROW_TOO_LARGE if err == "too_large" else Reason.MALFORMED_JSON
                 detail = (f"element {index} is larger than ingest.max_row_bytes={task.max_row_bytes}"
                           if err == "too_large" else err)
-                yield _row(task, f"{task.relpath}:{index}", error=(reason, f"{detail}; elements from "
-                           f"{index} on are not read"))
+                yield stop(index, reason, detail)
                 return
-            yield _row(task, f"{task.relpath}:{index}", payload=value, raw=raw.encode())
+            else:
+                yield _parsed(task, ref, value, raw.encode("utf-8", "surrogatepass"))
             index += 1
             expect_value = False
 
 
+_JSON_SPECIAL = re.compile(r'["\\\[\]{}]')
+
+
 class _Utf8Stream:
-    """A growing text buffer over a binary file, for incremental JSON decoding."""
+    """A growing text buffer over a binary file, for incremental JSON decoding (a leading
+    byte-order mark is skipped: the utf-8-sig codec)."""
 
     def __init__(self, f: BinaryIO) -> None:
         import codecs
 
         self._f = f
-        self._dec = codecs.getincrementaldecoder("utf-8")("strict")
+        self._dec = codecs.getincrementaldecoder("utf-8-sig")("strict")
         self._buf = ""
         self._pos = 0
         self._eof = False
@@ -279,6 +428,10 @@ class _Utf8Stream:
             self._buf, self._pos = self._buf[self._pos:], 0
         self._buf += self._dec.decode(chunk)
         return True
+
+    def buffered_bytes(self) -> int:
+        """UTF-8 bytes read from the file but not yet parsed."""
+        return len(self._buf[self._pos:].encode("utf-8", "surrogatepass"))
 
     def peek_non_ws(self) -> Optional[str]:
         while True:
@@ -299,10 +452,18 @@ class _Utf8Stream:
         return self._buf[self._pos:]
 
     def decode_value(self, decoder: json.JSONDecoder, limit: int):
-        """(value, raw text, None) or (None, None, error) where error is 'too_large' or a message."""
+        """(value, raw text, None) or (None, raw or None, error) where error is 'too_large',
+        'too_deep' (raw is the element, delimited without parsing) or a message."""
         while True:
             try:
                 value, end = decoder.raw_decode(self._buf, self._pos)
+            except RecursionError:
+                end = self._container_end(limit)
+                if end is None:
+                    return None, None, "too_large"
+                raw = self._buf[self._pos:end]
+                self._pos = end
+                return None, raw, "too_deep"
             except ValueError as e:
                 if len(self._buf) - self._pos > limit:
                     return None, None, "too_large"
@@ -323,18 +484,49 @@ class _Utf8Stream:
             self._pos = end
             return value, raw, None
 
+    def _container_end(self, limit: int) -> Optional[int]:
+        """End of the array / object starting at the cursor, by counting brackets outside
+        strings (no recursion); None if it runs past `limit` characters or the file."""
+        depth, in_string, rel = 0, False, 0    # rel: offset from the cursor (_fill may move the buffer)
+        while True:
+            m = _JSON_SPECIAL.search(self._buf, self._pos + rel)
+            if m is None or (m.group() == "\\" and m.end() >= len(self._buf) and not self._eof):
+                if len(self._buf) - self._pos > limit:
+                    return None
+                if self._fill():
+                    continue
+                if m is None:
+                    return None
+            ch, rel = m.group(), m.end() - self._pos
+            if in_string:
+                if ch == "\\":
+                    rel += 1        # the escaped character
+                elif ch == '"':
+                    in_string = False
+            elif ch == '"':
+                in_string = True
+            elif ch in "[{":
+                depth += 1
+            else:
+                depth -= 1
+                if depth == 0:
+                    return self._pos + rel if rel <= limit else None
+
 
 # --- Parquet ---------------------------------------------------------------------------------
-def read_parquet(task: FileTask) -> Iterator[RawRow]:
+def read_parquet(task: FileTask, state: Optional[_ReadState] = None) -> Iterator[RawRow]:
     """One row per Parquet row; ref `relpath:ROW`. Embedded media bytes (HF Image/Video
     features: {"bytes": ..., "path": ...}) become inline media."""
     import pyarrow.parquet as pq
 
-    with _open(task.path) as f:
+    state = state or _ReadState(task)
+    with _open(task.path) as f:     # Parquet seeks: the stream is not counted, nothing is read past a failure
         try:
             pf = pq.ParquetFile(f)
         except Exception as e:  # noqa: BLE001 - a broken footer: the file cannot be delimited
-            yield _row(task, task.relpath, error=(Reason.MALFORMED_PARQUET, f"{type(e).__name__}: {e}"))
+            unread = state.unread()
+            yield _row(task, task.relpath, error=(Reason.MALFORMED_PARQUET, state.clean(
+                f"{type(e).__name__}: {e}; its rows cannot be delimited ({unread} bytes not read)")), unread=unread)
             return
         row = 0
         for rg in range(pf.num_row_groups):
@@ -349,10 +541,14 @@ def read_parquet(task: FileTask) -> Iterator[RawRow]:
                 continue
             for rec in records:
                 ref = f"{task.relpath}:{row}"
-                inline = _lift_embedded_media(rec, f"{task.path}#{row}")
-                raw = json.dumps(rec, default=str, ensure_ascii=False).encode("utf-8")
-                yield _row(task, ref, payload=rec, raw=raw, inline=inline)
                 row += 1
+                problem = payload_problem(rec, task.max_json_depth)
+                if problem is not None:   # checked before json.dumps, which would recurse as deep
+                    yield _row(task, ref, error=problem)
+                    continue
+                inline = _lift_embedded_media(rec, f"{task.relpath}#{row - 1}")
+                raw = json.dumps(rec, default=str, ensure_ascii=False).encode("utf-8", "backslashreplace")
+                yield _row(task, ref, payload=rec, raw=raw, inline=inline)
 
 
 def _lift_embedded_media(rec: dict, uri_prefix: str) -> dict[str, bytes]:
@@ -382,21 +578,26 @@ def _lift_embedded_media(rec: dict, uri_prefix: str) -> dict[str, bytes]:
 
 
 # --- WebDataset tar ----------------------------------------------------------------------------
-def read_wds(task: FileTask) -> Iterator[RawRow]:
+def read_wds(task: FileTask, state: Optional[_ReadState] = None) -> Iterator[RawRow]:
     """One row per sample (members sharing a key), as img2dataset / video2dataset write them:
-    KEY.jpg|png|mp4..., KEY.txt (caption), KEY.json (metadata or a full row). Ref `relpath#KEY`."""
-    with _open(task.path) as f:
+    KEY.jpg|png|mp4..., KEY.txt (caption), KEY.json (metadata or a full row). Ref `relpath#KEY`.
+    Member names that are not valid UTF-8 are shown escaped (schemas/strings.py)."""
+    state = state or _ReadState(task)
+    with _open(task.path, state) as f:
         try:
             tar = tarfile.open(fileobj=f, mode="r|*")
         except (tarfile.TarError, EOFError, OSError) as e:
-            yield _row(task, task.relpath, error=(Reason.TRUNCATED_ARCHIVE, f"not a readable tar: {e}"))
+            state.consumed = 0    # nothing was delimited
+            unread = state.unread()
+            yield _row(task, task.relpath, error=(Reason.TRUNCATED_ARCHIVE, state.clean(
+                f"not a readable tar: {e} ({unread} bytes not read)")), unread=unread)
             return
         key, members, errors = None, {}, []
         try:
             for info in tar:
                 if not info.isfile():
                     continue
-                name = info.name
+                name = display_text(info.name)
                 dirname, base = posixpath.split(name)
                 if "." not in base or base.startswith("."):
                     continue  # not a sample member (webdataset skips these too)
@@ -416,8 +617,10 @@ def read_wds(task: FileTask) -> Iterator[RawRow]:
                     raise EOFError(f"member {name} is cut short")
                 members[ext.lower()] = (name, data)
         except (tarfile.TarError, EOFError, OSError) as e:
-            yield _row(task, f"{task.relpath}#{key or '?'}", error=(Reason.TRUNCATED_ARCHIVE,
-                       f"archive breaks off in or after sample {key!r}: {e}; nothing after it is read"))
+            unread = state.unread()
+            yield _row(task, f"{task.relpath}#{key or '?'}", error=(Reason.TRUNCATED_ARCHIVE, state.clean(
+                       f"archive breaks off in or after sample {key!r}: {e}; nothing after it is read "
+                       f"({unread} bytes)")), unread=unread)
             return
         if key is not None:
             yield _wds_row(task, key, members, errors)
@@ -432,16 +635,21 @@ def _wds_row(task: FileTask, key: str, members: dict, errors: list) -> RawRow:
     if "json" in members:
         raw = members["json"][1]
         try:
-            meta = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as e:
-            return _row(task, ref, error=(Reason.MALFORMED_JSON, f"{key}.json: {e}"), raw=raw)
+            text = raw.decode("utf-8-sig")
+        except UnicodeDecodeError as e:
+            return _row(task, ref, error=(Reason.INVALID_UTF8, f"{key}.json: {e}"), raw=raw)
+        meta, error = _loads(text)
+        if error is None:
+            error = payload_problem(meta, task.max_json_depth)
+        if error is not None:
+            return _row(task, ref, error=(error[0], f"{key}.json: {error[1]}"), raw=raw)
         if not isinstance(meta, dict):
             return _row(task, ref, error=(Reason.NOT_AN_OBJECT, f"{key}.json is not an object"), raw=raw)
     inline, images, videos = {}, [], []
     for ext, (name, data) in sorted(members.items(), key=lambda kv: member_order(kv[0])):
         kind = ext.rsplit(".", 1)[-1]
         if kind in IMAGE_EXTS or kind in VIDEO_EXTS:
-            uri = f"{task.path}#{name}"
+            uri = f"{task.relpath}#{name}"
             inline[uri] = data
             (images if kind in IMAGE_EXTS else videos).append(uri)
     payload = dict(meta)
@@ -451,7 +659,7 @@ def _wds_row(task: FileTask, key: str, members: dict, errors: list) -> RawRow:
         for ext in TEXT_EXTS:
             if ext in members:
                 try:
-                    payload["caption"] = members[ext][1].decode("utf-8")
+                    payload["caption"] = members[ext][1].decode("utf-8-sig")
                 except UnicodeDecodeError as e:
                     return _row(task, ref, error=(Reason.INVALID_UTF8, f"{key}.{ext}: {e}"),
                                 raw=members[ext][1])

@@ -18,6 +18,7 @@ from pipelines import progress
 from pipelines.common import ApplyStep, stage_counter
 from schemas.config import Config, InputConfig
 from schemas.reasons import Stage
+from schemas.strings import display_text
 
 _GLOB = re.compile(r"[*?\[]")
 
@@ -39,14 +40,14 @@ def source_name(spec: InputConfig, relpath: str) -> str:
     named by its stem, a glob by its root folder, and a folder by each top-level entry
     (`captions.jsonl` -> captions, `laion/part-1.parquet` -> laion)."""
     if spec.source:
-        return spec.source
+        return display_text(spec.source)
     pattern, root = input_pattern(spec)
     if pattern.endswith("/**") and pattern[:-3] == spec.path.rstrip("/"):
         return folder_source(relpath)
     if not _GLOB.search(spec.path):
-        base = posixpath.basename(spec.path)
+        base = display_text(posixpath.basename(spec.path))
         return base.split(".", 1)[0] or base
-    return posixpath.basename(root.rstrip("/")) or "input"
+    return display_text(posixpath.basename(root.rstrip("/"))) or "input"
 
 
 def _is_local_dir(path: str) -> bool:
@@ -77,12 +78,14 @@ class ExpandInputs(beam.DoFn):
             if fmt is None:
                 stage_counter(Stage.INGEST.value, "skipped_files").inc()
                 continue  # media and other files beside the manifests
-            rel = meta.path[len(root):].lstrip("/") if meta.path.startswith(root) else meta.path
+            rel = display_text(meta.path[len(root):].lstrip("/") if meta.path.startswith(root) else meta.path)
             yield FileTask(path=meta.path, relpath=rel, source=source_name(spec, rel), format=fmt,
                            base_dir=posixpath.dirname(meta.path),
                            max_row_bytes=self.cfg.ingest.max_row_bytes,
                            max_payload_bytes=self.cfg.ingest.max_payload_bytes,
-                           max_media_bytes=self.cfg.media.max_bytes)
+                           max_media_bytes=self.cfg.media.max_bytes,
+                           max_json_depth=self.cfg.ingest.max_json_depth,
+                           root=root, size=meta.size_in_bytes)
 
 
 class ReadFiles(beam.DoFn):

@@ -8,6 +8,7 @@ from typing import Any, Optional, Union
 import pyarrow as pa
 
 from schemas.reasons import Reason, Stage
+from schemas.strings import display_text
 
 
 @dataclass
@@ -36,11 +37,15 @@ def reject(stage: Union[Stage, str], reason: Union[Reason, str], source: str, so
     """Build a Rejected row; the payload is kept only when it is at most max_payload_bytes.
     payload_size records the original size when the payload itself was already dropped."""
     if isinstance(payload, str):
-        payload = payload.encode("utf-8", errors="surrogateescape")
+        payload = payload.encode("utf-8", errors="surrogatepass")
     size = len(payload) if payload is not None else payload_size
     kept_payload = payload if payload is not None and size <= max_payload_bytes else None
-    return Rejected(stage=Stage(stage).value, reason=Reason(reason).value, source=source,
-                    source_ref=source_ref, detail=detail[:2000], id=id, dup_of=dup_of,
+    # Every string here reaches a UTF-8 writer: names and error texts are shown escaped
+    # (schemas/strings.py), so a bad name costs nothing but its looks.
+    return Rejected(stage=Stage(stage).value, reason=Reason(reason).value, source=display_text(source),
+                    source_ref=display_text(source_ref), detail=display_text(detail[:2000]),
+                    id=None if id is None else display_text(id),
+                    dup_of=None if dup_of is None else display_text(dup_of),
                     payload=kept_payload, payload_bytes=size)
 
 
