@@ -17,9 +17,10 @@ become error rows carrying only their raw bytes, so no later step (nor Beam's pi
 
 A reader that stops before the end of its file (garbage between JSON elements, a corrupt
 compressed block, a broken tar header, a Parquet footer that cannot be read) records on its
-last row how many bytes of the stored file it never delimited into rows (`unread_bytes`;
-compressed bytes for compressed files); the manifest sums them, and a run with unread input
-is never reported balanced.
+last row how many bytes of the stored file it never delimited into rows (`unread_bytes`:
+the stored bytes it never received, plus, for uncompressed files, those received but not
+parsed; at least 1 whenever a read error stopped it, since a decompressor reads ahead);
+the manifest sums them, and a run with unread input is never reported balanced.
 """
 from __future__ import annotations
 
@@ -49,6 +50,7 @@ FORMAT_BY_SUFFIX = (
 )
 _CHUNK = 1 << 20
 BOM = b"\xef\xbb\xbf"
+COMPRESSED_STEP = 1 << 13
 
 
 @dataclass
@@ -108,18 +110,18 @@ def read_file(task: FileTask) -> Iterator[RawRow]:
             yield row
     except _Unreadable as e:
         yield _row(task, task.relpath, error=(Reason.UNREADABLE_FILE, state.clean(str(e))),
-                   unread=state.unread())
+                   unread=max(1, state.unread()))
     except (OSError, EOFError, zlib.error, lzma.LZMAError) as e:  # gzip.BadGzipFile is an OSError
         # The bytes stop making sense mid-file (a corrupt gzip block, a dropped connection):
         # what was read stands, and the rest of the file is one rejected row.
         where = f"after {last}" if last else "before the first row"
-        unread = state.unread()
+        unread = max(1, state.unread())
         yield _row(task, f"{task.relpath}:rest", error=(Reason.UNREADABLE_FILE, state.clean(
                    f"read failed {where}: {type(e).__name__}: {e}; the rest of the file "
                    f"({unread} bytes) is not read")), unread=unread)
     except Exception as e:  # noqa: BLE001 - a reader bug on odd bytes: report it, keep the job alive
         where = f"after {last}" if last else "before the first row"
-        unread = state.unread()
+        unread = max(1, state.unread())
         yield _row(task, f"{task.relpath}:rest", error=(Reason.STEP_ERROR, state.clean(
                    f"reader raised {where}: {type(e).__name__}: {e}; the rest of the file "
                    f"({unread} bytes) is not read")), unread=unread)
@@ -168,17 +170,21 @@ def _stored_size(path: str) -> int:
 
 
 class _Counting(io.RawIOBase):
-    """A read-only file that counts the bytes it hands on (into _ReadState.consumed)."""
+    """A read-only file that counts the bytes it hands on (into _ReadState.consumed). Under a
+    decompressor it hands on at most COMPRESSED_STEP bytes a call: the decompressor then
+    decodes (and the reader delivers) the rows before a corrupt block instead of losing them
+    with a large read, and `consumed` is exact to one step."""
 
     def __init__(self, f, state: _ReadState) -> None:
         super().__init__()
         self._f, self._state = f, state
+        self._step = COMPRESSED_STEP if state.compressed else None
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, b) -> int:
-        data = self._f.read(len(b))
+        data = self._f.read(min(len(b), self._step or len(b)))
         n = len(data)
         b[:n] = data
         self._state.consumed += n
@@ -202,7 +208,7 @@ def _open(path: str, state: Optional[_ReadState] = None) -> BinaryIO:
     except Exception as e:  # noqa: BLE001 - any filesystem error means the same thing here
         raise _Unreadable(f"{type(e).__name__}: {e}") from None
     if state is not None:
-        f = io.BufferedReader(_Counting(f, state), buffer_size=1 << 16)
+        f = _Counting(f, state)
     lower = path.lower()
     if lower.endswith(".gz"):
         return gzip.GzipFile(fileobj=f, mode="rb")
@@ -293,12 +299,19 @@ def read_jsonl(task: FileTask, state: Optional[_ReadState] = None) -> Iterator[R
             yield _parsed(task, ref, payload, line)
 
 
+def _reader(f: BinaryIO):
+    """f.read1 where the stream has it (decompressors): it returns what one step decoded, so the
+    rows before a corrupt block are delivered before the error, not lost with the block."""
+    return getattr(f, "read1", f.read)
+
+
 def _bounded_lines(f: BinaryIO, max_bytes: int) -> Iterator[tuple[int, Optional[bytes], int]]:
     """(line number, line or None if longer than max_bytes, size in bytes), reading fixed-size
     blocks, so an oversized line is skipped without ever being held in memory."""
     line_no, buf, dropped = 0, bytearray(), -1   # dropped >= 0: inside an oversized line
+    read = _reader(f)
     while True:
-        block = f.read(_CHUNK)
+        block = read(_CHUNK)
         if not block:
             break
         start = 0
@@ -410,7 +423,7 @@ class _Utf8Stream:
     def __init__(self, f: BinaryIO) -> None:
         import codecs
 
-        self._f = f
+        self._read = _reader(f)
         self._dec = codecs.getincrementaldecoder("utf-8-sig")("strict")
         self._buf = ""
         self._pos = 0
@@ -419,7 +432,7 @@ class _Utf8Stream:
     def _fill(self) -> bool:
         if self._eof:
             return False
-        chunk = self._f.read(_CHUNK)
+        chunk = self._read(_CHUNK)
         if not chunk:
             self._eof = True
             self._buf += self._dec.decode(b"", final=True)
