@@ -397,18 +397,25 @@ def read_json_array(task: FileTask, state: Optional[_ReadState] = None) -> Itera
                 continue
             value, raw, err = stream.decode_value(decoder, task.max_row_bytes)
             ref = f"{task.relpath}:{index}"
-            if err == "too_deep":
-                # The element is delimited (brackets counted outside strings) but too deep to parse.
-                yield _row(task, ref, error=(Reason.TOO_DEEPLY_NESTED, "nesting too deep for the JSON "
-                           "parser (RecursionError)"), raw=raw.encode("utf-8", "surrogatepass"))
-            elif err is not None:
-                reason = Reason.ROW_TOO_LARGE if err == "too_large" else Reason.MALFORMED_JSON
-                detail = (f"element {index} is larger than ingest.max_row_bytes={task.max_row_bytes}"
-                          if err == "too_large" else err)
-                yield stop(index, reason, detail)
+            raw_bytes = None if raw is None else raw.encode("utf-8", "surrogatepass")
+            if err is None:
+                yield _parsed(task, ref, value, raw_bytes)
+            elif err[0] == "too_deep":
+                # Delimited by counting brackets outside strings, but too deep to parse.
+                yield _row(task, ref, error=(Reason.TOO_DEEPLY_NESTED, err[1]), raw=raw_bytes)
+            elif err[0] == "malformed":
+                # A bracketed element that is not valid JSON: it costs one row, reading goes on.
+                yield _row(task, ref, error=(Reason.MALFORMED_JSON, err[1]), raw=raw_bytes)
+            elif err[0] == "truncated":
+                yield _row(task, ref, error=(Reason.MALFORMED_JSON, f"the file ends inside element {index}: "
+                           f"{err[1]}"), raw=raw_bytes, raw_size=len(raw_bytes))
                 return
             else:
-                yield _parsed(task, ref, value, raw.encode("utf-8", "surrogatepass"))
+                reason = Reason.ROW_TOO_LARGE if err[0] == "too_large" else Reason.MALFORMED_JSON
+                detail = (f"element {index} is larger than ingest.max_row_bytes={task.max_row_bytes}"
+                          if err[0] == "too_large" else err[1])
+                yield stop(index, reason, detail)
+                return
             index += 1
             expect_value = False
 
@@ -465,37 +472,59 @@ class _Utf8Stream:
         return self._buf[self._pos:]
 
     def decode_value(self, decoder: json.JSONDecoder, limit: int):
-        """(value, raw text, None) or (None, raw or None, error) where error is 'too_large',
-        'too_deep' (raw is the element, delimited without parsing) or a message."""
+        """(value, raw text, None), or (None, raw text or None, (kind, message)) where kind is
+        'too_deep' or 'malformed' (an array / object delimited by its brackets: one bad row,
+        reading goes on), 'truncated' (it runs to the end of the file), 'too_large' or 'stop'
+        (nothing after it can be delimited)."""
         while True:
             try:
                 value, end = decoder.raw_decode(self._buf, self._pos)
-            except RecursionError:
-                end = self._container_end(limit)
-                if end is None:
-                    return None, None, "too_large"
-                raw = self._buf[self._pos:end]
-                self._pos = end
-                return None, raw, "too_deep"
-            except ValueError as e:
+            except (ValueError, RecursionError) as e:
+                if self._buf[self._pos] in "[{":
+                    return self._bracketed(decoder, limit, e)
                 if len(self._buf) - self._pos > limit:
-                    return None, None, "too_large"
+                    return None, None, ("too_large", "")
                 try:
                     more = self._fill()
                 except UnicodeDecodeError as ue:
-                    return None, None, f"invalid UTF-8: {ue}"
+                    return None, None, ("stop", f"invalid UTF-8: {ue}")
                 if more:
                     continue
-                return None, None, str(e)
+                return None, None, ("stop", str(e))
             # A value that ends exactly at the buffer's end may be a number cut mid-way.
             if end == len(self._buf) and not self._eof:
                 if self._fill():
                     continue
             if end - self._pos > limit:
-                return None, None, "too_large"
+                return None, None, ("too_large", "")
             raw = self._buf[self._pos:end]
             self._pos = end
             return value, raw, None
+
+    def _bracketed(self, decoder: json.JSONDecoder, limit: int, first: Exception):
+        """An array / object the decoder rejected (or that needs more text): delimit it by its
+        brackets, then parse exactly that text."""
+        try:
+            end = self._container_end(limit)
+        except UnicodeDecodeError as ue:
+            return None, None, ("stop", f"invalid UTF-8: {ue}")
+        if end is None:
+            if self._eof and len(self._buf) - self._pos <= limit:
+                raw = self._buf[self._pos:]
+                self._pos = len(self._buf)
+                return None, raw, ("truncated", str(first))
+            return None, None, ("too_large", "")
+        raw = self._buf[self._pos:end]
+        self._pos = end
+        try:
+            value, stop = decoder.raw_decode(raw)
+        except RecursionError:
+            return None, raw, ("too_deep", "nesting too deep for the JSON parser (RecursionError)")
+        except ValueError as e:
+            return None, raw, ("malformed", str(e))
+        if stop != len(raw):
+            return None, raw, ("malformed", f"extra data inside the element at character {stop}")
+        return value, raw, None
 
     def _container_end(self, limit: int) -> Optional[int]:
         """End of the array / object starting at the cursor, by counting brackets outside

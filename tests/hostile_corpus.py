@@ -195,6 +195,11 @@ def build(root) -> Plan:
     (inp / "deep.json").write_text(text)
     plan.expect.update({"deep.json:0": None, "deep.json:1": (INGEST, "too_deeply_nested"),
                         "deep.json:2": (INGEST, "invalid_unicode"), "deep.json:3": None})
+    # a bracketed element that is not JSON costs one row; a last element cut off by the end of the file too
+    (inp / "bad_element.json").write_text("[%s, {\"text\": oops [1, 2}, %s, {\"text\": \"cut" % (
+        json.dumps({"text": words()}), json.dumps({"text": words()})))
+    plan.expect.update({"bad_element.json:0": None, "bad_element.json:1": (INGEST, "malformed_json"),
+                        "bad_element.json:2": None, "bad_element.json:3": (INGEST, "malformed_json")})
     # garbage between elements: what follows cannot be delimited and is counted as unread
     (inp / "garbage.json").write_text("[%s, %s oops %s]" % (json.dumps({"text": words()}),
                                                             json.dumps({"text": words()}), json.dumps({"text": "x"})))
