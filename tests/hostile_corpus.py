@@ -196,7 +196,7 @@ def build(root) -> Plan:
     plan.expect.update({"deep.json:0": None, "deep.json:1": (INGEST, "too_deeply_nested"),
                         "deep.json:2": (INGEST, "invalid_unicode"), "deep.json:3": None})
     # a bracketed element that is not JSON costs one row; a last element cut off by the end of the file too
-    (inp / "bad_element.json").write_text("[%s, {\"text\": oops [1, 2}, %s, {\"text\": \"cut" % (
+    (inp / "bad_element.json").write_text("[%s, {\"text\": oops [1, 2]}, %s, {\"text\": \"cut" % (
         json.dumps({"text": words()}), json.dumps({"text": words()})))
     plan.expect.update({"bad_element.json:0": None, "bad_element.json:1": (INGEST, "malformed_json"),
                         "bad_element.json:2": None, "bad_element.json:3": (INGEST, "malformed_json")})
@@ -239,7 +239,8 @@ def build(root) -> Plan:
     (inp / "odd" / "new\nline.jsonl").write_text(json.dumps({"text": words()}) + "\n")
     plan.expect["odd/new\nline.jsonl:1"] = None
     # --- a gzip corrupted mid-stream: rows before it stand, the rest is counted as unread ------------
-    many = b"".join(json.dumps({"text": words()}).encode() + b"\n" for _ in range(2000))
+    # (rows the validate step rejects, missing_field: cheap; the file must span many 8 KiB steps)
+    many = b"".join(json.dumps({"url": words()}).encode() + b"\n" for _ in range(2000))
     (inp / "corrupt.jsonl.gz").write_bytes(_corrupt_mid_stream(_gz(many)))
     plan.partial["corrupt.jsonl.gz"] = 1
     plan.unread_files.add("corrupt.jsonl.gz")
