@@ -1,3 +1,4 @@
+import bz2
 import gzip
 import json
 
@@ -163,3 +164,133 @@ def test_corrupt_compressed_file_keeps_rows_before_the_break(tmp_path):
     p.write_bytes(b"\x1f\x8b\x08\x00garbage")
     (r,) = rows(p)
     assert r.error[0] == Reason.UNREADABLE_FILE and "before the first row" in r.error[1]
+
+
+# --- hostile bytes: each one costs its own row, never the rest of the file -----------------------
+BOM = b"\xef\xbb\xbf"
+
+
+def deep(n: int) -> str:
+    return "[" * n + "]" * n
+
+
+@pytest.mark.parametrize("name, opener", [("b.jsonl", None), ("b.jsonl.gz", gzip.compress),
+                                          ("b.jsonl.bz2", bz2.compress)])
+def test_bom_is_skipped_in_jsonl(tmp_path, name, opener):
+    data = BOM + b'{"text": "first"}\n{"text": "second"}\n'
+    p = tmp_path / name
+    p.write_bytes(opener(data) if opener else data)
+    assert [r.payload for r in rows(p)] == [{"text": "first"}, {"text": "second"}]
+
+
+@pytest.mark.parametrize("name, opener", [("l.json", None), ("l.json.gz", gzip.compress)])
+def test_bom_is_skipped_in_json_lists_and_objects(tmp_path, name, opener):
+    p = tmp_path / name
+    for data, want in ((BOM + b'[{"a": 1}, {"b": 2}]', [{"a": 1}, {"b": 2}]), (BOM + b'{"a": 1}', [{"a": 1}])):
+        p.write_bytes(opener(data) if opener else data)
+        assert [r.payload for r in rows(p)] == want
+
+
+def test_bom_is_skipped_in_tar_text_members(tmp_path):
+    p = tmp_path / "s.tar"
+    _tar(p, [("a.jpg", b"J"), ("a.txt", BOM + b"caption"), ("b.jpg", b"K"), ("b.json", BOM + b'{"caption": "c"}')])
+    out = rows(p)
+    assert [r.payload["caption"] for r in out] == ["caption", "c"]
+
+
+def test_nesting_costs_one_line_at_any_depth(tmp_path):
+    """Regression: depth >= ~1000 raised RecursionError in the reader, whose catch-all then
+    dropped every later line of the file as one `:rest` row."""
+    p = tmp_path / "d.jsonl"
+    lines = ['{"text": "before"}', '{"text": "x", "unread": %s}' % deep(40), '{"k": %s}' % deep(700),
+             deep(1500), deep(100_000), '{"text": "after"}']
+    p.write_text("\n".join(lines) + "\n")
+    out = rows(p, max_row_bytes=10**6)
+    assert [r.source_ref for r in out] == [f"d.jsonl:{i}" for i in range(1, 7)]
+    assert [r.error[0] if r.error else None for r in out] == [None] + [Reason.TOO_DEEPLY_NESTED] * 4 + [None]
+    assert all(r.payload is None for r in out[1:5])
+    assert sum(r.unread_bytes for r in out) == 0
+
+
+def test_json_list_deep_and_malformed_elements_cost_one_row_each(tmp_path):
+    p = tmp_path / "d.json"
+    tricky = '{"s": "a \\" ] } [ {", "d": %s}' % deep(2000)      # brackets inside strings do not count
+    p.write_text('[{"a": 1}, %s, {"b": oops [1]}, {"c": "\\udc80"}, {"d": 4}]' % tricky)
+    out = rows(p, max_row_bytes=10**6, max_payload_bytes=10**6)
+    assert [r.error[0] if r.error else r.payload for r in out] == [
+        {"a": 1}, Reason.TOO_DEEPLY_NESTED, Reason.MALFORMED_JSON, Reason.INVALID_UNICODE, {"d": 4}]
+    assert out[1].raw.decode() == tricky
+
+
+def test_lone_surrogates_are_rejected_where_they_are_read(tmp_path):
+    p = tmp_path / "s.jsonl"
+    p.write_bytes(b'{"id": "x-\\ud83d", "text": "a"}\n{"t": "ok \\ud83d\\ude00"}\n{"m": {"k\\udfff": 1}}\n')
+    out = rows(p)
+    assert [r.error[0] if r.error else r.payload for r in out] == [
+        Reason.INVALID_UNICODE, {"t": "ok \U0001F600"}, Reason.INVALID_UNICODE]
+
+
+def test_parquet_and_tar_metadata_nesting_is_bounded(tmp_path):
+    v = "leaf"
+    for _ in range(40):
+        v = [v]
+    pq.write_table(pa.table({"text": ["a", "b"], "meta": [v, None]}), tmp_path / "d.parquet")
+    assert [r.error[0] if r.error else None for r in rows(tmp_path / "d.parquet")] == [Reason.TOO_DEEPLY_NESTED, None]
+    _tar(tmp_path / "d.tar", [("a.jpg", b"J"), ("a.json", ('{"m": %s}' % deep(1200)).encode()),
+                              ("b.jpg", b"K"), ("b.txt", b"fine")])
+    out = rows(tmp_path / "d.tar", max_row_bytes=10**5)
+    assert out[0].error[0] == Reason.TOO_DEEPLY_NESTED and out[1].payload["caption"] == "fine"
+
+
+def test_tar_member_names_that_are_not_utf8_are_shown_escaped(tmp_path):
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT, errors="surrogateescape") as tar:
+        for name, data in ((b"e\xffz.jpg", b"J"), (b"e\xffz.txt", b"cap")):
+            info = tarfile.TarInfo(name.decode("utf-8", "surrogateescape"))
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    (tmp_path / "n.tar").write_bytes(buf.getvalue())
+    (r,) = rows(tmp_path / "n.tar")
+    assert r.source_ref == "n.tar#e\\xffz" and r.payload["id"] == "e\\xffz"
+    assert r.source_ref.encode("utf-8") and all(u.encode("utf-8") for u in r.inline)
+
+
+def test_unread_bytes_are_counted_where_a_reader_stops(tmp_path):
+    p = tmp_path / "g.json"
+    tail = 'oops {"c": 3}]\n'
+    p.write_text('[{"a": 1}, {"b": 2} ' + tail)
+    out = rows(p)
+    assert [r.payload for r in out[:2]] == [{"a": 1}, {"b": 2}]
+    assert out[-1].error[0] == Reason.MALFORMED_JSON and out[-1].unread_bytes == len(tail.encode())
+    p = tmp_path / "bad.parquet"
+    p.write_bytes(b"PAR1 this is not parquet")
+    assert rows(p)[0].unread_bytes == p.stat().st_size
+    p = tmp_path / "t.json"
+    p.write_text('[{"a": 1}, {"b": ')             # a last element cut by the end of the file: all was read
+    assert sum(r.unread_bytes for r in rows(p)) == 0
+
+
+def test_rows_before_a_corrupt_gzip_block_are_delivered_and_the_rest_is_unread(tmp_path):
+    import random
+
+    rng = random.Random(3)
+    data = b"".join(json.dumps({"t": " ".join(str(rng.random()) for _ in range(8))}).encode() + b"\n"
+                    for _ in range(3000))
+    gz = gzip.compress(data, mtime=0)
+    mid = len(gz) // 2
+    for seed in range(100):       # a pattern zlib rejects in the middle (not a CRC error at the end)
+        blob = gz[:mid] + random.Random(seed).randbytes(64) + gz[mid + 64:]
+        try:
+            gzip.decompress(blob)
+        except Exception as e:  # noqa: BLE001
+            if type(e).__name__ == "error":
+                break
+    p = tmp_path / "c.jsonl.gz"
+    p.write_bytes(blob)
+    out = rows(p)
+    assert out[-1].source_ref == "c.jsonl.gz:rest" and out[-1].error[0] == Reason.UNREADABLE_FILE
+    assert len(out) > 100, "rows decoded before the corrupt block are not lost with it"
+    assert 0 < out[-1].unread_bytes <= len(blob) - mid + readers.COMPRESSED_STEP
