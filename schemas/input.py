@@ -52,6 +52,7 @@ from urllib.parse import unquote
 from schemas.reasons import Reason
 from schemas.sample import (MEDIA_KINDS, MODES, TASKS, ContentPart, MediaItem, Message,
                             Provenance, Sample, sample_id)
+from schemas.strings import display_text
 
 LLAVA_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
                "system": "system"}
@@ -338,7 +339,8 @@ def _media_part(kind: str, uri: Any, where: str, media: list[MediaItem], ctx: Ro
     if len(media) >= ctx.max_media_per_row:
         raise _Bad(Reason.TOO_MANY_MEDIA, f"more than {ctx.max_media_per_row} media items")
     location = resolve_uri(uri.strip(), ctx)
-    media.append(MediaItem(kind=kind, uri=display_uri(location, ctx), location=location))
+    # a folder name that is not UTF-8 may sit in the location: the stored uri shows it escaped
+    media.append(MediaItem(kind=kind, uri=display_text(display_uri(location, ctx)), location=location))
     return ContentPart(kind, media_index=len(media) - 1)
 
 

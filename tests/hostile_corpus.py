@@ -238,6 +238,13 @@ def build(root) -> Plan:
     plan.expect.update({"odd/bad\\xffname.jsonl:1": None, "odd/bad\\xffname.jsonl:2": (INGEST, "malformed_json")})
     (inp / "odd" / "new\nline.jsonl").write_text(json.dumps({"text": words()}) + "\n")
     plan.expect["odd/new\nline.jsonl:1"] = None
+    odd_dir = os.fsencode(inp / "odd") + b"/dir\xfe"                  # media beside a manifest in such a folder
+    os.makedirs(odd_dir)
+    with open(odd_dir + b"/img.png", "wb") as f:
+        f.write(_png(11))
+    with open(odd_dir + b"/rows.jsonl", "wb") as f:
+        f.write(json.dumps({"image": "img.png", "caption": words()}).encode() + b"\n")
+    plan.expect["odd/dir\\xfe/rows.jsonl:1"] = None
     # --- a gzip corrupted mid-stream: rows before it stand, the rest is counted as unread ------------
     # (rows the validate step rejects, missing_field: cheap; the file must span many 8 KiB steps)
     many = b"".join(json.dumps({"url": words()}).encode() + b"\n" for _ in range(2000))

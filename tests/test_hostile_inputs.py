@@ -66,5 +66,5 @@ def test_no_outside_bytes_and_no_absolute_location_in_outputs(hostile_run):
             assert location not in data, f"{folder}/{name} names the corpus's absolute location"
             assert secret[:64] not in data
     uris = sorted(m["uri"] for r in kept for m in r["media"])
-    assert "../media/ok.png" in uris and "../media/inside_link.png" in uris
+    assert "../media/ok.png" in uris and "../media/inside_link.png" in uris and "odd/dir\\xfe/img.png" in uris
     assert all(not u.startswith("/") for u in uris), uris
