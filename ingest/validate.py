@@ -41,11 +41,10 @@ class ValidateRows:
         return self._roots[input_root]
 
     def __call__(self, row: RawRow) -> Union[Sample, Rejected]:
-        max_payload = self.cfg.ingest.max_payload_bytes
         if row.error is not None:
             reason, detail = row.error
             return reject(Stage.INGEST, reason, row.source, row.source_ref, detail, payload=row.raw,
-                          payload_size=row.raw_size or None, max_payload_bytes=max_payload)
+                          payload_size=row.raw_size or None)
         v = self.cfg.validate
         ctx = RowContext(
             source=row.source, source_ref=row.source_ref,
@@ -58,8 +57,7 @@ class ValidateRows:
         result = normalize_row(row.payload, ctx)
         if isinstance(result, Invalid):
             return reject(self.stage, result.reason, row.source, row.source_ref, result.detail,
-                          payload=row.raw, payload_size=row.raw_size or None,
-                          max_payload_bytes=max_payload)
+                          payload=row.raw, payload_size=row.raw_size or None)
         roots = None
         for i, item in enumerate(result.media):
             if item.uri in row.inline:
@@ -72,6 +70,6 @@ class ValidateRows:
             if where is None:
                 return reject(self.stage, Reason.MEDIA_OUTSIDE_ROOT, row.source, row.source_ref,
                               f"media[{i}] {item.uri}: {why}", id=result.id, payload=row.raw,
-                              payload_size=row.raw_size or None, max_payload_bytes=max_payload)
+                              payload_size=row.raw_size or None)
             item.location = where
         return result

@@ -70,7 +70,7 @@ class RunStages(beam.PTransform):
 def write_outputs(raw_rows, kept, rejected, cfg: Config, out_dir: str, pipeline_name: str):
     """Shards for kept and rejected rows, then the manifest over all of them."""
     sample_shards = kept | "WriteSamples" >> WriteSamples(out_dir, cfg.output)
-    rejected_shards = rejected | "WriteRejected" >> WriteRejected(out_dir, cfg.output)
+    rejected_shards = rejected | "WriteRejected" >> WriteRejected(out_dir, cfg.output, cfg.ingest.max_payload_bytes)
     parts = [sample_shards, rejected_shards]
     if cfg.score.enabled and cfg.score.write_embeddings:
         parts.append(kept | "WriteEmbeddings" >> WriteEmbeddings(out_dir, cfg.output))

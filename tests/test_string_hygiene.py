@@ -34,14 +34,14 @@ def test_rejected_rows_with_unclean_names_are_written():
 
 
 def test_file_names_that_are_not_utf8_are_listed_escaped(tmp_path, cfg):
-    from pipelines.ingest import ExpandInputs
+    from ingest.inputs import file_tasks
     from schemas.config import InputConfig
 
     folder = os.fsencode(tmp_path / "in")
     os.makedirs(folder + b"/sub\xfe")
     with open(folder + b"/sub\xfe/r\xff.jsonl", "wb") as f:
         f.write(b'{"text": "t"}\n')
-    (task,) = ExpandInputs(cfg).process(InputConfig(path=str(tmp_path / "in"), source=None, format="auto"))
+    (task,) = file_tasks(InputConfig(path=str(tmp_path / "in"), source=None, format="auto"), cfg)
     assert task.relpath == "sub\\xfe/r\\xff.jsonl" and task.source == "sub\\xfe"
     assert os.path.exists(task.path) and task.size == 14 and task.root == str(tmp_path / "in")
 
