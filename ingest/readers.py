@@ -113,9 +113,10 @@ def read_file(task: FileTask) -> Iterator[RawRow]:
                    unread=max(1, state.unread()))
     except (OSError, EOFError, zlib.error, lzma.LZMAError) as e:  # gzip.BadGzipFile is an OSError
         # The bytes stop making sense mid-file (a corrupt gzip block, a dropped connection):
-        # what was read stands, and the rest of the file is one rejected row.
+        # what was read stands, and the rest of the file is one rejected row. A compressed
+        # stream cut short (EOFError) was read to its end: nothing is unread, as for a cut tar.
         where = f"after {last}" if last else "before the first row"
-        unread = max(1, state.unread())
+        unread = state.unread() if isinstance(e, EOFError) else max(1, state.unread())
         yield _row(task, f"{task.relpath}:rest", error=(Reason.UNREADABLE_FILE, state.clean(
                    f"read failed {where}: {type(e).__name__}: {e}; the rest of the file "
                    f"({unread} bytes) is not read")), unread=unread)

@@ -271,6 +271,10 @@ def test_unread_bytes_are_counted_where_a_reader_stops(tmp_path):
     p = tmp_path / "t.json"
     p.write_text('[{"a": 1}, {"b": ')             # a last element cut by the end of the file: all was read
     assert sum(r.unread_bytes for r in rows(p)) == 0
+    p = tmp_path / "cut.jsonl.gz"                  # so is a compressed stream cut short
+    p.write_bytes(gzip.compress(b'{"a": 1}\n{"b": 2}\n' * 50, mtime=0)[:-30])
+    out = rows(p)
+    assert out[-1].source_ref == "cut.jsonl.gz:rest" and sum(r.unread_bytes for r in out) == 0
 
 
 def test_rows_before_a_corrupt_gzip_block_are_delivered_and_the_rest_is_unread(tmp_path):
