@@ -19,7 +19,8 @@ A reader that stops before the end of its file (garbage between JSON elements, a
 compressed block, a broken tar header, a Parquet footer that cannot be read) records on its
 last row how many bytes of the stored file it never delimited into rows (`unread_bytes`:
 the stored bytes it never received, plus, for uncompressed files, those received but not
-parsed; at least 1 whenever a read error stopped it, since a decompressor reads ahead);
+parsed; at least 1 whenever corrupt bytes stopped it, since a decompressor reads ahead; a
+file that merely ends early, a cut gzip or tar, was read to its end);
 the manifest sums them, and a run with unread input is never reported balanced.
 """
 from __future__ import annotations
