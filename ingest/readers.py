@@ -30,6 +30,7 @@ import gzip
 import io
 import json
 import lzma
+import os
 import posixpath
 import re
 import tarfile
@@ -110,8 +111,9 @@ def read_file(task: FileTask) -> Iterator[RawRow]:
             last = row.source_ref
             yield row
     except _Unreadable as e:
-        yield _row(task, task.relpath, error=(Reason.UNREADABLE_FILE, state.clean(str(e))),
-                   unread=max(1, state.unread()))
+        unread = max(1, state.unread())
+        yield _row(task, task.relpath, error=(Reason.UNREADABLE_FILE, state.clean(
+                   f"{e}; the file is not read ({unread} bytes)")), unread=unread)
     except (OSError, EOFError, zlib.error, lzma.LZMAError) as e:  # gzip.BadGzipFile is an OSError
         # The bytes stop making sense mid-file (a corrupt gzip block, a dropped connection):
         # what was read stands, and the rest of the file is one rejected row. A compressed
@@ -205,6 +207,8 @@ def _open(path: str, state: Optional[_ReadState] = None) -> BinaryIO:
     from apache_beam.io.filesystem import CompressionTypes
     from apache_beam.io.filesystems import FileSystems
 
+    if "://" not in path:
+        _check_local_manifest(path)
     try:
         f = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
     except Exception as e:  # noqa: BLE001 - any filesystem error means the same thing here
@@ -219,6 +223,25 @@ def _open(path: str, state: Optional[_ReadState] = None) -> BinaryIO:
     if lower.endswith(".xz"):
         return lzma.LZMAFile(f, mode="rb")
     return f
+
+
+def _check_local_manifest(path: str) -> None:
+    """A listed manifest is opened only if it is a regular file outside /proc, /sys and /dev:
+    a FIFO would block the reader forever, a link into /proc would copy its bytes into rejected/.
+    (Links elsewhere are followed: dataset caches are farms of links.)"""
+    import stat
+
+    from media.fetch import never_read
+
+    try:
+        real = os.path.realpath(path)
+        st = os.stat(real)
+    except (OSError, ValueError) as e:
+        raise _Unreadable(f"{type(e).__name__}: {e}") from None
+    if never_read(real):
+        raise _Unreadable("it leads into /proc, /sys or /dev, which are never read")
+    if not stat.S_ISREG(st.st_mode):
+        raise _Unreadable("not a regular file (a FIFO, socket, device or folder); not opened")
 
 
 def _row(task: FileTask, ref: str, *, payload: Any = None, error=None, raw: Optional[bytes] = None,

@@ -251,6 +251,11 @@ def build(root) -> Plan:
     (inp / "corrupt.jsonl.gz").write_bytes(_corrupt_mid_stream(_gz(many)))
     plan.partial["corrupt.jsonl.gz"] = 1
     plan.unread_files.add("corrupt.jsonl.gz")
+    # manifests that are no regular file, or lead into /proc: never opened
+    os.mkfifo(inp / "pipe.jsonl")
+    (inp / "env.jsonl").symlink_to("/proc/self/environ")
+    plan.expect.update({"pipe.jsonl": (INGEST, "unreadable_file"), "env.jsonl": (INGEST, "unreadable_file")})
+    plan.unread_files |= {"pipe.jsonl", "env.jsonl"}
     (inp / "not_parquet.parquet").write_bytes(b"PAR1" + b"\0" * 100)
     plan.expect["not_parquet.parquet"] = (INGEST, "malformed_parquet")
     plan.unread_files.add("not_parquet.parquet")

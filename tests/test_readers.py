@@ -298,3 +298,16 @@ def test_rows_before_a_corrupt_gzip_block_are_delivered_and_the_rest_is_unread(t
     assert out[-1].source_ref == "c.jsonl.gz:rest" and out[-1].error[0] == Reason.UNREADABLE_FILE
     assert len(out) > 100, "rows decoded before the corrupt block are not lost with it"
     assert 0 < out[-1].unread_bytes <= len(blob) - mid + readers.COMPRESSED_STEP
+
+
+def test_manifests_that_are_no_regular_file_are_never_opened(tmp_path):
+    import os
+    import time
+
+    os.mkfifo(tmp_path / "pipe.jsonl")                      # opening it would block the reader forever
+    (tmp_path / "env.jsonl").symlink_to("/proc/self/environ")
+    started = time.monotonic()
+    for name in ("pipe.jsonl", "env.jsonl"):
+        (r,) = rows(tmp_path / name)
+        assert r.error[0] == Reason.UNREADABLE_FILE and r.unread_bytes >= 1 and r.raw is None
+    assert time.monotonic() - started < 10
