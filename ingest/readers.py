@@ -253,9 +253,19 @@ def _row(task: FileTask, ref: str, *, payload: Any = None, error=None, raw: Opti
                   unread_bytes=unread)
 
 
-def payload_problem(payload: Any, max_depth: int) -> Optional[tuple[Reason, str]]:
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def payload_problem(payload: Any, max_depth: int, raw: Optional[bytes] = None) -> Optional[tuple[Reason, str]]:
     """(reason, detail) when a parsed row nests deeper than max_depth or holds a string (key or
-    value) with a lone surrogate; None when it may travel. Iterative: depth cannot overflow it."""
+    value) with a lone surrogate; None when it may travel. Iterative: depth cannot overflow it.
+
+    With the row's JSON text (`raw`) most rows are cleared without a walk: a surrogate can only
+    come from a `\\uD800`-`\\uDFFF` escape (strict UTF-8 decoding rejects encoded ones), and
+    no row nests deeper than it has brackets."""
+    if raw is not None and (raw.count(b"[") + raw.count(b"{") <= max_depth
+                            and _SURROGATE_ESCAPE.search(raw) is None):
+        return None
     stack = [(payload, 1, "$")]
     while stack:
         value, depth, where = stack.pop()
@@ -281,7 +291,7 @@ def payload_problem(payload: Any, max_depth: int) -> Optional[tuple[Reason, str]
 
 def _parsed(task: FileTask, ref: str, payload: Any, raw: bytes, **kw) -> RawRow:
     """A parsed row, or its error row when payload_problem finds one (the payload is dropped)."""
-    problem = payload_problem(payload, task.max_json_depth)
+    problem = payload_problem(payload, task.max_json_depth, raw)
     if problem is not None:
         return _row(task, ref, error=problem, raw=raw, **kw)
     return _row(task, ref, payload=payload, raw=raw, **kw)
@@ -707,7 +717,7 @@ def _wds_row(task: FileTask, key: str, members: dict, errors: list) -> RawRow:
             return _row(task, ref, error=(Reason.INVALID_UTF8, f"{key}.json: {e}"), raw=raw)
         meta, error = _loads(text)
         if error is None:
-            error = payload_problem(meta, task.max_json_depth)
+            error = payload_problem(meta, task.max_json_depth, raw)
         if error is not None:
             return _row(task, ref, error=(error[0], f"{key}.json: {error[1]}"), raw=raw)
         if not isinstance(meta, dict):
