@@ -14,6 +14,7 @@ import bz2
 import gzip
 import io
 import json
+import lzma
 import os
 import random
 import tarfile
@@ -179,6 +180,8 @@ def build(root) -> Plan:
     # --- a BOM in every format, and compressed ---------------------------------------------------
     jsonl("bom.jsonl.gz", [(ok(), None), (ok(), None)], opener=_gz, prefix=BOM)
     jsonl("bom.jsonl.bz2", [(ok(), None)], opener=bz2.compress, prefix=BOM)
+    jsonl("bom.jsonl.xz", [(ok(), None), (b'{"t": "\\udc80"}', (INGEST, "invalid_unicode"))], opener=lzma.compress,
+          prefix=BOM)
     jsonl("deep.jsonl.gz", [(ok(), None), (nested(3000).encode(), (INGEST, "too_deeply_nested")), (ok(), None)],
           opener=_gz)
     (inp / "only_bom.jsonl").write_bytes(BOM)                               # holds no rows
