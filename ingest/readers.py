@@ -8,7 +8,8 @@ broken mid-way, a truncated tar), the remainder becomes one rejected row that sa
 
 Files are opened through Beam's `FileSystems`, so local paths, gs://, s3:// and the other
 registered schemes all work; .gz, .bz2 and .xz files are decompressed by extension. A UTF-8
-byte-order mark at the start of a text file (or tar text member) is skipped.
+byte-order mark at the start of a text file (or tar text member) is skipped, as is one at
+the start of a JSONL line or between JSON elements (files joined with `cat`).
 
 Every parsed row is checked before it leaves the reader (`payload_problem`): nesting deeper
 than `ingest.max_json_depth` (`too_deeply_nested`; deeper still, json itself raises
@@ -318,7 +319,7 @@ def read_jsonl(task: FileTask, state: Optional[_ReadState] = None) -> Iterator[R
                                              f"line is {size} bytes, more than ingest.max_row_bytes="
                                              f"{task.max_row_bytes}"), raw_size=size)
                 continue
-            if line_no == 1 and line.startswith(BOM):
+            if line.startswith(BOM):   # a file's first line, or files concatenated with `cat`
                 line = line[len(BOM):]
             if not line.strip():
                 continue  # blank lines (and the final newline) are layout, not rows
@@ -490,7 +491,7 @@ class _Utf8Stream:
 
     def peek_non_ws(self) -> Optional[str]:
         while True:
-            while self._pos < len(self._buf) and self._buf[self._pos] in " \t\r\n":
+            while self._pos < len(self._buf) and self._buf[self._pos] in " \t\r\n\ufeff":   # BOMs of joined files
                 self._pos += 1
             if self._pos < len(self._buf):
                 return self._buf[self._pos]

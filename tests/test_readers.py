@@ -177,7 +177,7 @@ def deep(n: int) -> str:
 @pytest.mark.parametrize("name, opener", [("b.jsonl", None), ("b.jsonl.gz", gzip.compress),
                                           ("b.jsonl.bz2", bz2.compress)])
 def test_bom_is_skipped_in_jsonl(tmp_path, name, opener):
-    data = BOM + b'{"text": "first"}\n{"text": "second"}\n'
+    data = BOM + b'{"text": "first"}\n' + BOM + b'{"text": "second"}\n'     # the second: files joined with cat
     p = tmp_path / name
     p.write_bytes(opener(data) if opener else data)
     assert [r.payload for r in rows(p)] == [{"text": "first"}, {"text": "second"}]
@@ -186,7 +186,8 @@ def test_bom_is_skipped_in_jsonl(tmp_path, name, opener):
 @pytest.mark.parametrize("name, opener", [("l.json", None), ("l.json.gz", gzip.compress)])
 def test_bom_is_skipped_in_json_lists_and_objects(tmp_path, name, opener):
     p = tmp_path / name
-    for data, want in ((BOM + b'[{"a": 1}, {"b": 2}]', [{"a": 1}, {"b": 2}]), (BOM + b'{"a": 1}', [{"a": 1}])):
+    for data, want in ((BOM + b'[{"a": 1}, {"b": 2}]', [{"a": 1}, {"b": 2}]), (BOM + b'{"a": 1}', [{"a": 1}]),
+                       (BOM + b'[{"a": 1},' + BOM + b' {"b": 2}]', [{"a": 1}, {"b": 2}])):
         p.write_bytes(opener(data) if opener else data)
         assert [r.payload for r in rows(p)] == want
 
