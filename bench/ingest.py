@@ -44,7 +44,7 @@ def read_all(path: str) -> int:
 
 
 def main() -> None:
-    import ingest.readers as readers
+    import ingest.files as files
 
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--rows", type=int, default=20000)
@@ -60,14 +60,14 @@ def main() -> None:
             f.write(gzip.compress(data, mtime=0))
         checked = {name: best_of(lambda p=p: read_all(p), args.repeat) for name, p in
                    (("jsonl", plain), ("jsonl_gz", packed))}
-        check, step = readers.payload_problem, readers.COMPRESSED_STEP
-        readers.payload_problem = lambda *args: None    # the baseline: no walk, large reads
-        readers.COMPRESSED_STEP = 1 << 20
+        check, step = files.payload_problem, files.COMPRESSED_STEP
+        files.payload_problem = lambda *args: None      # the baseline: no walk, large reads
+        files.COMPRESSED_STEP = 1 << 20
         try:
             unchecked = {name: best_of(lambda p=p: read_all(p), args.repeat) for name, p in
                          (("jsonl", plain), ("jsonl_gz", packed))}
         finally:
-            readers.payload_problem, readers.COMPRESSED_STEP = check, step
+            files.payload_problem, files.COMPRESSED_STEP = check, step
     for name in checked:
         (t_on, n_on), (t_off, n_off) = checked[name], unchecked[name]
         assert n_on == n_off == args.rows, (n_on, n_off)

@@ -6,6 +6,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+import ingest.files as files
 import ingest.readers as readers
 from tests.archive_util import make_tar
 from ingest.readers import FileTask, detect_format, read_file
@@ -32,7 +33,7 @@ def test_detect_format():
 
 @pytest.mark.parametrize("chunk", [3, 7, 1 << 20])
 def test_jsonl_lines_refs_and_errors(tmp_path, monkeypatch, chunk):
-    monkeypatch.setattr(readers, "_CHUNK", chunk)   # lines straddle block boundaries
+    monkeypatch.setattr(files, "CHUNK", chunk)   # lines straddle block boundaries
     p = tmp_path / "a.jsonl"
     p.write_bytes(b'{"text": "one"}\r\n\n   \n{bad\n{"text": "\xff"}\n' + b'{"text": "' + b"x" * 2000 + b'"}\n'
                   + b'{"text": "last, no newline"}')
@@ -55,7 +56,7 @@ def test_jsonl_gzip_and_large_payload_not_kept(tmp_path):
 
 
 def test_json_array_streams_across_chunks(tmp_path, monkeypatch):
-    monkeypatch.setattr(readers, "_CHUNK", 7)  # force elements to straddle read boundaries
+    monkeypatch.setattr(files, "CHUNK", 7)  # force elements to straddle read boundaries
     items = [{"id": i, "conversations": [{"from": "human", "value": "é" * i}]} for i in range(20)]
     p = tmp_path / "l.json"
     p.write_text(json.dumps(items, ensure_ascii=False, indent=1))
@@ -65,7 +66,7 @@ def test_json_array_streams_across_chunks(tmp_path, monkeypatch):
 
 
 def test_json_array_numbers_at_chunk_end(tmp_path, monkeypatch):
-    monkeypatch.setattr(readers, "_CHUNK", 3)
+    monkeypatch.setattr(files, "CHUNK", 3)
     p = tmp_path / "n.json"
     p.write_text("[12345, 678]")
     assert [r.payload for r in rows(p)] == [12345, 678]
