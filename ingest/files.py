@@ -61,9 +61,8 @@ class FileTask:
     size: int = -1      # stored size in bytes, when the listing knew it
 
 
-
 class Unreadable(Exception):
-    pass
+    """The file cannot be opened at all: it becomes one `unreadable_file` row."""
 
 
 class ReadState:
