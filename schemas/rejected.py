@@ -8,6 +8,7 @@ from typing import Any, Optional, Union
 import pyarrow as pa
 
 from schemas.reasons import Reason, Stage
+from schemas.sample import Sample
 from schemas.strings import display_text
 
 
@@ -52,6 +53,19 @@ def reject(stage: Union[Stage, str], reason: Union[Reason, str], source: str, so
                     id=None if id is None else display_text(id),
                     dup_of=None if dup_of is None else display_text(dup_of),
                     payload=payload, payload_bytes=size)
+
+
+# What a per-row step returns (filters/base.py: Step); here, below filters/ and media/, so both
+# layers can reject a row without importing each other.
+StepResult = Union[Sample, Rejected]
+
+
+def reject_sample(sample: Sample, stage: Stage, reason: Reason, detail: str = "", *,
+                  dup_of: str | None = None) -> Rejected:
+    """A Rejected row for a sample that got past ingest; its payload is the row's JSON."""
+    payload = sample.to_json()
+    return reject(stage, reason, sample.source, sample.source_ref, detail, id=sample.id,
+                  dup_of=dup_of, payload=payload)
 
 
 REJECTED_SCHEMA = pa.schema([
