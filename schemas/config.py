@@ -40,7 +40,14 @@ class InputConfig:
 class IngestConfig:
     max_row_bytes: int
     max_payload_bytes: int
+    max_json_depth: int
     media_root: Optional[str]
+    media_roots: list[str]
+
+    def __post_init__(self) -> None:
+        _check(1 <= self.max_json_depth <= 200, "ingest.max_json_depth", "in [1, 200]", self.max_json_depth)
+        for i, root in enumerate(self.media_roots):
+            _check(bool(root.strip()), f"ingest.media_roots[{i}]", "a non-empty path or URI prefix", root)
 
 
 @dataclass(frozen=True)
@@ -702,9 +709,14 @@ class Config:
         return dataclasses.asdict(self)
 
     def hash(self) -> str:
-        """Hash of the recipe (inputs excluded: they are listed in the manifest), recorded in
-        every row's provenance, so rows can be matched to the thresholds that kept them."""
+        """Hash of the recipe's rules, recorded in every row's provenance, so rows can be matched
+        to the thresholds that kept them. Where data lives is not a rule: inputs, media roots and
+        benchmark paths are left out (the manifest lists them), so moving a corpus, or the demo
+        generating its corpus under another output folder, does not change a row's bytes."""
         recipe = {k: v for k, v in self.to_dict().items() if k != "inputs"}
+        recipe["ingest"] = {k: v for k, v in recipe["ingest"].items() if k not in ("media_root", "media_roots")}
+        recipe["decontaminate"] = dict(recipe["decontaminate"], benchmarks=[
+            b["name"] for b in recipe["decontaminate"]["benchmarks"]])
         blob = json.dumps(recipe, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
