@@ -25,18 +25,25 @@ from typing import Optional
 COLOURS = ("red", "green", "blue", "yellow", "purple", "orange")
 SHAPES = ("circle", "square", "triangle")
 DIRECTIONS = ("left to right", "right to left", "top to bottom", "bottom to top")
+# Scored per kind: the issue's attributes (colour, shape, direction), plus the background, the picture's
+# largest area (does the model read the picture at all?).
+KIND_ATTRS = (("image", ("colour", "shape", "background")), ("video", ("colour", "shape", "direction", "background")))
 PAIR = re.compile(rf"\b({'|'.join(COLOURS)}) ({'|'.join(SHAPES)})\b")
 MOTION = re.compile(rf"\b({'|'.join(SHAPES)}) (moves from ({'|'.join(DIRECTIONS)})|stays still)")
+BACKGROUNDS = ("white", "light gray", "cream", "pale blue", "dark gray")
+BACKGROUND = re.compile(rf" on an? ({'|'.join(BACKGROUNDS)}) (?:gradient )?background")
 
 
 def attributes(caption: str) -> dict[str, set]:
     """What a caption says: colours and shapes of the named shapes, and directions of motion
     ("still" for a shape that stays still). The background phrase is dropped first (its
     "pale blue" is not a shape's colour)."""
-    text = caption.lower().split(" on a ")[0]
+    low = caption.lower()
+    text = low.split(" on a ")[0]
     pairs = PAIR.findall(text)
     return {"colour": {c for c, _ in pairs}, "shape": {k for _, k in pairs},
-            "direction": {d or "still" for _, _, d in MOTION.findall(text)}}
+            "direction": {d or "still" for _, _, d in MOTION.findall(text)},
+            "background": set(BACKGROUND.findall(low)[:1])}
 
 
 def f1(pred: set, true: set) -> float:
@@ -87,7 +94,7 @@ def caption_all(checkpoint: str, items: list[dict], max_new_tokens: int) -> list
 def evaluate(checkpoint: str, items: list[dict], max_new_tokens: int) -> dict:
     caps = caption_all(checkpoint, items, max_new_tokens)
     out = {"examples": [{"id": it["id"], "truth": it["caption"], "caption": c} for it, c in zip(items, caps)][:6]}
-    for kind, attrs in (("image", ("colour", "shape")), ("video", ("colour", "shape", "direction"))):
+    for kind, attrs in KIND_ATTRS:
         sel = [(c, it["caption"]) for c, it in zip(caps, items) if it["kind"] == kind]
         out[kind] = score([c for c, _ in sel], [t for _, t in sel], attrs)
     return out
@@ -96,8 +103,8 @@ def evaluate(checkpoint: str, items: list[dict], max_new_tokens: int) -> dict:
 def chance(items: list[dict]) -> dict:
     """Each item scored against the next item's true caption (same kind), and 1/K."""
     out = {"uniform": {"colour": round(1 / len(COLOURS), 4), "shape": round(1 / len(SHAPES), 4),
-                       "direction": round(1 / len(DIRECTIONS), 4)}}
-    for kind, attrs in (("image", ("colour", "shape")), ("video", ("colour", "shape", "direction"))):
+                       "direction": round(1 / len(DIRECTIONS), 4), "background": round(1 / len(BACKGROUNDS), 4)}}
+    for kind, attrs in KIND_ATTRS:
         truths = [it["caption"] for it in items if it["kind"] == kind]
         out[f"{kind}_other_caption"] = score(truths[1:] + truths[:1], truths, attrs)
     return out
@@ -144,6 +151,20 @@ def train_stage(recipe: str, run_dir: str, data: str, overrides: list[str]) -> s
     if not (latest(run_dir) or "").endswith(f"step-{cfg.optim.max_steps:06d}"):
         train(cfg, run_dir, [(data, 1.0)])
     return latest(run_dir)
+
+
+def rescore(work: str, max_new_tokens: int = 40) -> dict:
+    """Score the checkpoints of a finished `--work` folder again (after a scoring change)."""
+    from trainer.checkpoint import latest
+
+    with open(os.path.join(work, "evidence.json"), encoding="utf-8") as f:
+        report = json.load(f)
+    items = heldout(os.path.join(work, "heldout"), 1, report["heldout"]["images"], report["heldout"]["videos"])
+    report["chance"] = chance(items)
+    for key, ckpt in (("before", os.path.join(work, "untrained")), ("after_stage1", latest(os.path.join(work, "stage1"))),
+                      ("after_stage2", latest(os.path.join(work, "stage2")))):
+        report[key] = evaluate(ckpt, items, max_new_tokens)
+    return report
 
 
 def main(argv: Optional[list[str]] = None) -> int:
