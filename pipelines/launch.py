@@ -16,7 +16,7 @@ import time
 from typing import Callable, Optional, Sequence
 
 from pipelines.manifest import write_manifest
-from schemas.config import CONFIG_DIR, BenchmarkConfig, Config, ConfigError, InputConfig, load_config
+from schemas.config import CONFIG_DIR, Config, ConfigError, InputConfig, load_config
 from schemas.manifest import Manifest
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -58,12 +58,6 @@ def parse_input(text: str) -> InputConfig:
     return InputConfig(path=path, source=source, format="auto")
 
 
-def with_benchmarks(cfg: Config, benchmarks: list[BenchmarkConfig]) -> Config:
-    import dataclasses
-
-    return dataclasses.replace(cfg, decontaminate=dataclasses.replace(cfg.decontaminate, benchmarks=list(benchmarks)))
-
-
 def prepare_output(out_dir: str, overwrite: bool) -> None:
     from apache_beam.io.filesystems import FileSystems
 
@@ -98,15 +92,15 @@ def run(pipeline: str, builder: Callable, argv: Sequence[str]) -> Manifest:
     out_dir = args.output.rstrip("/")
     inputs = [parse_input(i) for i in args.input] or list(cfg.inputs)
     if not inputs and args.demo:
-        from synthetic.corpus import generate
+        from synthetic.corpus import corpus_recipe, generate
 
+        # Generated under the output folder; the shards do not depend on where that is
+        # (uris are relative to the input root, the recipe hash leaves locations out).
         sample_dir = os.path.join(out_dir, "sample_input")
         generate(sample_dir)
-        inputs = [InputConfig(path=os.path.join(sample_dir, "manifests"), source=None, format="auto")]
-        if not cfg.decontaminate.benchmarks:   # the corpus ships its own benchmark to decontaminate against
-            cfg = with_benchmarks(cfg, [BenchmarkConfig(name="synthbench",
-                                                        path=os.path.join(sample_dir, "benchmark", "bench.jsonl"))])
-    cfg = cfg.with_inputs(inputs)
+        cfg = corpus_recipe(cfg, sample_dir)
+    else:
+        cfg = cfg.with_inputs(inputs)
     check_inputs(cfg.inputs)
 
     options = PipelineOptions(beam_argv)
@@ -266,7 +260,11 @@ def summary(m: Manifest, out_dir: str) -> str:
         lines.append(f"    {key:<36}{n:>10,}")
     for kind, info in m.summary().items():
         lines.append(f"  {kind + ' shards':<18}{info['shards']:>10,}   {info['bytes'] / 1e6:,.1f} MB")
-    lines.append(f"  {'balanced':<18}{'yes' if t.balanced else 'NO':>10}   -> {out_dir}/manifest.json")
+    if t.unread_bytes or t.unread_files:
+        lines.append(f"  {'unread input':<18}{t.unread_bytes:>10,}   bytes in {t.unread_files} file(s) no reader "
+                     f"could delimit into rows (see rejected/)")
+    state = "yes" if t.balanced else ("NO: input left unread" if t.rows_add_up else "NO")
+    lines.append(f"  {'balanced':<18}{state:>10}   -> {out_dir}/manifest.json")
     return "\n".join(lines)
 
 

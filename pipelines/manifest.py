@@ -3,7 +3,9 @@ shard list in DIR/shards.parquet.
 
 Input rows are counted where ingest emits them, kept and rejected rows where they are
 written, so `input_rows == kept + rejected` checks the whole pipeline. A run whose counts
-do not add up fails here instead of writing a manifest that hides lost rows.
+do not add up fails here instead of writing a manifest that hides lost rows. Bytes that a
+reader left undelimited (`RawRow.unread_bytes`) are summed too: such a run finishes, but
+its manifest says `balanced: false` (schemas/manifest.py).
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import collections
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
+from pipelines.write import sum_pairs
 from schemas.config import Config
 from schemas.manifest import (MANIFEST_FILE, SHARD_INDEX_FILE, Manifest, ShardInfo, Totals, library_versions,
                               shard_index_table)
@@ -73,18 +76,19 @@ class _WriteManifest(beam.DoFn):
     def __init__(self, out_dir: str, pipeline_name: str, cfg: Config) -> None:
         self.out_dir, self.pipeline_name, self.cfg = out_dir, pipeline_name, cfg
 
-    def process(self, _, input_rows, kept, rejected_by_reason, shards):
+    def process(self, _, input_rows, kept, rejected_by_reason, shards, unread):
         totals = Totals(input_rows=input_rows, kept=kept["kept"],
                         rejected=sum(rejected_by_reason.values()), rejected_by_reason=rejected_by_reason,
                         kept_by_task=kept["kept_by_task"], kept_by_source=kept["kept_by_source"],
                         tokens_by_task=kept["tokens_by_task"], tokens_by_mode=kept["tokens_by_mode"],
-                        text_tokens=kept["text_tokens"], visual_tokens=kept["visual_tokens"])
+                        text_tokens=kept["text_tokens"], visual_tokens=kept["visual_tokens"],
+                        unread_bytes=unread[0], unread_files=unread[1])
         by_kind: dict[str, list[ShardInfo]] = {"parquet": [], "wds": [], "rejected": []}
         for s in sorted(shards, key=ShardInfo.sort_key):
             by_kind.setdefault(s.kind, []).append(s)
         written = sum(s.rows for s in by_kind["parquet"])
         rejected_written = sum(s.rows for s in by_kind["rejected"])
-        if not totals.balanced or written != totals.kept or rejected_written != totals.rejected:
+        if not totals.rows_add_up or written != totals.kept or rejected_written != totals.rejected:
             raise RuntimeError(
                 f"row accounting does not add up: input {totals.input_rows}, kept {totals.kept} "
                 f"(written {written}), rejected {totals.rejected} (written {rejected_written})")
@@ -121,7 +125,11 @@ class WriteManifest(beam.PTransform):
                      | "ReasonKey" >> beam.Map(lambda r: f"{r.stage}/{r.reason}")
                      | "CountReasons" >> beam.CombineGlobally(_CountBy()))
         shard_list = shards | "ListShards" >> beam.combiners.ToList()
+        unread = (raw_rows
+                  | "Unread" >> beam.Map(lambda r: (r.unread_bytes, 1 if r.unread_bytes else 0))
+                  | "SumUnread" >> beam.CombineGlobally(sum_pairs))
         return (raw_rows.pipeline
                 | "Once" >> beam.Create([None])
                 | "Write" >> beam.ParDo(_WriteManifest(self.out_dir, self.pipeline_name, self.cfg),
-                                        AS(input_rows), AS(kept_totals), AS(by_reason), AS(shard_list)))
+                                        AS(input_rows), AS(kept_totals), AS(by_reason), AS(shard_list),
+                                        AS(unread)))

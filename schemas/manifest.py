@@ -8,6 +8,12 @@ manifest.json stays small at any corpus size: totals, recipe, versions, Beam cou
 per-kind shard summary. The list of shards (hundreds of thousands at 600B tokens) is the
 Parquet index `DIR/shards.parquet` (SHARD_INDEX_SCHEMA: kind, path, rows, bytes, sha256;
 paths relative to DIR); `Manifest.load(DIR)` reads both.
+
+Rows can only be counted once a reader has delimited them. Where a reader had to stop early
+(a corrupt compressed block, garbage between JSON elements, an unreadable Parquet footer),
+the bytes it never delimited are counted in `unread_bytes` (and the files in `unread_files`):
+such a run is finished and its rows add up, but it is not `balanced`, since input rows may
+be missing from both sides.
 """
 from __future__ import annotations
 
@@ -48,11 +54,19 @@ class Totals:
     tokens_by_mode: dict[str, int] = field(default_factory=dict)   # by Sample.mode ("none": no mode)
     text_tokens: int = 0
     visual_tokens: int = 0
+    unread_bytes: int = 0       # bytes of input files no reader could delimit into rows
+    unread_files: int = 0       # files with unread bytes (each has a rejected row naming them)
+
+    @property
+    def rows_add_up(self) -> bool:
+        """Every row a reader delimited is kept or rejected, once."""
+        return (self.input_rows == self.kept + self.rejected
+                and self.rejected == sum(self.rejected_by_reason.values()))
 
     @property
     def balanced(self) -> bool:
-        return (self.input_rows == self.kept + self.rejected
-                and self.rejected == sum(self.rejected_by_reason.values()))
+        """The rows add up and no input was left unread: every input row is accounted for."""
+        return self.rows_add_up and self.unread_bytes == 0 and self.unread_files == 0
 
 
 @dataclass
