@@ -62,17 +62,8 @@ def _render(messages, media, system_prompt, layout, with_targets: bool = False):
         out.append(f"<|im_start|>system\n{system_prompt}<|im_end|>\n")
         at = len(out[0])
     for m in messages:
-        body = []
-        for p in m.content:
-            if p.type == "text":
-                body.append(p.text or "")
-            else:
-                text, n = media_placeholder(media[p.media_index], layout)
-                body.append(text)
-                pads += n
-        text = "".join(body)
-        if m.role == "assistant" and m.reasoning:
-            text = f"<think>\n{m.reasoning.strip(chr(10))}\n</think>\n\n{text.lstrip(chr(10))}"
+        text, n = _body(m, media, layout)
+        pads += n
         turn = f"<|im_start|>{m.role}\n{text}<|im_end|>\n"
         if m.role == "assistant":
             head = len(f"<|im_start|>{m.role}\n")
@@ -82,6 +73,28 @@ def _render(messages, media, system_prompt, layout, with_targets: bool = False):
     if with_targets:
         return "".join(out), pads, targets
     return "".join(out), pads
+
+
+def message_body(message: Message, media: Sequence[MediaItem], layout: str = "keye_preview") -> str:
+    """One turn's text as the model sees it between `<|im_start|>role\n` and `<|im_end|>`: media
+    parts as their placeholders (an assistant's think-with-image output holds the produced image's),
+    a reasoning trace as `<think>`. The mixture's format validator checks exactly this text."""
+    return _body(message, media, layout)[0]
+
+
+def _body(m: Message, media, layout) -> tuple[str, int]:
+    body, pads = [], 0
+    for p in m.content:
+        if p.type == "text":
+            body.append(p.text or "")
+        else:
+            text, n = media_placeholder(media[p.media_index], layout)
+            body.append(text)
+            pads += n
+    text = "".join(body)
+    if m.role == "assistant" and m.reasoning:
+        text = f"<think>\n{m.reasoning.strip(chr(10))}\n</think>\n\n{text.lstrip(chr(10))}"
+    return text, pads
 
 
 def count_tokens(messages: Sequence[Message], media: Sequence[MediaItem], tokenizer: TokenCounter,

@@ -22,7 +22,8 @@ from shards.writer import (atomic_write, bucket_of, cut, num_buckets, parquet_wr
                            shard_name, wds_writer, write_table)
 
 
-def _sum_pairs(pairs):
+def sum_pairs(pairs):
+    """Element-wise sum of (a, b) pairs: a CombineGlobally function."""
     rows = total = 0
     for r, b in pairs:
         rows += r
@@ -45,20 +46,20 @@ class _ShardedWrite(beam.PTransform):
         sized = pcoll | "Size" >> beam.Map(lambda x: (x, size(x)))
         buckets = (sized
                    | "RowsAndBytes" >> beam.Map(lambda xs: (1, xs[1]))
-                   | "Total" >> beam.CombineGlobally(_sum_pairs)
+                   | "Total" >> beam.CombineGlobally(sum_pairs)
                    | "Buckets" >> beam.Map(lambda t: num_buckets(t[0], t[1], max_rows, max_bytes)))
 
-        def write_bucket(element):
+        def write_bucket(element, n):
             bucket, items = element
             ordered = sorted(items, key=lambda xs: sort_key(xs[0]))
             for piece_no, piece in enumerate(cut(ordered, lambda xs: xs[1], max_rows, max_bytes)):
-                yield from write_piece(shard_name(bucket, piece_no), [x for x, _ in piece])
+                yield from write_piece(shard_name(bucket, piece_no, n), [x for x, _ in piece])
 
+        n = beam.pvalue.AsSingleton(buckets)
         return (sized
-                | "Bucket" >> beam.Map(lambda xs, n: (bucket_of(key(xs[0]), n), xs),
-                                       n=beam.pvalue.AsSingleton(buckets))
+                | "Bucket" >> beam.Map(lambda xs, n: (bucket_of(key(xs[0]), n), xs), n=n)
                 | "GroupBucket" >> beam.GroupByKey()
-                | "WriteBucket" >> beam.FlatMap(write_bucket))
+                | "WriteBucket" >> beam.FlatMap(write_bucket, n=n))
 
 
 class WriteSamples(beam.PTransform):

@@ -34,13 +34,23 @@ class InputConfig:
     path: str                       # file, directory or glob; any Beam FileSystems scheme
     source: Optional[str]           # name recorded in each row; default: derived from path
     format: Literal["auto", "jsonl", "json", "parquet", "wds"]
+    # Only these matched files (full paths), when not empty: how a resumable run (output.partition_files)
+    # gives each partition its files while sources and source_refs stay those of the whole input.
+    files: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class IngestConfig:
     max_row_bytes: int
     max_payload_bytes: int
+    max_json_depth: int
     media_root: Optional[str]
+    media_roots: list[str]
+
+    def __post_init__(self) -> None:
+        _check(1 <= self.max_json_depth <= 200, "ingest.max_json_depth", "in [1, 200]", self.max_json_depth)
+        for i, root in enumerate(self.media_roots):
+            _check(bool(root.strip()), f"ingest.media_roots[{i}]", "a non-empty path or URI prefix", root)
 
 
 @dataclass(frozen=True)
@@ -95,14 +105,19 @@ class SlowFastConfig:
     frame_similarity: float
     patch_similarity: float
     fast_token_ratio: float
+    fast_min_tokens: int
+    similarity_min_tokens: int
     similarity_max_tokens: int
+    budget_search: Literal["fit", "first_over"]
 
     def __post_init__(self) -> None:
         k = "media.sampling.slow_fast."
         for name in ("frame_similarity", "patch_similarity"):
             _check(0.0 <= getattr(self, name) <= 1.0, k + name, "in [0, 1]", getattr(self, name))
         _check(0.0 < self.fast_token_ratio <= 1.0, k + "fast_token_ratio", "in (0, 1]", self.fast_token_ratio)
-        _check(self.similarity_max_tokens >= 1, k + "similarity_max_tokens", ">= 1", self.similarity_max_tokens)
+        _check(self.fast_min_tokens >= 1, k + "fast_min_tokens", ">= 1", self.fast_min_tokens)
+        _check(1 <= self.similarity_min_tokens <= self.similarity_max_tokens, k + "similarity_min_tokens",
+               "in [1, similarity_max_tokens]", self.similarity_min_tokens)
 
 
 @dataclass(frozen=True)
@@ -152,6 +167,31 @@ class MediaOutputConfig:
         _check(1 <= self.jpeg_quality <= 100, "media.output.jpeg_quality", "in [1, 100]", self.jpeg_quality)
 
 
+# The thresholds of media.quality a rule may set for some sources / tasks (the rest measure)
+QUALITY_THRESHOLDS = ("min_side_px", "min_duration_s", "min_brightness", "max_brightness", "min_sharpness",
+                      "min_motion", "min_motion_peak", "max_scene_changes_per_min")
+
+
+@dataclass(frozen=True)
+class QualityRule:
+    """Thresholds for the rows of one source and/or task. The first rule that matches a row
+    wins; source / task null match every row; `set` replaces the named thresholds only."""
+
+    source: Optional[str]
+    task: Optional[str]
+    set: dict[str, float]
+
+    def __post_init__(self) -> None:
+        k = "media.quality.rules"
+        if self.task is not None:
+            _check_tasks(f"{k}.task", [self.task])
+        for name in self.set:
+            _check(name in QUALITY_THRESHOLDS, f"{k}.set.{name}", f"one of {list(QUALITY_THRESHOLDS)}", name)
+
+    def matches(self, source: str, task: str) -> bool:
+        return self.source in (None, source) and self.task in (None, task)
+
+
 @dataclass(frozen=True)
 class MediaQualityConfig:
     analysis_short_side: int
@@ -163,8 +203,11 @@ class MediaQualityConfig:
     sharpness_tile_px: int
     sharpness_top_fraction: float
     min_motion: float
+    motion_tile_px: int
+    min_motion_peak: float
     scene_cut_distance: float
     max_scene_changes_per_min: float
+    rules: list[QualityRule]
 
     def __post_init__(self) -> None:
         k = "media.quality."
@@ -174,10 +217,26 @@ class MediaQualityConfig:
         _check(0.0 < self.scene_cut_distance <= 1.0, k + "scene_cut_distance", "in (0, 1]",
                self.scene_cut_distance)
         _check(self.sharpness_tile_px >= 8, k + "sharpness_tile_px", ">= 8", self.sharpness_tile_px)
+        _check(self.motion_tile_px >= 4, k + "motion_tile_px", ">= 4", self.motion_tile_px)
         _check(0.0 < self.sharpness_top_fraction <= 1.0, k + "sharpness_top_fraction", "in (0, 1]",
                self.sharpness_top_fraction)
-        for name in ("min_side_px", "min_duration_s", "min_sharpness", "min_motion", "max_scene_changes_per_min"):
+        for name in ("min_side_px", "min_duration_s", "min_sharpness", "min_motion", "min_motion_peak",
+                     "max_scene_changes_per_min"):
             _check(getattr(self, name) >= 0, k + name, ">= 0", getattr(self, name))
+        for rule in self.rules:
+            self.apply(rule)          # each rule's thresholds pass the checks above
+
+    def apply(self, rule: QualityRule) -> "MediaQualityConfig":
+        """These thresholds with the rule's replaced (int thresholds stay ints)."""
+        changed = {name: type(getattr(self, name))(value) for name, value in rule.set.items()}
+        return dataclasses.replace(self, rules=[], **changed)
+
+    def for_row(self, source: str, task: str) -> "MediaQualityConfig":
+        """The thresholds for rows of this source and task: the first matching rule's, else these."""
+        for rule in self.rules:
+            if rule.matches(source, task):
+                return self.apply(rule)
+        return self
 
 
 @dataclass(frozen=True)
@@ -449,6 +508,146 @@ class RecaptionConfig:
 
 
 @dataclass(frozen=True)
+class GeneratorConfig:
+    """The model that writes reasoning paths, analyses and image code (mixture.builders.generator):
+    the same backends as recaptioning (captioners/backends.py), its own endpoint."""
+    backend: Literal["openai", "transformers"]
+    generator_id: Optional[str]     # recorded in provenance; null: "<backend>:<model>"
+    max_new_tokens: int
+    temperature: float              # paths of one item differ by seed (sampled at this temperature)
+    seed: int                       # mixed with the row id and path index into each request's seed
+    openai: OpenAIBackendConfig
+    transformers: TransformersBackendConfig
+
+    def __post_init__(self) -> None:
+        k = "mixture.builders.generator."
+        _check(self.max_new_tokens >= 1, k + "max_new_tokens", ">= 1", self.max_new_tokens)
+        _check(self.temperature >= 0, k + "temperature", ">= 0", self.temperature)
+        _check(self.openai.concurrency >= 1 and self.openai.max_retries >= 0 and self.openai.timeout_s > 0,
+               k + "openai", "concurrency >= 1, max_retries >= 0, timeout_s > 0", self.openai)
+
+
+@dataclass(frozen=True)
+class VerifyConfig:
+    numeric_rel_tol: float          # |a - b| <= max(abs_tol, rel_tol * |b|) counts as equal
+    numeric_abs_tol: float
+    judge: bool                     # free-form answers no rule matches go to the generator as judge
+    judge_prompt: str               # mixture/prompts/<id>.txt
+
+    def __post_init__(self) -> None:
+        _check(self.numeric_rel_tol >= 0 and self.numeric_abs_tol >= 0, "mixture.builders.verify.numeric_*_tol",
+               ">= 0", (self.numeric_rel_tol, self.numeric_abs_tol))
+
+
+@dataclass(frozen=True)
+class PathsConfig:
+    n: int                          # reasoning paths sampled per item
+    min_step_chars: int             # shorter steps (connectives) are not scored
+    grouping: Literal["text", "clip_text"]   # equivalent steps: equal normalised text, or CLIP text
+                                             # embeddings (score.model) with cosine >= step_similarity
+    step_similarity: float
+    too_easy_pass_rate: float       # items solved in at least this share of paths are dropped (too_easy); > 1: never
+
+    def __post_init__(self) -> None:
+        _check(self.n >= 1, "mixture.builders.paths.n", ">= 1", self.n)
+        _check(self.too_easy_pass_rate > 0, "mixture.builders.paths.too_easy_pass_rate", "> 0",
+               self.too_easy_pass_rate)
+        _check(0 < self.step_similarity <= 1, "mixture.builders.paths.step_similarity", "in (0, 1]",
+               self.step_similarity)
+
+
+@dataclass(frozen=True)
+class RepetitionConfig:
+    ngram: int                      # repeated word n-gram rate uses n-grams of this length
+    max_dup_ngram_ratio: float
+    max_compression_ratio: float    # raw bytes / zlib bytes
+    min_words: int                  # shorter texts are not judged on the two ratios (tags always are)
+
+    def __post_init__(self) -> None:
+        k = "mixture.builders.repetition."
+        _check(self.ngram >= 1, k + "ngram", ">= 1", self.ngram)
+        _check(0 <= self.max_dup_ngram_ratio <= 1, k + "max_dup_ngram_ratio", "in [0, 1]", self.max_dup_ngram_ratio)
+        _check(self.max_compression_ratio >= 1, k + "max_compression_ratio", ">= 1", self.max_compression_ratio)
+
+
+@dataclass(frozen=True)
+class ModeBuilderConfig:
+    enabled: bool
+    tasks: list[str]                # rows of these tasks are material for the mode
+
+    def __post_init__(self) -> None:
+        _check_tasks("mixture.builders.*.tasks", self.tasks)
+
+
+@dataclass(frozen=True)
+class ThinkingBuilderConfig(ModeBuilderConfig):
+    generate: bool                  # rows without a reasoning trace get paths from the generator
+    prompt: str                     # mixture/prompts/<id>.txt
+
+
+@dataclass(frozen=True)
+class AutoThinkBuilderConfig(ModeBuilderConfig):
+    decide_by: Literal["generator", "pass_rate"]   # who judges difficulty: the analysis' own choice, or
+                                                   # the pass rate over paths.n sampled paths
+    hard_pass_rate: float           # decide_by pass_rate: pass rate below this -> /think, else /no_think
+    analysis_prompt: str            # decide_by generator: the generator analyses and chooses
+    explain_prompt: str             # decide_by pass_rate: the generator explains the given choice
+    prompt: str                     # reasoning paths for the /think branch
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check(0 < self.hard_pass_rate <= 1, "mixture.builders.auto_think.hard_pass_rate", "in (0, 1]",
+               self.hard_pass_rate)
+
+
+@dataclass(frozen=True)
+class ThinkWithImageBuilderConfig(ModeBuilderConfig):
+    code_prompt: str                # the generator proposes reasoning + image code
+    continue_prompt: str            # ... and, shown the produced image, reasons on to the answer
+    image_name: str                 # the input image as the snippet sees it: /input/<image_name>
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        import re
+
+        _check(bool(re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9._-]*\.(png|jpg|jpeg)", self.image_name)),
+               "mixture.builders.think_with_image.image_name", "a plain file name ending in .png/.jpg", self.image_name)
+
+
+@dataclass(frozen=True)
+class VideoBuilderConfig(ModeBuilderConfig):
+    generate: bool                  # video_think rows without a trace get paths from the generator
+    prompt: str
+    max_frames: int                 # frames of a video sent to the generator (evenly thinned)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check(self.max_frames >= 1, "mixture.builders.video.max_frames", ">= 1", self.max_frames)
+
+
+@dataclass(frozen=True)
+class BuildersConfig:
+    """mixture.builders: what makes each mode's rows (mixture/); shares and the sandbox are siblings."""
+    auto_think_suffix: Optional[str]   # suffix of auto-think user turns: null (Keye-VL 1.5) or "/auto_think" (preview)
+    boxed_max_words: int               # reference answers of at most this many words are closed-form: \boxed{}
+    generator: GeneratorConfig
+    verify: VerifyConfig
+    paths: PathsConfig
+    repetition: RepetitionConfig
+    non_thinking: ModeBuilderConfig
+    thinking: ThinkingBuilderConfig
+    auto_think: AutoThinkBuilderConfig
+    think_with_image: ThinkWithImageBuilderConfig
+    video: VideoBuilderConfig
+
+
+@dataclass(frozen=True)
+class MixtureConfig:
+    builders: BuildersConfig
+    sandbox: "SandboxConfig"
+
+
+@dataclass(frozen=True)
 class TokensConfig:
     tokenizer: str
     chat_layout: Literal["keye_preview", "keye_1_5"]
@@ -464,6 +663,10 @@ class OutputConfig:
     parquet_compression: Literal["zstd", "snappy", "gzip", "none"]
     parquet_row_group_rows: int
     write_wds: bool
+    partition_files: int
+
+    def __post_init__(self) -> None:
+        _check(self.partition_files >= 0, "output.partition_files", ">= 0", self.partition_files)
 
 
 @dataclass(frozen=True)
@@ -494,11 +697,6 @@ class SandboxConfig:
 
 
 @dataclass(frozen=True)
-class MixtureConfig:
-    sandbox: SandboxConfig
-
-
-@dataclass(frozen=True)
 class Config:
     name: str
     inputs: list[InputConfig]
@@ -510,17 +708,22 @@ class Config:
     decontaminate: DecontaminateConfig
     score: ScoreConfig
     recaption: RecaptionConfig
-    tokens: TokensConfig
     mixture: MixtureConfig
+    tokens: TokensConfig
     output: OutputConfig
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     def hash(self) -> str:
-        """Hash of the recipe (inputs excluded: they are listed in the manifest), recorded in
-        every row's provenance, so rows can be matched to the thresholds that kept them."""
+        """Hash of the recipe's rules, recorded in every row's provenance, so rows can be matched
+        to the thresholds that kept them. Where data lives is not a rule: inputs, media roots and
+        benchmark paths are left out (the manifest lists them), so moving a corpus, or the demo
+        generating its corpus under another output folder, does not change a row's bytes."""
         recipe = {k: v for k, v in self.to_dict().items() if k != "inputs"}
+        recipe["ingest"] = {k: v for k, v in recipe["ingest"].items() if k not in ("media_root", "media_roots")}
+        recipe["decontaminate"] = dict(recipe["decontaminate"], benchmarks=[
+            b["name"] for b in recipe["decontaminate"]["benchmarks"]])
         blob = json.dumps(recipe, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -636,11 +839,13 @@ def _build(cls: type, data: Any, where: str) -> Any:
             close = difflib.get_close_matches(str(key), names, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise ConfigError(f"unknown key {_join(where, key)!r}{hint}")
-    missing = [n for n in names if n not in data]
+    optional = {f.name for f in dataclasses.fields(cls)
+                if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING}
+    missing = [n for n in names if n not in data and n not in optional]
     if missing:
         raise ConfigError(f"missing key {_join(where, missing[0])!r}: every key must be set "
                           f"(configs/base.yaml holds them all)")
-    return cls(**{n: _coerce(hints[n], data[n], _join(where, n)) for n in names})
+    return cls(**{n: _coerce(hints[n], data[n], _join(where, n)) for n in names if n in data})
 
 
 def _coerce(tp: Any, value: Any, where: str) -> Any:
@@ -659,6 +864,10 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
         if value not in args:
             raise ConfigError(f"{where}: must be one of {list(args)}, got {value!r}")
         return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {type(value).__name__}")
+        return tuple(_coerce(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
     if origin is list:
         if not isinstance(value, list):
             raise ConfigError(f"{where}: expected a list, got {type(value).__name__}")

@@ -8,6 +8,8 @@ from typing import Any, Optional, Union
 import pyarrow as pa
 
 from schemas.reasons import Reason, Stage
+from schemas.sample import Sample
+from schemas.strings import display_text
 
 
 @dataclass
@@ -42,11 +44,28 @@ def reject(stage: Union[Stage, str], reason: Union[Reason, str], source: str, so
     kept); the rejected writer applies ingest.max_payload_bytes, in one place (`Rejected.capped`).
     payload_size records the original size when the payload itself was already dropped (by a reader)."""
     if isinstance(payload, str):
-        payload = payload.encode("utf-8", errors="surrogateescape")
+        payload = payload.encode("utf-8", errors="surrogatepass")
     size = len(payload) if payload is not None else payload_size
-    return Rejected(stage=Stage(stage).value, reason=Reason(reason).value, source=source,
-                    source_ref=source_ref, detail=detail[:2000], id=id, dup_of=dup_of,
+    # Every string here reaches a UTF-8 writer: names and error texts are shown escaped
+    # (schemas/strings.py), so a bad name costs nothing but its looks.
+    return Rejected(stage=Stage(stage).value, reason=Reason(reason).value, source=display_text(source),
+                    source_ref=display_text(source_ref), detail=display_text(detail[:2000]),
+                    id=None if id is None else display_text(id),
+                    dup_of=None if dup_of is None else display_text(dup_of),
                     payload=payload, payload_bytes=size)
+
+
+# What a per-row step returns (filters/base.py: Step); here, below filters/ and media/, so both
+# layers can reject a row without importing each other.
+StepResult = Union[Sample, Rejected]
+
+
+def reject_sample(sample: Sample, stage: Stage, reason: Reason, detail: str = "", *,
+                  dup_of: str | None = None) -> Rejected:
+    """A Rejected row for a sample that got past ingest; its payload is the row's JSON."""
+    payload = sample.to_json()
+    return reject(stage, reason, sample.source, sample.source_ref, detail, id=sample.id,
+                  dup_of=dup_of, payload=payload)
 
 
 REJECTED_SCHEMA = pa.schema([

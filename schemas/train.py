@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Literal, Optional
 
 from schemas.config import CONFIG_DIR, ConfigError, load_recipe
+from schemas.corda import CordaConfig
 
 STAGES = ("stage1", "stage2", "stage3", "sft")
 
@@ -126,6 +127,7 @@ class TrainConfig:
     stage: StageConfig
     optim: OptimConfig
     run: RunConfig
+    corda: CordaConfig              # CorDA / CorDA++ adapters, used when model.adapter is trainer.corda.keye:apply
 
     def __post_init__(self) -> None:
         d, o = self.data, self.optim

@@ -41,10 +41,13 @@ def corpus(tmp_path_factory):
 
 
 def run_demo(corpus_root, out, *beam_args):
+    from synthetic.corpus import corpus_media_root
+
     bench = f"decontaminate.benchmarks=[{{name: synthbench, path: {corpus_root / 'benchmark' / 'bench.jsonl'}}}]"
+    media = f"ingest.media_roots={json.dumps([corpus_media_root(str(corpus_root))])}"   # manifests name ../media/...
     return run("build_mixture", build_mixture, ["--config", DEMO, "--input", str(corpus_root / "manifests"),
                                                 "--output", str(out), "--progress_s", "0", "--set", bench,
-                                                *beam_args])
+                                                "--set", media, *beam_args])
 
 
 @pytest.fixture(scope="session")
@@ -80,8 +83,9 @@ def text_near_pairs(truth):
 
 def test_layout_and_manifest(demo):
     manifest, out = demo
-    assert sorted(os.listdir(out)) == ["embeddings", "manifest.json", "parquet", "rejected", "wds"]
-    on_disk = Manifest.from_json((out / "manifest.json").read_text())
+    assert sorted(os.listdir(out)) == ["embeddings", "manifest.json", "parquet", "rejected", "report.html", "shards.parquet",
+                                      "wds"]
+    on_disk = Manifest.load(str(out))
     assert on_disk.totals.balanced
     t = on_disk.totals
     assert t.input_rows == t.kept + t.rejected == t.kept + sum(t.rejected_by_reason.values())
@@ -93,6 +97,8 @@ def test_layout_and_manifest(demo):
     assert sum(s.rows for s in on_disk.shards["parquet"]) == t.kept
     assert [s.rows for s in on_disk.shards["parquet"]] == [s.rows for s in on_disk.shards["wds"]]
     assert t.text_tokens > 0
+    assert on_disk.counters["keye:ingest/rows"] == t.input_rows   # Beam counters are saved with the run
+    assert on_disk.run["engine"] == "FnApiRunner"
     assert not [f for kind in ("parquet", "wds", "rejected", "embeddings") for f in os.listdir(out / kind)
                 if f.startswith(".")]
 

@@ -287,6 +287,9 @@ def write_meta(model: nn.Module, folder: str, tokenizer_spec: str, merge: int, d
     m = unwrap(model)
     meta = {"vision_config": m.vision.config.to_dict(), "llm_config": m.llm.config.to_dict(), "merge": merge,
             "tokenizer": tokenizer_spec, "vocab_subset": m.vocab_ids is not None, "data": data or {}}
+    if hasattr(m, "peft_config"):           # CorDA / LoRA adapters: load_trained folds them into the weights
+        from trainer.corda.keye import lora_scaling
+        meta["lora_scaling"] = lora_scaling(m)
     os.makedirs(folder, exist_ok=True)
     with open(os.path.join(folder, MODEL_META), "w", encoding="utf-8") as f:
         json.dump(meta, f, indent=1, sort_keys=True, default=str)
@@ -315,7 +318,8 @@ def checkpoint_vocab(folder: str) -> Optional[list[int]]:
     from safetensors import safe_open
 
     with safe_open(os.path.join(folder, WEIGHTS), framework="pt") as f:
-        return f.get_tensor("vocab_ids").tolist() if "vocab_ids" in f.keys() else None
+        key = next((k for k in ("vocab_ids", "base_model.model.vocab_ids") if k in f.keys()), None)
+        return f.get_tensor(key).tolist() if key else None
 
 
 def load_trained(folder: str, device: str = "cpu") -> tuple[KeyeVL, object]:
@@ -332,5 +336,9 @@ def load_trained(folder: str, device: str = "cpu") -> tuple[KeyeVL, object]:
     llm_conf._attn_implementation = attention_impl("auto", device)
     model = KeyeVL(vision, Qwen3ForCausalLM(llm_conf), meta["merge"], visual_token_ids(tokenizer),
                    checkpoint_vocab(folder))
-    load_weights(model, folder)
+    if meta.get("lora_scaling"):
+        from trainer.corda.keye import load_folded
+        load_folded(model, os.path.join(folder, WEIGHTS), meta["lora_scaling"])
+    else:
+        load_weights(model, folder)
     return model.to(device).eval(), tokenizer

@@ -87,6 +87,7 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Opti
     groups: dict[tuple[float, bool], list] = {}
     for name, p in unwrap(model).named_parameters():   # names as the recipe writes them, not DDP's "module."
         if p.requires_grad:
+            name = name.removeprefix("module.").removeprefix("base_model.model.")   # DDP / PEFT wrappers
             scale = next((v for pat, v in o.lr_scale.items() if fnmatch.fnmatchcase(name, pat)), 1.0)
             groups.setdefault((scale, p.ndim >= 2), []).append(p)
     params = [{"params": ps, "lr": o.lr * scale, "weight_decay": o.weight_decay if decay else 0.0}
@@ -196,6 +197,11 @@ def train(cfg: TrainConfig, run_dir: str, data: Optional[list[tuple[str, float]]
     model = apply_adapter(model, cfg)
     if model_hook is not None:
         model = model_hook(model)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)   # an adapter changes it
+    if getattr(model, "corda_report", None) is not None and dist.main:        # each layer's candidate and rank
+        os.makedirs(run_dir, exist_ok=True)
+        with open(os.path.join(run_dir, "corda.json"), "w", encoding="utf-8") as f:
+            json.dump(model.corda_report, f, indent=1, sort_keys=True)
     model = model.to(device)
     resume = checkpoint.latest(run_dir)
     if resume:
@@ -287,8 +293,16 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--data", action="append", default=[], help="pipeline output folder, optionally DIR:weight")
     ap.add_argument("--output", required=True, help="run folder: checkpoints/, log.jsonl, tensorboard/")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one recipe key")
+    ap.add_argument("--corda_data", default=None, help="CorDA calibration rows: a pipeline output folder "
+                    "(default: the first --data); for kpm, the knowledge data to preserve")
+    ap.add_argument("--corda_samples", type=int, default=None, help="CorDA calibration rows (corda.samples)")
     args = ap.parse_args(argv)
     cfg = load_train_config(args.config, args.set)
+    if args.corda_data or args.corda_samples is not None or (args.data and not cfg.corda.data and cfg.model.adapter):
+        data = args.corda_data or cfg.corda.data or (parse_data_arg(args.data[0])[0] if args.data else None)
+        extra = [f"corda.data={data}"] if data else []
+        extra += [f"corda.samples={args.corda_samples}"] if args.corda_samples is not None else []
+        cfg = load_train_config(args.config, [*args.set, *extra])
     records = train(cfg, args.output, [parse_data_arg(d) for d in args.data] or None)
     if records:
         last = records[-1]
