@@ -110,7 +110,7 @@ def test_trainer_recaption_backend(checkpoint, trainer_data):
                                CaptionRequest("b", "p", "Describe the video.", [jpeg] * 4, 2, fps=2.0),
                                CaptionRequest("c", "p", "broken", [b"not a jpeg"], 3)])
     assert len(results) == 3
-    assert all(r.ok or r.error == "empty generation" for r in results[:2])
+    assert all(r.ok or r.error == "empty generation" for r in results[:2]), [r.error for r in results]
     assert not results[2].ok and "Error" in results[2].error
     # curation workers on other backends never import the trainer
     probe = subprocess.run([sys.executable, "-c", "import sys, captioners.backends; "

@@ -62,7 +62,7 @@ class Generator:
 
     def frames_item(self, frames: Sequence[np.ndarray], fps: Optional[float]) -> tuple[MediaItem, list[bytes]]:
         """Decoded pictures (one image, or a video's frames in order) sized as the media recipe sizes them."""
-        from media.decode import encode_png, resize_rgb
+        from media.images import encode_png, resize_rgb
         from media.sampling import frame_size, image_size
 
         s = self.media_cfg.sampling
