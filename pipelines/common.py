@@ -100,3 +100,11 @@ class ApplyStep(beam.PTransform):
             pardo = pardo.with_resource_hints(**self.hints)
         out = pcoll | "Apply" >> pardo.with_outputs(REJECTED, main=KEPT)
         return {KEPT: out[KEPT], REJECTED: out[REJECTED]}
+
+
+def sum_pairs(pairs) -> tuple[int, int]:
+    """Element-wise sum of (a, b) pairs: a combiner for two counts at once (CombinePerKey(sum_pairs))."""
+    a_total = b_total = 0
+    for a, b in pairs:
+        a_total, b_total = a_total + a, b_total + b
+    return a_total, b_total

@@ -136,7 +136,7 @@ def summary(m: Manifest, out_dir: str) -> str:
 
 
 def main(pipeline: str, argv: Optional[Sequence[str]] = None) -> int:
-    from pipelines.registry import PIPELINES
+    from pipelines.registry import builder
 
-    run(pipeline, PIPELINES[pipeline], sys.argv[1:] if argv is None else argv)
+    run(pipeline, builder(pipeline), sys.argv[1:] if argv is None else argv)
     return 0

@@ -441,6 +441,38 @@ class TokensConfig:
 
 
 @dataclass(frozen=True)
+class SharesConfig:
+    """Target shares of the cold-start mixture per category (mixture/base.py CATEGORIES)."""
+
+    unit: Literal["samples", "tokens"]   # what a share counts: rows, or text + visual tokens
+    targets: dict[str, float]            # category -> weight (only ratios matter; Keye-VL's counts by default)
+
+    def __post_init__(self) -> None:
+        from schemas.sample import CATEGORIES
+
+        unknown = sorted(set(self.targets) - set(CATEGORIES))
+        if unknown:
+            raise ConfigError(f"mixture.shares.targets: unknown categories {unknown}; known: {list(CATEGORIES)}")
+        if any(v < 0 for v in self.targets.values()) or not any(v > 0 for v in self.targets.values()):
+            raise ConfigError("mixture.shares.targets: weights must be >= 0 and at least one > 0")
+
+
+@dataclass(frozen=True)
+class MixingConfig:
+    seed: int                   # seeds the hash rank that picks which rows of a category are kept
+    rank_bins: int              # hash-rank histogram bins per category when searching each quota's cutoff
+
+
+@dataclass(frozen=True)
+class MixtureConfig:
+    shares: SharesConfig
+    mixing: MixingConfig
+
+    def __post_init__(self) -> None:
+        _check_positive("mixture.mixing", rank_bins=self.mixing.rank_bins)
+
+
+@dataclass(frozen=True)
 class OutputConfig:
     shard_max_rows: int
     shard_max_bytes: int
@@ -464,6 +496,7 @@ class Config:
     recaption: RecaptionConfig
     tokens: TokensConfig
     output: OutputConfig
+    mixture: MixtureConfig
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

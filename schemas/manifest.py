@@ -42,6 +42,24 @@ class Totals:
 
 
 @dataclass
+class Derived:
+    """Rows a stage made from input rows (a video at 16 and 32 frames, a mode's sample): counted
+    apart from input rows. `made == kept + rejected`; `made_by` says which builder made how many
+    rows from how many inputs. An input row that fans out is kept when one of its rows is kept."""
+
+    made: int = 0
+    kept: int = 0
+    rejected: int = 0
+    rejected_by_reason: dict[str, int] = field(default_factory=dict)   # "stage/reason" -> derived rows
+    made_by: dict[str, dict[str, int]] = field(default_factory=dict)   # "mixture/<category>" -> {inputs, rows}
+
+    @property
+    def balanced(self) -> bool:
+        return (self.made == self.kept + self.rejected == sum(v["rows"] for v in self.made_by.values())
+                and self.rejected == sum(self.rejected_by_reason.values()))
+
+
+@dataclass
 class Manifest:
     pipeline: str
     pipeline_version: str
@@ -53,10 +71,17 @@ class Manifest:
     shards: dict[str, list[ShardInfo]]
     versions: dict[str, str]
     run: Optional[dict[str, Any]] = None     # runner, wall time: added by the launcher, not deterministic
+    derived: Optional[Derived] = None        # pipelines that fan rows out (build_mixture)
+    mixture: Optional[dict[str, Any]] = None  # target and achieved shares per category (mixture/mixing.py)
 
     def to_json(self) -> str:
         d = asdict(self)
         d["totals"]["balanced"] = self.totals.balanced
+        for key in ("derived", "mixture"):     # absent, not null, for pipelines that fan nothing out
+            if d[key] is None:
+                d.pop(key)
+        if self.derived is not None:
+            d["derived"]["balanced"] = self.derived.balanced
         return json.dumps(d, indent=2, sort_keys=True) + "\n"
 
     @classmethod
@@ -65,7 +90,11 @@ class Manifest:
         totals = d.pop("totals")
         totals.pop("balanced", None)
         shards = {k: [ShardInfo(**s) for s in v] for k, v in d.pop("shards").items()}
-        return cls(totals=Totals(**totals), shards=shards, **d)
+        derived = d.pop("derived", None)
+        if derived is not None:
+            derived.pop("balanced", None)
+            derived = Derived(**derived)
+        return cls(totals=Totals(**totals), shards=shards, derived=derived, **d)
 
 
 def library_versions() -> dict[str, str]:

@@ -23,6 +23,7 @@ class Stage(str, enum.Enum):
     SCORE = "score"            # CLIP scores, per-source thresholds, routing (keep / recaption / drop)
     RECAPTION = "recaption"    # new captions from a VLM for rows routed by the score stage
     TOKENS = "tokens"          # exact token accounting and sequence-length bounds
+    MIXTURE = "mixture"        # the cold-start mixture: mode builders, quality gates on derived rows, shares
 
 
 class Reason(str, enum.Enum):
@@ -85,6 +86,9 @@ class Reason(str, enum.Enum):
     RECAPTION_FAILED = "recaption_failed"
     # tokens
     TOO_MANY_TOKENS = "too_many_tokens"
+    # mixture (listed in MIXTURE_REASONS below)
+    NO_MODE = "no_mode"
+    OVER_SHARE = "over_share"
     # any stage: the stage's own code raised on this row (a bug or an unforeseen input)
     STEP_ERROR = "step_error"
 
@@ -138,7 +142,16 @@ REASON_DOCS: dict[Reason, str] = {
     Reason.LOW_CLIP_SCORE: "clip_score below the threshold of a score.rules entry whose action is drop",
     Reason.RECAPTION_FAILED: "every recaption request failed or came back empty after its retries",
     Reason.TOO_MANY_TOKENS: "text plus visual tokens exceed tokens.max_total_tokens",
+    Reason.NO_MODE: "no mixture mode builder takes this curated row (a caption pair: not cold-start material)",
+    Reason.OVER_SHARE: "left out so its category meets its mixture.shares target (lowest seeded hash ranks kept)",
     Reason.STEP_ERROR: "the stage raised on this row; detail holds the exception and where it was raised",
 }
+
+# Reasons only the mixture stage gives (tests/test_mixture_reason_coverage.py plants one row for each;
+# tests/test_reason_coverage.py plants the rest). The generation and sandbox builders add theirs here.
+MIXTURE_REASONS = frozenset({
+    Reason.NO_MODE,
+    Reason.OVER_SHARE,
+})
 
 assert set(REASON_DOCS) == set(Reason), "every Reason needs a line in REASON_DOCS"
