@@ -17,7 +17,8 @@ Backends:
    in `image_url` parts (a video as its frames, in order, then the prompt). Requests run on a
    thread pool of `concurrency`; each is retried with exponential backoff and full jitter on
    429 (honouring Retry-After), 5xx, timeouts, connection errors, malformed JSON and empty text;
-   other 4xx fail at once. `timeout_s` bounds connecting and each read; `request_budget` caps
+   other 4xx fail at once. `timeout_s` bounds each whole request (connect, send, headers and
+   body: a server that drips bytes is cut off at the deadline); `request_budget` caps
    the requests (retries included) one worker process sends. Keep-alive connections are reused
    per thread.
 2. `transformers`: an in-process `AutoModelForImageTextToText` (e.g. Qwen2-VL, or Keye-VL with
@@ -34,6 +35,8 @@ The pipeline shares one backend per worker process between its threads
 from __future__ import annotations
 
 import base64
+import datetime
+import email.utils
 import http.client
 import io
 import json
@@ -269,9 +272,35 @@ class OpenAIChatBackend:
             raise
 
     def _roundtrip(self, conn, body: bytes) -> tuple[int, dict, bytes]:
-        conn.request("POST", self.path, body=body, headers=self.headers)
-        resp = conn.getresponse()
-        data = resp.read()
+        """One exchange, bounded as a whole by timeout_s: socket timeouts bound each read only, so a
+        watchdog shuts the socket down at the deadline and the blocked read fails at once."""
+        expired = threading.Event()
+
+        def cut_off() -> None:
+            expired.set()
+            sock = conn.sock
+            if sock is not None:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+        watchdog = threading.Timer(self.cfg.timeout_s, cut_off)
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            conn.request("POST", self.path, body=body, headers=self.headers)
+            resp = conn.getresponse()
+            data = resp.read()
+        except (OSError, http.client.HTTPException) as e:
+            if expired.is_set():
+                raise TimeoutError(f"request exceeded {self.cfg.timeout_s:g} s") from e
+            raise
+        finally:
+            watchdog.cancel()
+        if expired.is_set():         # the deadline passed as the last bytes arrived: still too late
+            self._drop()
+            raise TimeoutError(f"request exceeded {self.cfg.timeout_s:g} s")
         if resp.getheader("Connection", "").lower() == "close":
             self._drop()
         return resp.status, {k: v for k, v in resp.getheaders()}, data
@@ -283,11 +312,22 @@ class OpenAIChatBackend:
             self._local.conn = None
 
 
-def _retry_after(value: Optional[str]) -> Optional[float]:
-    try:
-        return max(0.0, float(value)) if value is not None else None
-    except ValueError:
+def _retry_after(value: Optional[str], now: Optional[float] = None) -> Optional[float]:
+    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP date (RFC 9110 10.2.3)."""
+    if value is None:
         return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:               # HTTP dates are GMT; an obsolete form may parse naive
+        when = when.replace(tzinfo=datetime.timezone.utc)
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
 @register_backend("openai")

@@ -111,7 +111,8 @@ class Candidate:
 def choose(sample: Sample, target: tuple[int, int], candidates: Sequence[Candidate], captioner_id: str,
            new_text_embedding: Optional[np.ndarray] = None) -> bool:
     """Keep the best caption by CLIP score; store the others in alternatives; record provenance.
-    Returns whether a new caption replaced the original (ties keep the original).
+    Returns whether a new caption replaced the original (ties keep the original). When it did,
+    clip_score becomes the new text's score; the replaced caption keeps its score in alternatives.
 
     `new_text_embedding` is the best candidate's CLIP text vector: it becomes the row's
     clip_text if that candidate is kept."""
@@ -125,6 +126,7 @@ def choose(sample: Sample, target: tuple[int, int], candidates: Sequence[Candida
     losers: list[tuple[Optional[Candidate], str, Optional[float]]] = []
     if won:
         sample.messages[m].content[p].text = best.text
+        sample.scores["clip_score"] = best.clip_score     # the row's score describes the row's text
         sample.provenance.captioners.append(CaptionerRecord(captioner_id, best.request.prompt_id,
                                                             best.request.fps, where))
         losers.append((None, original, original_score))

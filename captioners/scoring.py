@@ -364,6 +364,16 @@ def caption_score(caption_units: np.ndarray, text_emb: np.ndarray) -> float:
     return float(np.mean(caption_units @ text_emb))
 
 
+def caption_rule_scores(caption_units: np.ndarray, text_emb: np.ndarray, is_video: bool) -> dict[str, float]:
+    """The per-rule scores a caption's clip_score mirrors (clip_video_mean/max for a video row,
+    clip_image_text otherwise), for a text: what a recaption that wins rewrites, so every stored
+    score describes the row's text."""
+    per_unit = caption_units @ text_emb
+    if is_video:
+        return {"clip_video_mean": caption_score(caption_units, text_emb), "clip_video_max": float(per_unit.max())}
+    return {"clip_image_text": caption_score(caption_units, text_emb)}
+
+
 def score_sample(sample: Sample, scorer, max_frames: int = 32,
                  caption_prompt: Optional[str] = None) -> Union[ScoreResult, Unscored]:
     """plan + embed + finish for one row, with a captioners.clip.ClipScorer (no Beam)."""

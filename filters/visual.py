@@ -40,7 +40,7 @@ def visual_features(sample: Sample, embedding: bool = True, phash: bool = False)
     if not (need_emb or need_ph) or not sample.media:
         return
     embs, hashes, shapes = [], [], []
-    for i, item in enumerate(sample.media):
+    for i in range(len(sample.media)):
         try:
             frames = item_frames(sample, i)
         except Exception as e:  # noqa: BLE001 - PIL raises many types for bad bytes

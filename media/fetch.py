@@ -2,7 +2,8 @@
 
 Each media item gets its bytes (from the row's archive, or read through Beam's
 FileSystems with a size cap checked before reading), its SHA-256 and size, and a
-WebDataset member name (`KEY.INDEX.EXT`) under which the bytes travel in `Sample.blobs`. Decoding, frame sampling and media quality filters build on this.
+WebDataset member name (`KEY.INDEX.EXT`) under which the bytes travel in `Sample.blobs`. Decoding, frame
+sampling and media quality filters build on this.
 """
 from __future__ import annotations
 

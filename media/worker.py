@@ -85,7 +85,7 @@ class _Child:
             self.conn.recv()
         except EOFError:
             self.kill()
-            raise RuntimeError(f"media decode worker failed to start ({_signal_name(self.proc.returncode)})")
+            raise RuntimeError(f"media decode worker failed to start ({_signal_name(self.proc.returncode)})") from None
         self.tasks = 0
 
     @property

@@ -27,7 +27,7 @@ from captioners.backends import default_captioner_id, make_backend
 from captioners.clip import ClipPreprocessor, ClipRef
 from captioners.recaption import Candidate, choose, plan_requests
 from captioners.routing import route
-from captioners.scoring import caption_score
+from captioners.scoring import caption_rule_scores, caption_score
 from filters.base import reject_sample
 from filters.text import normalize_text, text_stats, text_verdict
 from pipelines.common import KEPT, REJECTED, count_kept, rejected_output, stage_counter
@@ -137,6 +137,8 @@ class _Choose(beam.DoFn):
         candidates = [Candidate(req, text, caption_score(units, emb[k])) for k, (req, text) in enumerate(texts)]
         best = max(range(len(candidates)), key=lambda k: candidates[k].clip_score)
         if choose(sample, p.target, candidates, self.captioner_id, new_text_embedding=emb[best]):
+            # clip_score mirrors clip_video_mean on rows with sampled frames (captioners/scoring.py)
+            sample.scores.update(caption_rule_scores(units, emb[best], is_video="clip_video_mean" in sample.scores))
             sample.scores.update(text_stats(sample.texts(), self.cfg.text.repetition_ngram))
             stage_counter(STAGE.value, "rows_new_caption_kept").inc()
         else:

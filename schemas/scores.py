@@ -36,10 +36,12 @@ SCORE_DOCS: dict[str, str] = {
     "semantic_dup_cluster_size": "rows in this row's media near-duplicate cluster (1: none); null: not compared",
     # decontamination (filters/decontam.py, pipelines/decontaminate.py)
     "benchmark_ngram_overlap": "share of the row's word n-grams (decontaminate.ngram.n) found in benchmark texts",
-    "benchmark_phash_jaccard": "highest set-bit Jaccard of the row's image pHashes to a benchmark image (LSH candidates; 0: none)",
+    "benchmark_phash_jaccard": ("highest set-bit Jaccard of the row's image pHashes to a benchmark image "
+                                "(LSH candidates; 0: none)"),
     "benchmark_clip_image_cos": "highest CLIP image cosine to a benchmark image (needs CLIP embeddings)",
     # CLIP scoring (captioners/scoring.py): cosines of L2-normalised open_clip embeddings, of the
-    # row's text as the score stage saw it (a recaption adds clip_recaption, never rewrites these)
+    # row's text: when a recaption wins, clip_score and the rule's scores below are recomputed for the new
+    # text (the replaced caption's score stays in its alternatives[k].clip_score)
     "clip_image_text": "cosine of each image and the row's text (the caption, else question and answer), "
                        "mean over the row's images",
     "clip_video_mean": "mean over the sampled frames of every video of the frame-text cosine",
@@ -53,8 +55,8 @@ SCORE_DOCS: dict[str, str] = {
                   "clip_grounding_min, clip_interleaved_min; null for rows no rule covers (QA, text)",
     "clip_threshold": "the threshold clip_score was compared with: absolute, or the percentile of the "
                       "row's (source, task) distribution resolved to a cosine",
-    "clip_recaption": "clip_score of the best model-written caption (same rule as clip_score); the kept "
-                      "caption is the one with the higher of the two",
+    "clip_recaption": "clip_score of the best model-written caption (same rule as clip_score); it replaces "
+                      "the caption only when strictly higher, and then equals clip_score",
 }
 
 SCORE_NAMES: tuple[str, ...] = tuple(SCORE_DOCS)
@@ -62,7 +64,8 @@ SCORE_NAMES: tuple[str, ...] = tuple(SCORE_DOCS)
 # Per media item stats (`MediaItem.stats`, an Arrow struct of nullable float64 like scores).
 # Measured on "analysis frames": each sampled frame (or the image, at the size the model
 # sees) scaled so that its short side is media.quality.analysis_short_side pixels, or the
-# source's short side when smaller (never upscaled), so values compare across resolutions. Duration and size are MediaItem fields, not repeated here.
+# source's short side when smaller (never upscaled), so values compare across resolutions. Duration and size are
+# MediaItem fields, not repeated here.
 MEDIA_STAT_DOCS: dict[str, str] = {
     "aspect_ratio": "long side / short side, as displayed (rotation and pixel aspect applied)",
     "brightness": "mean luma of the analysis frames, in [0, 1]",

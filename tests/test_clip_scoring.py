@@ -44,7 +44,7 @@ def test_refs_resolve_names_folders_and_builtins(tmp_path):
     assert ClipRef(str(tmp_path)).open_clip_name == f"local-dir:{tmp_path}"
     assert ClipRef("ViT-B-32", "laion2b_s34b_b79k").id == "ViT-B-32+laion2b_s34b_b79k"
     with pytest.raises(FileNotFoundError):
-        ClipRef("builtin:no-such-model").open_clip_name
+        _ = ClipRef("builtin:no-such-model").open_clip_name
 
 
 @pytest.mark.parametrize("ref", [TINY, BUNDLED, ClipRef("ViT-B-32")])

@@ -270,7 +270,7 @@ def test_each_planted_row_rejected_with_its_reason(planted_run):
     assert got == {ref: (stage, reason.value) for ref, (stage, reason) in expect.items()}
     assert all(r["detail"] for r in rejected)
     by_ref = {r["source_ref"]: r for r in rejected}
-    for ref, (stage, reason) in expect.items():
+    for ref, (_stage, reason) in expect.items():
         if reason in (Reason.EXACT_DUPLICATE, Reason.NEAR_DUPLICATE, Reason.SEMANTIC_DUPLICATE):
             assert by_ref[ref]["dup_of"], ref
         if reason is Reason.CONTAMINATED:

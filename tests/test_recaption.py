@@ -11,13 +11,14 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 
 import numpy as np
 import pytest
 
-from captioners.backends import (CaptionRequest, OpenAIChatBackend, TransformersBackend, make_backend,
+from captioners.backends import (_retry_after, CaptionRequest, OpenAIChatBackend, TransformersBackend, make_backend,
                                  parse_chat_completion, MalformedResponse)
 from captioners.prompts import PROMPT_DIR, load_prompt, released
 from captioners.recaption import Candidate, choose, frames_at, jpeg, plan_requests
@@ -131,6 +132,7 @@ def test_choose_keeps_the_better_caption_and_records_everything():
     cands = [Candidate(reqs[0], "noise", 0.1), Candidate(reqs[1], right, 0.9)]
     choose(row, (1, 0), cands, "openai:m", new_text_embedding=np.ones(4, np.float32))
     assert row.messages[1].content[0].text == right and row.scores["clip_recaption"] == 0.9
+    assert row.scores["clip_score"] == 0.9          # the row's score describes the row's new text
     assert [(a.text, a.clip_score) for a in row.alternatives] == [(wrong, 0.5), ("noise", 0.1)]
     assert [(c.captioner_id, c.prompt_id, c.target) for c in row.provenance.captioners] == [
         ("openai:m", "caption_image_v1", "messages[1].content[0]"), ("openai:m", "caption_image_v1", "alternatives[1]")]
@@ -223,6 +225,70 @@ def test_429_backs_off_for_retry_after(tiny_vlm):
     b = backend("http://127.0.0.1:9/v1", backoff_base_s=1.0, backoff_max_s=8.0)
     assert all(0 <= b.backoff_s(3) <= 8.0 for _ in range(50)) and b.backoff_s(0, retry_after=3.0) == 3.0
     assert max(b.backoff_s(2) for _ in range(200)) > 2.0          # full jitter up to base * 2**attempt
+
+
+class _Drip:
+    """A loopback server that answers 200 with a Content-Length, then sends the body a few bytes
+    at a time, forever: every read finishes well inside a socket timeout."""
+
+    def __init__(self, every_s: float = 0.2) -> None:
+        import socket as _socket
+        self.sock = _socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(4)
+        self.base_url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/v1"
+        self.every_s, self.stop = every_s, threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._drip, args=(conn,), daemon=True).start()
+
+    def _drip(self, conn) -> None:
+        try:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n")
+            while not self.stop.is_set():
+                conn.sendall(b"  ")
+                time.sleep(self.every_s)
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.sock.close()
+
+
+def test_timeout_bounds_the_whole_request_not_each_read():
+    """A server that drips 2 bytes every 0.2 s never trips a per-read timeout; timeout_s=1 must
+    still end each attempt after about a second."""
+    with _Drip() as s:
+        b = backend(s.base_url, timeout_s=1.0, max_retries=1, concurrency=1, backoff_base_s=0.01,
+                    backoff_max_s=0.02)
+        t0 = time.monotonic()
+        [r] = b.caption(requests_for(1))
+        took = time.monotonic() - t0
+    assert not r.ok and r.attempts == 2 and b.stats["timeouts"] == 2, r
+    assert r.error == "timeout after 1 s"
+    assert 2.0 <= took < 4.0, took
+
+
+def test_retry_after_as_seconds_or_http_date():
+    now = 1_445_412_480.0                                   # Wed, 21 Oct 2015 07:28:00 GMT
+    assert _retry_after("120") == 120.0 and _retry_after(" 0.5 ") == 0.5 and _retry_after("-3") == 0.0
+    assert _retry_after("Wed, 21 Oct 2015 07:28:30 GMT", now=now) == 30.0
+    assert _retry_after("Wednesday, 21-Oct-15 07:29:00 GMT", now=now) == 60.0     # RFC 850 form
+    assert _retry_after("Wed, 21 Oct 2015 07:27:00 GMT", now=now) == 0.0          # in the past
+    assert _retry_after("soon") is None and _retry_after(None) is None and _retry_after("") is None
 
 
 def test_client_errors_are_not_retried(server):
@@ -366,9 +432,10 @@ def test_better_caption_wins_in_the_pipeline():
     for row in kept:
         right, wrong, was_wrong = truth[row.id]
         assert row.messages[1].content[0].text == right
-        if was_wrong:
-            assert row.scores["clip_recaption"] > row.scores["clip_score"]
-            assert [(a.text, a.clip_score) for a in row.alternatives] == [(wrong, row.scores["clip_score"])]
+        if was_wrong:                             # the new text's scores replace the old text's
+            assert row.scores["clip_recaption"] == row.scores["clip_score"] == row.scores["clip_image_text"]
+            assert [a.text for a in row.alternatives] == [wrong]
+            assert row.alternatives[0].clip_score < row.scores["clip_score"]
             assert [c.target for c in row.provenance.captioners] == ["messages[1].content[0]"]
         else:                                     # the same text scores the same: the original stays
             assert row.scores["clip_recaption"] == row.scores["clip_score"]
