@@ -130,8 +130,10 @@ class _Histogram(beam.CombineFn):
 
 
 def _ranked(sample: Sample, cfg: Config) -> tuple[str, int, int, int]:
-    """(category, rank, bin, weight) of a built row."""
-    rank = mixing.hash_rank(cfg.mixture.mixing.seed, sample.id)
+    """(category, rank, bin, weight) of a built row. The rank hashes the input row's id, so the rows
+    one input made (a video at 16 and 32 frames) sit side by side in rank order (ties broken by
+    id): they are kept or left out together, except where a quota's exact cutoff falls between them."""
+    rank = mixing.hash_rank(cfg.mixture.mixing.seed, mixing.root_id(sample.id))
     return (mixing.category_of(sample), rank, mixing.rank_bin(rank, cfg.mixture.mixing.rank_bins),
             mixing.row_weight(sample, cfg.mixture.shares.unit))
 
@@ -164,7 +166,7 @@ class Mix(beam.PTransform):
         cfg = self.cfg
         unit, targets = cfg.mixture.shares.unit, dict(cfg.mixture.shares.targets)
         histograms = (rows
-                      | "RankBins" >> beam.Map(lambda s: (lambda c, r, b, w: (c, (b, w)))(*_ranked(s, cfg)))
+                      | "RankBins" >> beam.Map(_bin_and_tokens, cfg)
                       | "Histogram" >> beam.CombinePerKey(_Histogram()))
         plan = (histograms
                 | "AllHistograms" >> beam.combiners.ToDict()
@@ -183,6 +185,11 @@ class Mix(beam.PTransform):
                   | "Report" >> beam.Map(lambda p, a: mixing.share_report(
                       p, {c: {"samples": n, "tokens": t} for c, (n, t) in a.items()}), AsSingleton(achieved)))
         return {KEPT: out[KEPT], REJECTED: out[REJECTED], SHARES: report}
+
+
+def _bin_and_tokens(sample: Sample, cfg: Config):
+    category, _, b, _ = _ranked(sample, cfg)
+    return category, (b, sample.text_tokens + sample.visual_tokens)
 
 
 def _cutoff_bin_row(sample: Sample, cfg: Config, plan):

@@ -1,5 +1,6 @@
-"""The demo, end to end: layout, accounting against the corpus's ground truth, determinism,
-reading the output back, and the same pipeline on other runners.
+"""The curation pipeline on the demo corpus, end to end: layout, accounting against the corpus's
+ground truth, determinism, reading the output back, and the same pipeline on other runners.
+(`build_mixture` runs curation and then the mixture: tests/test_mixture_e2e.py.)
 
 One corpus is generated per test session; each runner writes its own output folder.
 """
@@ -16,7 +17,7 @@ import time
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.build_mixture import build_mixture
+from pipelines.curate import build_curate
 from pipelines.launch import run
 from schemas.config import CONFIG_DIR
 from schemas.manifest import Manifest
@@ -42,9 +43,9 @@ def corpus(tmp_path_factory):
 
 def run_demo(corpus_root, out, *beam_args):
     bench = f"decontaminate.benchmarks=[{{name: synthbench, path: {corpus_root / 'benchmark' / 'bench.jsonl'}}}]"
-    return run("build_mixture", build_mixture, ["--config", DEMO, "--input", str(corpus_root / "manifests"),
-                                                "--output", str(out), "--progress_s", "0", "--set", bench,
-                                                *beam_args])
+    return run("curate", build_curate, ["--config", DEMO, "--input", str(corpus_root / "manifests"),
+                                        "--output", str(out), "--progress_s", "0", "--set", bench,
+                                        *beam_args])
 
 
 @pytest.fixture(scope="session")
