@@ -20,7 +20,7 @@ from schemas.manifest import Manifest
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LOCAL_RUNNERS = {"directrunner", "fnapirunner", "bundlebaseddirectrunner", "switchingdirectrunner"}
-OUTPUT_PARTS = ("parquet", "wds", "rejected", "embeddings", "manifest.json")
+OUTPUT_PARTS = ("parquet", "wds", "rejected", "embeddings", "manifest.json", "export")
 
 
 def parse_args(pipeline: str, argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
