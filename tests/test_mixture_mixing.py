@@ -142,7 +142,7 @@ def test_mix_stage_on_beam_matches_the_rule(cfg):
     assert len(out["kept"]) + len(out["rejected"]) == len(samples)
     assert {(r.stage, r.reason) for r in out["rejected"]} == {("mixture", "over_share")}
     (report,) = out["shares"]
-    for c, cp in plan.categories.items():
+    for c in plan.categories:
         got = report["categories"][c]
         assert got["achieved_samples"] == sum(1 for s in out["kept"] if mixing.category_of(s) == c)
         assert abs(got["achieved_samples"] - got["target_samples"]) < 1, (c, got)
