@@ -31,7 +31,7 @@ def plain_loop(cfg, out_dir: str) -> dict:
     from ingest.readers import read_file
     from ingest.validate import ValidateRows
     from filters.media import MediaFilter
-    from pipelines.ingest import ExpandInputs
+    from ingest.inputs import file_tasks
     from filters.base import reject_sample
     from schemas.reasons import Reason, Stage
     from schemas.rejected import REJECTED_SCHEMA, Rejected
@@ -44,7 +44,7 @@ def plain_loop(cfg, out_dir: str) -> dict:
         s.setup()
     rows, rejected, by_key = 0, [], {}
     for spec in cfg.inputs:
-        for task in ExpandInputs(cfg).process(spec):
+        for task in file_tasks(spec, cfg):
             for raw in read_file(task):
                 rows += 1
                 item = raw

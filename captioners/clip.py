@@ -36,7 +36,6 @@ CONFIG_DIR = os.path.join(PACKAGE_DIR, "model_configs")
 BUILTIN_DIR = os.path.join(PACKAGE_DIR, "models")
 BUILTIN_PREFIX = "builtin:"
 LOCAL_PREFIX = "local-dir:"
-TINY_CONFIG = "keye-tiny-clip"
 FORWARD_CHUNK = 8
 
 

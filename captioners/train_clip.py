@@ -76,7 +76,7 @@ def corpus_pairs(data_dir: str) -> list[dict]:
     from ingest.validate import ValidateRows
     from media.fetch import MediaFetch
     from media.frames import item_frames
-    from pipelines.ingest import ExpandInputs
+    from ingest.inputs import file_tasks
     from schemas.config import InputConfig, load_config
     from schemas.rejected import Rejected
 
@@ -91,7 +91,7 @@ def corpus_pairs(data_dir: str) -> list[dict]:
     steps = [ValidateRows(cfg), MediaFetch(cfg)]
     pairs, seen = [], set()
     for spec in cfg.inputs:
-        for task in ExpandInputs(cfg).process(spec):
+        for task in file_tasks(spec, cfg):
             for raw in read_file(task):
                 item = raw
                 for step in steps:

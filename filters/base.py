@@ -25,8 +25,8 @@ class Step(Protocol):
 
 
 def reject_sample(sample: Sample, stage: Stage, reason: Reason, detail: str = "", *,
-                  dup_of: str | None = None, max_payload_bytes: int = 65536) -> Rejected:
+                  dup_of: str | None = None) -> Rejected:
     """A Rejected row for a sample that got past ingest; its payload is the row's JSON."""
     payload = sample.to_json()
     return reject(stage, reason, sample.source, sample.source_ref, detail, id=sample.id,
-                  dup_of=dup_of, payload=payload, max_payload_bytes=max_payload_bytes)
+                  dup_of=dup_of, payload=payload)

@@ -95,7 +95,6 @@ class MediaFilter:
         self.cfg = cfg
         self.fixed_frames = fixed_frames
         self.fetch = MediaFetch(cfg)
-        self.max_payload_bytes = cfg.ingest.max_payload_bytes
         self._runner = None
 
     def __getstate__(self):
@@ -144,7 +143,7 @@ class MediaFilter:
             sample.blobs = {}
             for item in sample.media:        # nothing is stored for a rejected row
                 item.members, item.source_member = [], None
-            return reject_sample(sample, self.stage, *failure, max_payload_bytes=self.max_payload_bytes)
+            return reject_sample(sample, self.stage, *failure)
         return sample
 
     @staticmethod

@@ -108,7 +108,6 @@ class TextFilter:
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg.text
-        self.max_payload_bytes = cfg.ingest.max_payload_bytes
 
     def setup(self) -> None:
         pass
@@ -120,5 +119,5 @@ class TextFilter:
         sample.scores.update(stats)
         verdict = text_verdict(stats, self.cfg, empty_turn(sample))
         if verdict is not None:
-            return reject_sample(sample, self.stage, *verdict, max_payload_bytes=self.max_payload_bytes)
+            return reject_sample(sample, self.stage, *verdict)
         return sample

@@ -16,7 +16,6 @@ class TokenAccounting:
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg.tokens
-        self.max_payload_bytes = cfg.ingest.max_payload_bytes
         self._tok: Optional[TokenCounter] = None
 
     def setup(self) -> None:
@@ -31,5 +30,5 @@ class TokenAccounting:
         if self.cfg.max_total_tokens and total > self.cfg.max_total_tokens:
             return reject_sample(sample, self.stage, Reason.TOO_MANY_TOKENS,
                                  f"{sample.text_tokens} text + {sample.visual_tokens} visual tokens "
-                                 f"> {self.cfg.max_total_tokens}", max_payload_bytes=self.max_payload_bytes)
+                                 f"> {self.cfg.max_total_tokens}")
         return sample

@@ -30,11 +30,10 @@ class ValidateRows:
         pass
 
     def __call__(self, row: RawRow) -> Union[Sample, Rejected]:
-        max_payload = self.cfg.ingest.max_payload_bytes
         if row.error is not None:
             reason, detail = row.error
             return reject(Stage.INGEST, reason, row.source, row.source_ref, detail, payload=row.raw,
-                          payload_size=row.raw_size or None, max_payload_bytes=max_payload)
+                          payload_size=row.raw_size or None)
         v = self.cfg.validate
         ctx = RowContext(
             source=row.source, source_ref=row.source_ref,
@@ -47,8 +46,7 @@ class ValidateRows:
         result = normalize_row(row.payload, ctx)
         if isinstance(result, Invalid):
             return reject(self.stage, result.reason, row.source, row.source_ref, result.detail,
-                          payload=row.raw, payload_size=row.raw_size or None,
-                          max_payload_bytes=max_payload)
+                          payload=row.raw, payload_size=row.raw_size or None)
         for i, item in enumerate(result.media):
             if item.uri in row.inline:
                 name = member_name(result.id, i, item)

@@ -58,10 +58,9 @@ class MediaFetch:
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg.media
-        self.max_payload_bytes = cfg.ingest.max_payload_bytes
 
     def _reject(self, sample: Sample, reason: Reason, detail: str) -> StepResult:
-        return reject_sample(sample, self.stage, reason, detail, max_payload_bytes=self.max_payload_bytes)
+        return reject_sample(sample, self.stage, reason, detail)
 
     def setup(self) -> None:
         pass

@@ -103,9 +103,8 @@ class ConnectedComponents(beam.PTransform):
 
 
 class _Decide(beam.DoFn):
-    def __init__(self, stage: Stage, reason: Reason, size_score: str, what: str, max_payload_bytes: int) -> None:
-        self.stage, self.reason, self.size_score = stage, reason, size_score
-        self.what, self.max_payload_bytes = what, max_payload_bytes
+    def __init__(self, stage: Stage, reason: Reason, size_score: str, what: str) -> None:
+        self.stage, self.reason, self.size_score, self.what = stage, reason, size_score, what
 
     def process(self, element):
         sid, grouped = element
@@ -116,7 +115,7 @@ class _Decide(beam.DoFn):
                 s.scores[self.size_score] = float(size)
             if rep != sid:
                 r = reject_sample(s, self.stage, self.reason, f"{self.what} in a cluster of {size}; kept {rep}",
-                                  dup_of=rep, max_payload_bytes=self.max_payload_bytes)
+                                  dup_of=rep)
                 yield rejected_output(r)
             else:
                 count_kept(self.stage.value)
@@ -138,10 +137,9 @@ class ApplyClusters(beam.PTransform):
     """(rows, assignments, the stage's earlier rejects) -> {KEPT, REJECTED}: every
     non-representative is rejected with dup_of, detail "<what> in a cluster of N; kept ID"."""
 
-    def __init__(self, stage: Stage, reason: Reason, size_score: str, what: str, max_payload_bytes: int) -> None:
+    def __init__(self, stage: Stage, reason: Reason, size_score: str, what: str) -> None:
         super().__init__()
-        self.stage, self.reason, self.size_score = stage, reason, size_score
-        self.what, self.max_payload_bytes = what, max_payload_bytes
+        self.stage, self.reason, self.size_score, self.what = stage, reason, size_score, what
 
     def expand(self, pcolls):
         rows, assignments, rejected = pcolls
@@ -150,6 +148,6 @@ class ApplyClusters(beam.PTransform):
         joined = {"row": keyed, "assign": assignments} | "JoinById" >> beam.CoGroupByKey()
         out = ((joined, uncompared | "Unjoined" >> beam.Map(_unjoined))
                | "WithUncompared" >> beam.Flatten()
-               | "Decide" >> beam.ParDo(_Decide(self.stage, self.reason, self.size_score, self.what,
-                                                self.max_payload_bytes)).with_outputs(REJECTED, main=KEPT))
+               | "Decide" >> beam.ParDo(_Decide(self.stage, self.reason, self.size_score, self.what))
+               .with_outputs(REJECTED, main=KEPT))
         return {KEPT: out[KEPT], REJECTED: (out[REJECTED], rejected) | "AllRejected" >> beam.Flatten()}

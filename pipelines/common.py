@@ -7,7 +7,7 @@ can leave the pipeline without landing in one of the two.
 from __future__ import annotations
 
 import traceback
-from typing import Optional
+from typing import Callable, Optional, TypeVar, Union
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -59,6 +59,19 @@ def step_error(stage: str, element, exc: BaseException) -> Rejected:
                   id=getattr(element, "id", None), payload=payload)
 
 
+T = TypeVar("T")
+
+
+def dead_letter(stage: str, element, work: Callable[[], T]) -> Union[T, Rejected]:
+    """`work()`, or the element's step_error row if it raises: the one dead-letter behaviour of
+    every stage (a bug on one odd row costs that row, never the job). Callers that yield make
+    `work` return a list, so a row is never both emitted and rejected."""
+    try:
+        return work()
+    except Exception as e:  # noqa: BLE001 - dead-letter: one odd row must not fail the job
+        return step_error(stage, element, e)
+
+
 class _StepDoFn(beam.DoFn):
     def __init__(self, step: Step) -> None:
         self.step = step
@@ -72,10 +85,7 @@ class _StepDoFn(beam.DoFn):
             teardown()
 
     def process(self, element):
-        try:
-            out = self.step(element)
-        except Exception as e:  # noqa: BLE001 - dead-letter: one odd row must not fail the job
-            out = step_error(self.step.stage.value, element, e)
+        out = dead_letter(self.step.stage.value, element, lambda: self.step(element))
         if isinstance(out, Rejected):
             yield rejected_output(out)
         else:

@@ -74,7 +74,7 @@ def write_outputs(raw_rows, kept, rejected, cfg: Config, out_dir: str, pipeline_
     """Shards for kept and rejected rows, then the manifest over all of them (and over derived
     rows, for a pipeline that fans rows out)."""
     sample_shards = kept | "WriteSamples" >> WriteSamples(out_dir, cfg.output)
-    rejected_shards = rejected | "WriteRejected" >> WriteRejected(out_dir, cfg.output)
+    rejected_shards = rejected | "WriteRejected" >> WriteRejected(out_dir, cfg.output, cfg.ingest.max_payload_bytes)
     parts = [sample_shards, rejected_shards]
     if cfg.score.enabled and cfg.score.write_embeddings:
         parts.append(kept | "WriteEmbeddings" >> WriteEmbeddings(out_dir, cfg.output))

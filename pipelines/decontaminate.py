@@ -32,7 +32,7 @@ from ingest.readers import read_file
 from ingest.validate import ValidateRows
 from media.fetch import MediaFetch
 from media.frames import item_frames
-from pipelines.common import KEPT, REJECTED, count_kept, rejected_output, stage_counter, step_error
+from pipelines.common import KEPT, REJECTED, count_kept, dead_letter, rejected_output, stage_counter
 from pipelines.ingest import ExpandInputs
 from schemas.config import BenchmarkConfig, Config, InputConfig
 from schemas.reasons import Reason, Stage
@@ -193,11 +193,11 @@ class _Judge(beam.DoFn):
         self.by_rule = {r: stage_counter(STAGE.value, f"matched_{r}") for r in ("phash", "clip", "ngram")}
 
     def process(self, sample: Sample, index: DecontamIndex):
-        try:
-            yield from self._judge(sample, index)
-        except Exception as e:  # noqa: BLE001 - dead-letter: one odd row must not fail the job
-            r = step_error(STAGE.value, sample, e)
-            yield rejected_output(r)
+        out = dead_letter(STAGE.value, sample, lambda: list(self._judge(sample, index)))
+        if isinstance(out, Rejected):
+            yield rejected_output(out)
+        else:
+            yield from out
 
     def _judge(self, sample: Sample, index: DecontamIndex):
         d = self.cfg.decontaminate
@@ -227,8 +227,7 @@ class _Judge(beam.DoFn):
             yield sample
             return
         self.by_rule[verdict.match.rule].inc()
-        r = reject_sample(sample, STAGE, Reason.CONTAMINATED, verdict.match.detail(),
-                          max_payload_bytes=self.cfg.ingest.max_payload_bytes)
+        r = reject_sample(sample, STAGE, Reason.CONTAMINATED, verdict.match.detail())
         yield rejected_output(r)
 
 

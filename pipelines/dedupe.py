@@ -15,9 +15,6 @@ from schemas.reasons import Reason, Stage
 
 
 class _KeepOne(beam.DoFn):
-    def __init__(self, max_payload_bytes: int) -> None:
-        self.max_payload_bytes = max_payload_bytes
-
     def process(self, element):
         key, samples = element
         keep = pick_representative([s.id for s in samples])
@@ -29,8 +26,7 @@ class _KeepOne(beam.DoFn):
                 yield s
             else:
                 r = reject_sample(s, Stage.EXACT_DEDUPE, Reason.EXACT_DUPLICATE,
-                                  f"content key {key[:16]}", dup_of=keep,
-                                  max_payload_bytes=self.max_payload_bytes)
+                                  f"content key {key[:16]}", dup_of=keep)
                 yield rejected_output(r)
 
 
@@ -43,5 +39,5 @@ class ExactDedupe(beam.PTransform):
         out = (samples
                | "KeyByContent" >> beam.Map(lambda s: (content_key(s), s))
                | "GroupByContent" >> beam.GroupByKey()
-               | "KeepOne" >> beam.ParDo(_KeepOne(self.cfg.ingest.max_payload_bytes)).with_outputs(REJECTED, main=KEPT))
+               | "KeepOne" >> beam.ParDo(_KeepOne()).with_outputs(REJECTED, main=KEPT))
         return {KEPT: out[KEPT], REJECTED: out[REJECTED]}

@@ -69,7 +69,7 @@ def run(pipeline: str, builder: Callable, argv: Sequence[str]) -> Manifest:
     from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
     from pipelines import progress
-    from pipelines.ingest import check_inputs
+    from ingest.inputs import check_inputs
 
     args, beam_argv = parse_args(pipeline, argv)
     config_path = args.config or (os.path.join(CONFIG_DIR, "demo.yaml") if args.demo else None)

@@ -37,9 +37,10 @@ from filters.cluster import node_key, star_edges
 from filters.minhash import (WORD_RE, MinHasher, band_hashes, bbit_correct, bits_dtype, low_bits, optimal_bands,
                              pairwise_estimates, shingles)
 from pipelines.clusters import ApplyClusters, ConnectedComponents
-from pipelines.common import REJECTED, rejected_output, stage_counter, step_error
+from pipelines.common import REJECTED, dead_letter, rejected_output, stage_counter
 from schemas.config import Config, NearDedupeConfig
 from schemas.reasons import Reason, Stage
+from schemas.rejected import Rejected
 from schemas.sample import Sample
 
 STAGE = Stage.NEAR_DEDUPE
@@ -83,16 +84,14 @@ class _Sign(beam.DoFn):
         cfg = self.cfg
         todo, docs = [], []
         for s in batch:
-            try:
-                if eligible(s, cfg):
-                    sh = shingles(dedupe_text(s), cfg.shingle, cfg.ngram, cfg.lowercase)
-                    if sh:
-                        todo.append((s, scope_key(s, cfg)))
-                        docs.append(sh)
-                        continue
-            except Exception as e:  # noqa: BLE001 - dead-letter: one odd row must not fail the job
-                r = step_error(STAGE.value, s, e)
-                yield rejected_output(r)
+            sh = dead_letter(STAGE.value, s, lambda s=s: eligible(s, cfg) and shingles(
+                dedupe_text(s), cfg.shingle, cfg.ngram, cfg.lowercase))
+            if isinstance(sh, Rejected):
+                yield rejected_output(sh)
+                continue
+            if sh:
+                todo.append((s, scope_key(s, cfg)))
+                docs.append(sh)
                 continue
             self.skipped.inc()
             yield s
@@ -214,4 +213,4 @@ class NearDedupe(beam.PTransform):
                        | "Components" >> ConnectedComponents(STAGE.value, cfg.cc_max_rounds))
         what = f"near-duplicate text ({cfg.shingle} {cfg.ngram}-gram MinHash Jaccard >= {cfg.threshold})"
         return (signed["rows"], assignments, signed[REJECTED]) | "Apply" >> ApplyClusters(
-            STAGE, Reason.NEAR_DUPLICATE, SIZE_SCORE, what, self.cfg.ingest.max_payload_bytes)
+            STAGE, Reason.NEAR_DUPLICATE, SIZE_SCORE, what)

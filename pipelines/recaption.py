@@ -119,8 +119,7 @@ class _Generate(beam.DoFn):
                 f"{req.key}: " + (f"{verdict[0].value} ({verdict[1]})" if verdict else
                                   f"{res.error} after {res.attempts} attempts")
                 for req, res, verdict in errors)
-            rejected = reject_sample(sample, STAGE, Reason.RECAPTION_FAILED, detail,
-                                     max_payload_bytes=self.cfg.ingest.max_payload_bytes)
+            rejected = reject_sample(sample, STAGE, Reason.RECAPTION_FAILED, detail)
             yield rejected_output(rejected)
 
 

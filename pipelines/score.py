@@ -1,8 +1,8 @@
 """Score stage: CLIP scores through Beam's RunInference, per-(source, task) thresholds, routing.
 
     samples --Prepare (CPU: decode, crop, open_clip transform, tokenize; captioners/scoring.py)
-            |     rows with nothing to score pass on with null scores (counted by why; a row
-            |     that makes plan() raise is counted as step_error)
+            |     rows with nothing to score pass on with null scores (counted by why); a row
+            |     that makes plan() raise is a step_error dead letter, as in every stage
             --RunInference(ClipModelHandler)--> embeddings    Beam batches rows (weighted by their
             |                                                 pictures), loads one model per worker
             |                                                 process (or per machine: large_model),
@@ -13,7 +13,7 @@
 
 Rows below a `recaption` rule are kept here, unchanged: the recaption stage (after dedupe and
 decontamination, so no request is spent on a row they drop) finds them from the stored scores
-(captioners.routing.route). The model runs where Beam puts the step; `score.resource_hints`
+(captioners.routing.route). The model runs where Beam puts the step; `score.resources`
 (e.g. an accelerator) is attached to it, and `device: auto` picks CUDA when the worker has it.
 """
 from __future__ import annotations
@@ -30,9 +30,10 @@ from captioners.clip import ClipModel, ClipPreprocessor, ClipRef
 from captioners.routing import histogram, match_rule, resolve_threshold, route
 from captioners.scoring import Unscored, finish, plan
 from filters.base import reject_sample
-from pipelines.common import KEPT, REJECTED, count_kept, rejected_output, stage_counter
+from pipelines.common import KEPT, REJECTED, count_kept, dead_letter, rejected_output, stage_counter
 from schemas.config import Config, ScoreConfig
 from schemas.reasons import Reason, Stage
+from schemas.rejected import Rejected
 from schemas.sample import Sample
 
 STAGE = Stage.SCORE
@@ -70,7 +71,7 @@ class ClipModelHandler(ModelHandler[ClipExample, PredictionResult, ClipModel]):
                          model_copies=cfg.model_copies)
         self.ref = ClipRef(cfg.model, cfg.pretrained)
         self.device, self.precision, self.forward_chunk = cfg.device, cfg.precision, cfg.forward_chunk
-        self.hints = dict(cfg.resource_hints)
+        self.hints = cfg.resources.hints()
 
     def load_model(self) -> ClipModel:
         return ClipModel(self.ref, self.device, self.precision, self.forward_chunk)
@@ -114,10 +115,10 @@ class _Prepare(beam.DoFn):
         self.pre = ClipPreprocessor(self.ref)
 
     def process(self, sample: Sample):
-        try:
-            p = plan(sample, self.max_frames, self.caption_prompt)
-        except Exception as e:  # noqa: BLE001 - a bug on one odd row must not fail the job: it goes on unscored
-            p = Unscored("step_error", f"{type(e).__name__}: {e}"[:300])
+        p = dead_letter(STAGE.value, sample, lambda: plan(sample, self.max_frames, self.caption_prompt))
+        if isinstance(p, Rejected):
+            yield rejected_output(p)
+            return
         if isinstance(p, Unscored):
             stage_counter(STAGE.value, f"unscored/{p.why}").inc()
             yield TaggedOutput(UNSCORED, sample)
@@ -192,7 +193,6 @@ class _Route(beam.DoFn):
 
     def __init__(self, cfg: Config) -> None:
         self.rules = list(cfg.score.rules)
-        self.max_payload_bytes = cfg.ingest.max_payload_bytes
         self.recaption = cfg.recaption.enabled
 
     def process(self, sample: Sample, hists: dict):
@@ -216,8 +216,7 @@ class _Route(beam.DoFn):
             where = f"percentile {rule.value:g} of {sample.source}/{sample.task}" if rule.kind == "percentile" \
                 else "absolute"
             rejected = reject_sample(sample, STAGE, Reason.LOW_CLIP_SCORE,
-                                     f"clip_score {score:.4f} < {threshold:.4f} ({where})",
-                                     max_payload_bytes=self.max_payload_bytes)
+                                     f"clip_score {score:.4f} < {threshold:.4f} ({where})")
             yield rejected_output(rejected)
             return
         count_kept(STAGE.value)

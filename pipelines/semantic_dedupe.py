@@ -49,9 +49,10 @@ from filters.cluster import node_id, node_key, star_edges
 from filters.semantic import assign, choose_k, gpu_resources, range_pairs, train_centroids
 from filters.visual import PERCEPTUAL, NoFrames, row_vector, visual_features
 from pipelines.clusters import ApplyClusters, ConnectedComponents
-from pipelines.common import REJECTED, rejected_output, stage_counter, step_error
+from pipelines.common import REJECTED, dead_letter, rejected_output, stage_counter
 from schemas.config import Config, SemanticDedupeConfig
 from schemas.reasons import Reason, Stage
+from schemas.rejected import Rejected
 from schemas.sample import Sample
 
 STAGE = Stage.SEMANTIC_DEDUPE
@@ -84,6 +85,19 @@ class _Embed(beam.DoFn):
         self.undecodable = stage_counter(STAGE.value, "undecodable_media")
         self.embedded = stage_counter(STAGE.value, "embedded")
 
+    def _vector(self, s: Sample):
+        """The row's media vector; None when its pictures cannot be decoded."""
+        cfg = self.cfg
+        try:
+            if self.with_phash and s.task not in self.skip_tasks:
+                visual_features(s, embedding=cfg.embedding == "perceptual", phash=True)
+            vec = row_vector(s, cfg.embedding)      # computes "perceptual" if still missing
+        except NoFrames:
+            self.undecodable.inc()
+            return None
+        s.embeddings.pop(PERCEPTUAL, None)          # ~3 KB per item that no later stage reads
+        return vec
+
     def process(self, batch):
         cfg = self.cfg
         for s in batch:
@@ -91,17 +105,9 @@ class _Embed(beam.DoFn):
                 self.skipped.inc()
                 yield s
                 continue
-            try:
-                if self.with_phash and s.task not in self.skip_tasks:
-                    visual_features(s, embedding=cfg.embedding == "perceptual", phash=True)
-                vec = row_vector(s, cfg.embedding)      # computes "perceptual" if still missing
-                s.embeddings.pop(PERCEPTUAL, None)      # ~3 KB per item that no later stage reads
-            except NoFrames:
-                self.undecodable.inc()
-                vec = None
-            except Exception as e:  # noqa: BLE001 - dead-letter: one odd row must not fail the job
-                r = step_error(STAGE.value, s, e)
-                yield rejected_output(r)
+            vec = dead_letter(STAGE.value, s, lambda s=s: self._vector(s))
+            if isinstance(vec, Rejected):
+                yield rejected_output(vec)
                 continue
             if vec is None:
                 self.skipped.inc()
@@ -220,4 +226,4 @@ class SemanticDedupe(beam.PTransform):
         assignments = edges | "Components" >> ConnectedComponents(STAGE.value, cfg.cc_max_rounds)
         what = f"near-duplicate media ({cfg.embedding} embedding cosine >= {cfg.threshold})"
         return (embedded["rows"], assignments, embedded[REJECTED]) | "Apply" >> ApplyClusters(
-            STAGE, Reason.SEMANTIC_DUPLICATE, SIZE_SCORE, what, self.cfg.ingest.max_payload_bytes)
+            STAGE, Reason.SEMANTIC_DUPLICATE, SIZE_SCORE, what)

@@ -77,24 +77,27 @@ class WriteSamples(beam.PTransform):
 
 
 class WriteRejected(beam.PTransform):
-    """Rejected rows -> DIR/rejected/part-*.parquet; emits ShardInfo."""
+    """Rejected rows -> DIR/rejected/part-*.parquet; emits ShardInfo. Payloads over
+    ingest.max_payload_bytes are dropped here, the one place that limit applies (their size stays)."""
 
-    def __init__(self, out_dir: str, cfg: OutputConfig) -> None:
+    def __init__(self, out_dir: str, cfg: OutputConfig, max_payload_bytes: int) -> None:
         super().__init__()
-        self.out_dir, self.cfg = out_dir, cfg
+        self.out_dir, self.cfg, self.max_payload_bytes = out_dir, cfg, max_payload_bytes
 
     def expand(self, rejected):
-        out_dir, cfg = self.out_dir, self.cfg
+        out_dir, cfg, cap = self.out_dir, self.cfg, self.max_payload_bytes
 
         def write_piece(name: str, piece: list[Rejected]):
             yield atomic_write(out_dir, f"rejected/{name}.parquet", "rejected", len(piece),
                                parquet_writer([r.to_row() for r in piece], REJECTED_SCHEMA,
                                               cfg.parquet_compression, cfg.parquet_row_group_rows))
 
-        return rejected | "Shard" >> _ShardedWrite(
-            key=lambda r: f"{r.source}\x1f{r.source_ref}", sort_key=Rejected.sort_key,
-            size=lambda r: 256 + len(r.detail) + len(r.payload or b""),
-            max_rows=cfg.rejected_shard_max_rows, max_bytes=cfg.shard_max_bytes, write_piece=write_piece)
+        return (rejected
+                | "CapPayload" >> beam.Map(lambda r: r.capped(cap))
+                | "Shard" >> _ShardedWrite(
+                    key=lambda r: f"{r.source}\x1f{r.source_ref}", sort_key=Rejected.sort_key,
+                    size=lambda r: 256 + len(r.detail) + len(r.payload or b""),
+                    max_rows=cfg.rejected_shard_max_rows, max_bytes=cfg.shard_max_bytes, write_piece=write_piece))
 
 
 EMBEDDING_KINDS = ("clip_image", "clip_text")

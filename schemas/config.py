@@ -181,13 +181,21 @@ class MediaQualityConfig:
 
 
 @dataclass(frozen=True)
-class MediaResourcesConfig:
-    accelerator: Optional[str]
-    min_ram: Optional[str]
+class ResourcesConfig:
+    """What a worker running one stage needs (NeMo Curator's one typed Resources per stage), as Beam
+    resource hints: Dataflow picks machines by them; other runners ignore them. Null: no hint."""
+    accelerator: Optional[str]      # e.g. "type:nvidia-l4;count:1;install-nvidia-driver"
+    min_ram: Optional[str]          # e.g. "16GB"
+    cpu_count: Optional[int]
+
+    def __post_init__(self) -> None:
+        _check(self.cpu_count is None or self.cpu_count >= 1, "resources.cpu_count", ">= 1", self.cpu_count)
 
     def hints(self) -> dict[str, str]:
-        """Beam resource hints for the media stage (only those set)."""
-        return {k: v for k, v in (("accelerator", self.accelerator), ("min_ram", self.min_ram)) if v}
+        """The Beam resource hints that are set (`beam.ParDo(...).with_resource_hints(**hints)`)."""
+        pairs = (("accelerator", self.accelerator), ("min_ram", self.min_ram),
+                 ("cpu_count", None if self.cpu_count is None else str(self.cpu_count)))
+        return {k: v for k, v in pairs if v}
 
 
 @dataclass(frozen=True)
@@ -197,7 +205,7 @@ class MediaConfig:
     sampling: SamplingConfig
     output: MediaOutputConfig
     quality: MediaQualityConfig
-    resources: MediaResourcesConfig
+    resources: ResourcesConfig
 
 
 @dataclass(frozen=True)
@@ -370,7 +378,7 @@ class ScoreConfig:
     forward_chunk: int
     large_model: bool
     model_copies: Optional[int]
-    resource_hints: dict[str, str]
+    resources: ResourcesConfig      # of the inference step
     video_max_frames: int
     histogram_bins: int
     rules: list[ScoreRule]

@@ -18,9 +18,9 @@ class Stage(str, enum.Enum):
     MEDIA = "media"            # fetching, decoding, frame sampling, visual tokens, media quality
     EXACT_DEDUPE = "exact_dedupe"
     NEAR_DEDUPE = "near_dedupe"          # text near-duplicates (MinHash LSH)
-    SEMANTIC_DEDUPE = "semantic_dedupe"  # image / video near-duplicates (embeddings, faiss)
-    DECONTAMINATE = "decontaminate"      # benchmark decontamination
     SCORE = "score"            # CLIP scores, per-source thresholds, routing (keep / recaption / drop)
+    SEMANTIC_DEDUPE = "semantic_dedupe"  # image / video near-duplicates (embeddings, faiss; reuses CLIP vectors)
+    DECONTAMINATE = "decontaminate"      # benchmark decontamination
     RECAPTION = "recaption"    # new captions from a VLM for rows routed by the score stage
     TOKENS = "tokens"          # exact token accounting and sequence-length bounds
     MIXTURE = "mixture"        # the cold-start mixture: mode builders, quality gates on derived rows, shares

@@ -19,11 +19,17 @@ class Rejected:
     detail: str = ""                # human-readable specifics (field name, sizes, exception text)
     id: Optional[str] = None        # the sample id, once one was assigned
     dup_of: Optional[str] = None    # for duplicates: the id of the row that was kept
-    payload: Optional[bytes] = None  # the original row when small (ingest.max_payload_bytes), else None
+    payload: Optional[bytes] = None  # the original row; the writer drops it past ingest.max_payload_bytes
     payload_bytes: Optional[int] = None  # size of the original row, even when payload is dropped
 
     def to_row(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def capped(self, max_payload_bytes: int) -> "Rejected":
+        """This row as written: the payload kept only when at most max_payload_bytes (its size stays)."""
+        if self.payload is None or len(self.payload) <= max_payload_bytes:
+            return self
+        return dataclasses.replace(self, payload=None)
 
     def sort_key(self) -> tuple:
         return (self.source, self.source_ref, self.stage, self.reason)
@@ -31,17 +37,16 @@ class Rejected:
 
 def reject(stage: Union[Stage, str], reason: Union[Reason, str], source: str, source_ref: str,
            detail: str = "", *, id: Optional[str] = None, dup_of: Optional[str] = None,
-           payload: Union[bytes, str, None] = None, payload_size: Optional[int] = None,
-           max_payload_bytes: int = 65536) -> Rejected:
-    """Build a Rejected row; the payload is kept only when it is at most max_payload_bytes.
-    payload_size records the original size when the payload itself was already dropped."""
+           payload: Union[bytes, str, None] = None, payload_size: Optional[int] = None) -> Rejected:
+    """Build a Rejected row. The payload travels whole (a row is never bigger in flight rejected than
+    kept); the rejected writer applies ingest.max_payload_bytes, in one place (`Rejected.capped`).
+    payload_size records the original size when the payload itself was already dropped (by a reader)."""
     if isinstance(payload, str):
         payload = payload.encode("utf-8", errors="surrogateescape")
     size = len(payload) if payload is not None else payload_size
-    kept_payload = payload if payload is not None and size <= max_payload_bytes else None
     return Rejected(stage=Stage(stage).value, reason=Reason(reason).value, source=source,
                     source_ref=source_ref, detail=detail[:2000], id=id, dup_of=dup_of,
-                    payload=kept_payload, payload_bytes=size)
+                    payload=payload, payload_bytes=size)
 
 
 REJECTED_SCHEMA = pa.schema([

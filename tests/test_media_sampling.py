@@ -233,6 +233,8 @@ def test_resource_hints_only_when_set():
                              "media.resources.min_ram=16GB"])
     assert cfg.media.resources.hints() == {"accelerator": "type:nvidia-l4;count:1;install-nvidia-driver",
                                            "min_ram": "16GB"}
+    score = load_config(None, ["score.resources.cpu_count=4"]).score.resources
+    assert score.hints() == {"cpu_count": "4"} and type(score) is type(cfg.media.resources)   # one shape
     assert math.isclose(cfg.media.sampling.fps, 2.0)
 
 

@@ -69,10 +69,12 @@ def staged():
     return cfg, {s.id: s for s in kept}, {r.id: r for r in rejected}
 
 
-def test_a_row_that_breaks_the_plan_goes_on_unscored(monkeypatch):
+def test_a_row_that_breaks_the_plan_is_a_dead_letter(monkeypatch):
+    """The same dead-letter behaviour as every stage: a step_error rejection, the job goes on."""
     from apache_beam.pvalue import TaggedOutput
 
     from pipelines import score
+    from pipelines.common import REJECTED
 
     def bug(*args):
         raise ZeroDivisionError("a bug in plan")
@@ -80,7 +82,9 @@ def test_a_row_that_breaks_the_plan_goes_on_unscored(monkeypatch):
     monkeypatch.setattr(score, "plan", bug)
     row = image_row("c.jsonl:9", "a caption", scene(9)[0])
     [out] = score._Prepare(make_cfg(*MODEL)).process(row)
-    assert isinstance(out, TaggedOutput) and out.tag == score.UNSCORED and out.value is row
+    assert isinstance(out, TaggedOutput) and out.tag == REJECTED
+    assert (out.value.stage, out.value.reason, out.value.id) == ("score", "step_error", row.id)
+    assert out.value.detail.startswith("ZeroDivisionError: a bug in plan")
 
 
 def test_every_row_is_kept_or_rejected_once(staged):

@@ -60,3 +60,29 @@ def test_content_key_ignores_identity_but_not_content():
     d = normalize_row({"text": "Same"}, ctx())
     assert content_key(c) != content_key(d)
     assert pick_representative(["b", "a", "c"]) == "a"
+
+
+def test_rejected_payload_travels_whole_and_the_writer_caps_it():
+    """One place applies ingest.max_payload_bytes: Rejected.capped, in the rejected writer."""
+    from schemas.rejected import reject
+    big = reject("text", "empty_text", "s", "f:1", payload=b"x" * 1000)
+    assert big.payload == b"x" * 1000 and big.payload_bytes == 1000
+    capped = big.capped(999)
+    assert capped.payload is None and capped.payload_bytes == 1000 and big.payload is not None
+    assert big.capped(1000) is big and reject("text", "empty_text", "s", "f:1").capped(0).payload is None
+
+
+def test_stage_enum_follows_pipeline_order():
+    """Stage claims pipeline order: curation_stages (every stage on) must list them in that order."""
+    from pipelines.curate import curation_stages
+    from schemas.reasons import Stage
+    cfg = load_config(None, ["score.enabled=true", "recaption.enabled=true", "dedupe.semantic.enabled=true",
+                             "decontaminate.enabled=true", "decontaminate.benchmarks=[{name: b, path: /b.jsonl}]",
+                             "dedupe.near.enabled=true"])
+    labels = [label for label, _ in curation_stages(cfg)]
+    by_label = {"Validate": Stage.VALIDATE, "Text": Stage.TEXT, "Media": Stage.MEDIA, "ExactDedupe": Stage.EXACT_DEDUPE,
+                "NearDedupe": Stage.NEAR_DEDUPE, "Score": Stage.SCORE, "SemanticDedupe": Stage.SEMANTIC_DEDUPE,
+                "Decontaminate": Stage.DECONTAMINATE, "Recaption": Stage.RECAPTION, "Tokens": Stage.TOKENS}
+    order = list(Stage)
+    assert [order.index(by_label[lbl]) for lbl in labels] == sorted(order.index(by_label[lbl]) for lbl in labels)
+    assert len(labels) == len(by_label)

@@ -22,9 +22,9 @@ from PIL import Image
 from filters.exact import content_key, pick_representative
 from filters.text import TextFilter
 from ingest.readers import read_file
+from ingest.inputs import file_tasks
 from ingest.validate import ValidateRows
 from media.fetch import MediaFetch
-from pipelines.ingest import ExpandInputs
 from schemas.config import InputConfig, load_config
 from schemas.rejected import Rejected
 from schemas.sample import sample_id
@@ -50,7 +50,7 @@ def pipeline(corpus):
     steps = [TextFilter(cfg), MediaFetch(cfg)]
     validate = ValidateRows(cfg)
     outcome, survivors = {}, []
-    for task in ExpandInputs(cfg).process(spec):
+    for task in file_tasks(spec, cfg):
         for raw in read_file(task):
             key = (raw.source, raw.source_ref)
             assert key not in outcome, f"two rows named {key}"
