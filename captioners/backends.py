@@ -443,3 +443,20 @@ class TransformersBackend:
 def _transformers(cfg: RecaptionConfig) -> TransformersBackend:
     return TransformersBackend(cfg.transformers, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
                                captioner_id=default_captioner_id(cfg))
+
+
+# --- any text generation (the mixture's generator) ---------------------------------------------------
+def make_text_backend(backend: str, openai: OpenAIBackendConfig, transformers: TransformersBackendConfig, *,
+                      max_new_tokens: int, temperature: float, model_id: Optional[str]) -> Recaptioner:
+    """The same clients for other generation jobs (reasoning paths, analyses, image code): a request
+    is still a prompt plus pictures, and `caption` returns the generated text. `model_id` is recorded
+    in provenance; None: "<backend>:<model>"."""
+    model = openai.model if backend == "openai" else transformers.model
+    model_id = model_id or f"{backend}:{model}"
+    if backend == "openai":
+        return OpenAIChatBackend(openai, max_new_tokens=max_new_tokens, temperature=temperature, captioner_id=model_id)
+    if backend == "transformers":
+        return TransformersBackend(transformers, max_new_tokens=max_new_tokens, temperature=temperature,
+                                   captioner_id=model_id)
+    raise ValueError(f"no text generation backend {backend!r}; known: openai, transformers")
+

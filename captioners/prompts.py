@@ -40,23 +40,25 @@ class Prompt:
 
 
 @functools.lru_cache(maxsize=None)
-def load_prompt(prompt_id: str) -> Prompt:
-    path = os.path.join(PROMPT_DIR, f"{prompt_id}.txt")
-    if not os.path.isfile(path) or os.path.basename(os.path.dirname(path)) != "prompts":
+def load_prompt(prompt_id: str, prompt_dir: str = PROMPT_DIR, placeholders: frozenset = frozenset(PLACEHOLDERS)) -> Prompt:
+    """`<prompt_dir>/<prompt_id>.txt`; other prompt sets (the mixture's generation prompts) pass
+    their own folder and placeholders."""
+    path = os.path.join(prompt_dir, f"{prompt_id}.txt")
+    if not os.path.isfile(path) or os.path.dirname(os.path.abspath(path)) != os.path.abspath(prompt_dir):
         raise FileNotFoundError(f"no prompt {prompt_id!r}: expected {path}")
     with open(path, "rb") as f:
         data = f.read()
     prompt = Prompt(prompt_id, data.decode("utf-8"), hashlib.sha256(data).hexdigest())
-    unknown = prompt.fields - PLACEHOLDERS
+    unknown = prompt.fields - placeholders
     if unknown:
         raise ValueError(f"prompt {prompt_id} has unknown placeholders {sorted(unknown)}")
     return prompt
 
 
-def released() -> dict[str, str]:
-    """prompt file name -> pinned sha256 (prompts/SHA256SUMS)."""
+def released(prompt_dir: str = PROMPT_DIR) -> dict[str, str]:
+    """prompt file name -> pinned sha256 (<prompt_dir>/SHA256SUMS)."""
     out = {}
-    with open(os.path.join(PROMPT_DIR, "SHA256SUMS"), encoding="utf-8") as f:
+    with open(os.path.join(prompt_dir, "SHA256SUMS"), encoding="utf-8") as f:
         for line in f:
             if line.strip():
                 digest, name = line.split()

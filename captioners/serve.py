@@ -299,12 +299,16 @@ def make_handler(engine: VLMEngine, model_name: str, faults: FaultPlan, hang_s: 
 class Server:
     """The HTTP server in a background thread (tests and benchmarks); `python -m` runs it in the foreground."""
 
-    def __init__(self, model_path: str, host: str = "127.0.0.1", port: int = 0, *, model_name: Optional[str] = None,
-                 fault: Optional[str] = None, fault_sequence: Optional[str] = None, hang_s: float = 30.0,
-                 retry_after: float = 0.0, max_batch: int = 8, batch_wait_ms: float = 5.0, device: str = "cpu",
-                 trust_remote_code: bool = False) -> None:
-        self.model_name = model_name or os.path.basename(os.path.normpath(model_path))
-        self.engine = VLMEngine(model_path, device, max_batch, batch_wait_ms, trust_remote_code)
+    def __init__(self, model_path: Optional[str], host: str = "127.0.0.1", port: int = 0, *,
+                 model_name: Optional[str] = None, fault: Optional[str] = None, fault_sequence: Optional[str] = None,
+                 hang_s: float = 30.0, retry_after: float = 0.0, max_batch: int = 8, batch_wait_ms: float = 5.0,
+                 device: str = "cpu", trust_remote_code: bool = False, engine=None) -> None:
+        """`engine` replaces the model (anything with render / submit / stop, e.g. the synthetic
+        reasoner of mixture/reasoner.py); then model_path is unused."""
+        if engine is None and not model_path:
+            raise ValueError("Server needs a model_path or an engine")
+        self.model_name = model_name or os.path.basename(os.path.normpath(model_path or "engine"))
+        self.engine = engine or VLMEngine(model_path, device, max_batch, batch_wait_ms, trust_remote_code)
         self.faults = FaultPlan([f for f in (fault_sequence or "").split(",") if f], parse_faults(fault))
         self.stopping = threading.Event()
         handler = make_handler(self.engine, self.model_name, self.faults, hang_s, retry_after, self.stopping)

@@ -53,17 +53,29 @@ def _render(messages, media, system_prompt, layout) -> tuple[str, int]:
     if system_prompt is not None and (not messages or messages[0].role != "system"):
         out.append(f"<|im_start|>system\n{system_prompt}<|im_end|>\n")
     for m in messages:
-        body = []
-        for p in m.content:
-            if p.type == "text":
-                body.append(p.text or "")
-            else:
-                text, n = media_placeholder(media[p.media_index], layout)
-                body.append(text)
-                pads += n
-        text = with_reasoning(m, "".join(body))
+        text, n = _body(m, media, layout)
+        pads += n
         out.append(f"<|im_start|>{m.role}\n{text}<|im_end|>\n")
     return "".join(out), pads
+
+
+def message_body(message: Message, media: Sequence[MediaItem], layout: str = "keye_preview") -> str:
+    """One turn's text as the model sees it between `<|im_start|>role\n` and `<|im_end|>`: media
+    parts as their placeholders (an assistant's think-with-image output holds the produced image's),
+    a reasoning trace as `<think>`. The mixture's format validator checks exactly this text."""
+    return _body(message, media, layout)[0]
+
+
+def _body(m: Message, media, layout) -> tuple[str, int]:
+    body, pads = [], 0
+    for p in m.content:
+        if p.type == "text":
+            body.append(p.text or "")
+        else:
+            text, n = media_placeholder(media[p.media_index], layout)
+            body.append(text)
+            pads += n
+    return with_reasoning(m, "".join(body)), pads
 
 
 def with_reasoning(message: Message, text: str) -> str:

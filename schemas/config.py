@@ -441,11 +441,125 @@ class RecaptionConfig:
 
 
 @dataclass(frozen=True)
-class TokensConfig:
-    tokenizer: str
-    chat_layout: Literal["keye_preview", "keye_1_5"]
-    system_prompt: Optional[str]
-    max_total_tokens: int
+class GeneratorConfig:
+    """The model that writes reasoning paths, analyses and image code (mixture.builders.generator):
+    the same backends as recaptioning (captioners/backends.py), its own endpoint."""
+    backend: Literal["openai", "transformers"]
+    generator_id: Optional[str]     # recorded in provenance; null: "<backend>:<model>"
+    max_new_tokens: int
+    temperature: float              # paths of one item differ by seed (sampled at this temperature)
+    seed: int                       # mixed with the row id and path index into each request's seed
+    openai: OpenAIBackendConfig
+    transformers: TransformersBackendConfig
+
+    def __post_init__(self) -> None:
+        k = "mixture.builders.generator."
+        _check(self.max_new_tokens >= 1, k + "max_new_tokens", ">= 1", self.max_new_tokens)
+        _check(self.temperature >= 0, k + "temperature", ">= 0", self.temperature)
+        _check(self.openai.concurrency >= 1 and self.openai.max_retries >= 0 and self.openai.timeout_s > 0,
+               k + "openai", "concurrency >= 1, max_retries >= 0, timeout_s > 0", self.openai)
+
+
+@dataclass(frozen=True)
+class VerifyConfig:
+    numeric_rel_tol: float          # |a - b| <= max(abs_tol, rel_tol * |b|) counts as equal
+    numeric_abs_tol: float
+    judge: bool                     # free-form answers no rule matches go to the generator as judge
+    judge_prompt: str               # mixture/prompts/<id>.txt
+
+    def __post_init__(self) -> None:
+        _check(self.numeric_rel_tol >= 0 and self.numeric_abs_tol >= 0, "mixture.builders.verify.numeric_*_tol",
+               ">= 0", (self.numeric_rel_tol, self.numeric_abs_tol))
+
+
+@dataclass(frozen=True)
+class PathsConfig:
+    n: int                          # reasoning paths sampled per item
+    min_step_chars: int             # shorter steps (connectives) are not scored
+    too_easy_pass_rate: float       # items solved in at least this share of paths are dropped (too_easy); > 1: never
+
+    def __post_init__(self) -> None:
+        _check(self.n >= 1, "mixture.builders.paths.n", ">= 1", self.n)
+        _check(self.too_easy_pass_rate > 0, "mixture.builders.paths.too_easy_pass_rate", "> 0",
+               self.too_easy_pass_rate)
+
+
+@dataclass(frozen=True)
+class RepetitionConfig:
+    ngram: int                      # repeated word n-gram rate uses n-grams of this length
+    max_dup_ngram_ratio: float
+    max_compression_ratio: float    # raw bytes / zlib bytes
+    min_words: int                  # shorter texts are not judged on the two ratios (tags always are)
+
+    def __post_init__(self) -> None:
+        k = "mixture.builders.repetition."
+        _check(self.ngram >= 1, k + "ngram", ">= 1", self.ngram)
+        _check(0 <= self.max_dup_ngram_ratio <= 1, k + "max_dup_ngram_ratio", "in [0, 1]", self.max_dup_ngram_ratio)
+        _check(self.max_compression_ratio >= 1, k + "max_compression_ratio", ">= 1", self.max_compression_ratio)
+
+
+@dataclass(frozen=True)
+class ModeBuilderConfig:
+    enabled: bool
+    tasks: list[str]                # rows of these tasks are material for the mode
+
+    def __post_init__(self) -> None:
+        _check_tasks("mixture.builders.*.tasks", self.tasks)
+
+
+@dataclass(frozen=True)
+class ThinkingBuilderConfig(ModeBuilderConfig):
+    generate: bool                  # rows without a reasoning trace get paths from the generator
+    prompt: str                     # mixture/prompts/<id>.txt
+
+
+@dataclass(frozen=True)
+class AutoThinkBuilderConfig(ModeBuilderConfig):
+    decide_by: Literal["generator", "pass_rate"]   # who judges difficulty: the analysis' own choice, or
+                                                   # the pass rate over paths.n sampled paths
+    hard_pass_rate: float           # decide_by pass_rate: pass rate below this -> /think, else /no_think
+    analysis_prompt: str            # decide_by generator: the generator analyses and chooses
+    explain_prompt: str             # decide_by pass_rate: the generator explains the given choice
+    prompt: str                     # reasoning paths for the /think branch
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check(0 < self.hard_pass_rate <= 1, "mixture.builders.auto_think.hard_pass_rate", "in (0, 1]",
+               self.hard_pass_rate)
+
+
+@dataclass(frozen=True)
+class ThinkWithImageBuilderConfig(ModeBuilderConfig):
+    code_prompt: str                # the generator proposes reasoning + image code
+    continue_prompt: str            # ... and, shown the produced image, reasons on to the answer
+    image_name: str                 # the input image as the snippet sees it: /input/<image_name>
+
+
+@dataclass(frozen=True)
+class VideoBuilderConfig(ModeBuilderConfig):
+    generate: bool                  # video_think rows without a trace get paths from the generator
+    prompt: str
+    max_frames: int                 # frames of a video sent to the generator (evenly thinned)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check(self.max_frames >= 1, "mixture.builders.video.max_frames", ">= 1", self.max_frames)
+
+
+@dataclass(frozen=True)
+class BuildersConfig:
+    """mixture.builders: what makes each mode's rows (mixture/); shares and the sandbox are siblings."""
+    auto_think_suffix: Optional[str]   # suffix of auto-think user turns: null (Keye-VL 1.5) or "/auto_think" (preview)
+    boxed_max_words: int               # reference answers of at most this many words are closed-form: \boxed{}
+    generator: GeneratorConfig
+    verify: VerifyConfig
+    paths: PathsConfig
+    repetition: RepetitionConfig
+    non_thinking: ModeBuilderConfig
+    thinking: ThinkingBuilderConfig
+    auto_think: AutoThinkBuilderConfig
+    think_with_image: ThinkWithImageBuilderConfig
+    video: VideoBuilderConfig
 
 
 @dataclass(frozen=True)
@@ -473,11 +587,21 @@ class MixingConfig:
 
 @dataclass(frozen=True)
 class MixtureConfig:
-    shares: SharesConfig
+    builders: BuildersConfig
+    sandbox: "SandboxConfig"
+    shares: SharesConfig            # target share per category, scaled to the data available (mixture/mixing.py)
     mixing: MixingConfig
 
     def __post_init__(self) -> None:
         _check_positive("mixture.mixing", rank_bins=self.mixing.rank_bins)
+
+
+@dataclass(frozen=True)
+class TokensConfig:
+    tokenizer: str
+    chat_layout: Literal["keye_preview", "keye_1_5"]
+    system_prompt: Optional[str]
+    max_total_tokens: int
 
 
 @dataclass(frozen=True)
@@ -488,6 +612,30 @@ class OutputConfig:
     parquet_compression: Literal["zstd", "snappy", "gzip", "none"]
     parquet_row_group_rows: int
     write_wds: bool
+
+
+@dataclass(frozen=True)
+class SandboxConfig:
+    bwrap: str                      # bubblewrap binary (name on PATH or path); missing: the stage fails closed
+    cpu_s: float                    # RLIMIT_CPU per snippet
+    wall_s: float                   # killed from outside past this
+    memory_mb: int                  # RLIMIT_AS
+    file_mb: int                    # RLIMIT_FSIZE: largest file a snippet may write
+    output_bytes: int               # stdout (and stderr) beyond this: killed
+    max_files: int                  # files a snippet may leave in its output folder
+    max_processes: int              # RLIMIT_NPROC (threads count)
+    open_files: int                 # RLIMIT_NOFILE
+    tmp_mb: int                     # size of the snippet's /tmp
+    allowed_imports: list[str]      # top-level modules a snippet may import (defence in depth)
+
+    def __post_init__(self) -> None:
+        k = "mixture.sandbox."
+        for name in ("cpu_s", "wall_s", "memory_mb", "file_mb", "output_bytes", "max_files", "max_processes",
+                     "tmp_mb"):
+            _check(getattr(self, name) > 0, k + name, "> 0", getattr(self, name))
+        _check(self.open_files >= 16, k + "open_files", ">= 16", self.open_files)
+        _check(all(m and "." not in m for m in self.allowed_imports), k + "allowed_imports",
+               "top-level module names", self.allowed_imports)
 
 
 @dataclass(frozen=True)
@@ -502,9 +650,9 @@ class Config:
     decontaminate: DecontaminateConfig
     score: ScoreConfig
     recaption: RecaptionConfig
+    mixture: MixtureConfig
     tokens: TokensConfig
     output: OutputConfig
-    mixture: MixtureConfig
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -23,7 +23,7 @@ class Stage(str, enum.Enum):
     DECONTAMINATE = "decontaminate"      # benchmark decontamination
     RECAPTION = "recaption"    # new captions from a VLM for rows routed by the score stage
     TOKENS = "tokens"          # exact token accounting and sequence-length bounds
-    MIXTURE = "mixture"        # the cold-start mixture: mode builders, quality gates on derived rows, shares
+    MIXTURE = "mixture"        # the cold-start mixture: mode builders, generation, the code sandbox, shares
 
 
 class Reason(str, enum.Enum):
@@ -86,7 +86,23 @@ class Reason(str, enum.Enum):
     RECAPTION_FAILED = "recaption_failed"
     # tokens
     TOO_MANY_TOKENS = "too_many_tokens"
-    # mixture (listed in MIXTURE_REASONS below)
+    # mixture: model-written code run in the sandbox (mixture/sandbox)
+    CODE_ERROR = "code_error"
+    CODE_TIMEOUT = "code_timeout"
+    CODE_RESOURCE_LIMIT = "code_resource_limit"
+    CODE_FORBIDDEN = "code_forbidden"
+    # mixture builders (mixture/): generation, verification, path selection, formats, image operations
+    GENERATION_FAILED = "generation_failed"
+    NEVER_SOLVED = "never_solved"
+    TOO_EASY = "too_easy"
+    REPETITIVE_GENERATION = "repetitive_generation"
+    BAD_FORMAT = "bad_format"
+    NO_IMAGE_CODE = "no_image_code"
+    NO_IMAGE_PRODUCED = "no_image_produced"
+    EMPTY_IMAGE_PRODUCED = "empty_image_produced"
+    IMAGE_UNCHANGED = "image_unchanged"
+    IMAGE_OUT_OF_BOUNDS = "image_out_of_bounds"
+    # mixture: accounting and shares (pipelines/mixture.py)
     NO_MODE = "no_mode"
     OVER_SHARE = "over_share"
     # any stage: the stage's own code raised on this row (a bug or an unforeseen input)
@@ -142,16 +158,38 @@ REASON_DOCS: dict[Reason, str] = {
     Reason.LOW_CLIP_SCORE: "clip_score below the threshold of a score.rules entry whose action is drop",
     Reason.RECAPTION_FAILED: "every recaption request failed or came back empty after its retries",
     Reason.TOO_MANY_TOKENS: "text plus visual tokens exceed tokens.max_total_tokens",
+    Reason.CODE_ERROR: "model-written code raised, crashed or exited non-zero in the sandbox; detail holds the error",
+    Reason.CODE_TIMEOUT: "model-written code ran past mixture.sandbox.cpu_s or wall_s and was killed",
+    Reason.CODE_RESOURCE_LIMIT: "model-written code hit a sandbox limit: memory, file size, open files, "
+                                "output bytes or files written (detail names it)",
+    Reason.CODE_FORBIDDEN: "model-written code imported a module outside mixture.sandbox.allowed_imports, was "
+                           "denied a file (read-only or not permitted), or made a forbidden system call (process, "
+                           "exec, socket) and was killed",
+    Reason.GENERATION_FAILED: "every generator request for the row failed after its retries (or the worker's "
+                              "request budget ran out), or the media to send could not be read",
+    Reason.NEVER_SOLVED: "no generated path reached the reference answer (mixture.builders.verify rules)",
+    Reason.TOO_EASY: "the generator solved the item in at least too_easy_pass_rate of its paths",
+    Reason.REPETITIVE_GENERATION: "generated text above a mixture.builders.repetition threshold (repeated "
+                                  "n-grams, compression ratio) or with an unterminated tag",
+    Reason.BAD_FORMAT: "the built row fails the mode's format (mixture/formats.py: suffix, tags, boxed answer)",
+    Reason.NO_IMAGE_CODE: "think-with-image: the generator proposed no Python code block for the image",
+    Reason.NO_IMAGE_PRODUCED: "model-written code ran but left no image file in its output folder",
+    Reason.EMPTY_IMAGE_PRODUCED: "think-with-image: the produced image is empty, undecodable or one flat colour",
+    Reason.IMAGE_UNCHANGED: "think-with-image: the produced image has the same pixels as the input image",
+    Reason.IMAGE_OUT_OF_BOUNDS: "think-with-image: the produced image's native size is outside the image token "
+                                "bounds (media.sampling.image_min_tokens..image_max_tokens) or aspect ratio",
     Reason.NO_MODE: "no mixture mode builder takes this curated row (a caption pair: not cold-start material)",
     Reason.OVER_SHARE: "left out so its category meets its mixture.shares target (lowest seeded hash ranks kept)",
     Reason.STEP_ERROR: "the stage raised on this row; detail holds the exception and where it was raised",
 }
 
-# Reasons only the mixture stage gives (tests/test_mixture_reason_coverage.py plants one row for each;
-# tests/test_reason_coverage.py plants the rest). The generation and sandbox builders add theirs here.
-MIXTURE_REASONS = frozenset({
-    Reason.NO_MODE,
-    Reason.OVER_SHARE,
+# Reasons only the mixture stage gives: tests/test_mixture_reason_coverage.py plants one row for each through
+# build_mixture (tests/test_reason_coverage.py plants the rest through curate).
+MIXTURE_REASONS: frozenset[Reason] = frozenset({
+    Reason.CODE_ERROR, Reason.CODE_TIMEOUT, Reason.CODE_RESOURCE_LIMIT, Reason.CODE_FORBIDDEN,
+    Reason.GENERATION_FAILED, Reason.NEVER_SOLVED, Reason.TOO_EASY, Reason.REPETITIVE_GENERATION,
+    Reason.BAD_FORMAT, Reason.NO_IMAGE_CODE, Reason.NO_IMAGE_PRODUCED, Reason.EMPTY_IMAGE_PRODUCED,
+    Reason.IMAGE_UNCHANGED, Reason.IMAGE_OUT_OF_BOUNDS, Reason.NO_MODE, Reason.OVER_SHARE,
 })
 
 assert set(REASON_DOCS) == set(Reason), "every Reason needs a line in REASON_DOCS"

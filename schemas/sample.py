@@ -92,10 +92,26 @@ class Alternative:
 
 
 @dataclass
+class GenerationRecord:
+    """Who wrote a generated text of a mixture row (a reasoning path, an analysis, image code):
+    recorded for every generated text the row holds."""
+
+    backend: str                         # openai | transformers
+    model: str                           # the generator's id (mixture.builders.generator)
+    prompt_id: str                       # mixture/prompts/<prompt_id>.txt
+    temperature: float
+    max_new_tokens: int
+    seed: int
+    path_index: int                      # which of the item's sampled paths (0 for single requests)
+    target: str                          # what it became: "reasoning", "analysis", "image_code", "continuation"
+
+
+@dataclass
 class Provenance:
     pipeline_version: str = ""
     config_hash: str = ""
     captioners: list[CaptionerRecord] = field(default_factory=list)
+    generations: list[GenerationRecord] = field(default_factory=list)
 
 
 @dataclass
@@ -160,6 +176,7 @@ class Sample:
             pipeline_version=prov.get("pipeline_version", ""),
             config_hash=prov.get("config_hash", ""),
             captioners=[CaptionerRecord(**c) for c in prov.get("captioners") or []],
+            generations=[GenerationRecord(**g) for g in prov.get("generations") or []],
         )
         scores = {k: v for k, v in (row.get("scores") or {}).items() if v is not None}
         alternatives = [Alternative(**a) for a in row.get("alternatives") or []]
@@ -233,10 +250,21 @@ ALTERNATIVE_TYPE = pa.struct([
     ("text", pa.large_string()),
     ("clip_score", pa.float64()),
 ])
+GENERATION_TYPE = pa.struct([
+    ("backend", pa.string()),
+    ("model", pa.string()),
+    ("prompt_id", pa.string()),
+    ("temperature", pa.float64()),
+    ("max_new_tokens", pa.int64()),
+    ("seed", pa.int64()),
+    ("path_index", pa.int32()),
+    ("target", pa.string()),
+])
 PROVENANCE_TYPE = pa.struct([
     ("pipeline_version", pa.string()),
     ("config_hash", pa.string()),
     ("captioners", pa.list_(CAPTIONER_TYPE)),
+    ("generations", pa.list_(GENERATION_TYPE)),
 ])
 SCORES_TYPE = pa.struct([(name, pa.float64()) for name in SCORE_NAMES])
 

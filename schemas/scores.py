@@ -57,6 +57,15 @@ SCORE_DOCS: dict[str, str] = {
                       "row's (source, task) distribution resolved to a cosine",
     "clip_recaption": "clip_score of the best model-written caption (same rule as clip_score); it replaces "
                       "the caption only when strictly higher, and then equals clip_score",
+    # mixture builders (mixture/): generation, verification, path selection, repetition
+    "gen_paths": "reasoning paths sampled from the generator for the row (mixture.builders.paths.n)",
+    "gen_pass_rate": "share of the sampled paths whose answer the verifier accepted",
+    "gen_path_score": "the kept path's representativeness: mean over its steps of the share of correct "
+                      "paths holding an equivalent step (mixture/paths.py)",
+    "gen_dup_ngram_ratio": "share of word n-grams (mixture.builders.repetition.ngram) of the generated "
+                           "text that repeat an earlier one",
+    "gen_compression_ratio": "bytes of the generated text / bytes of it zlib-compressed (high: repetitive)",
+    "gen_unclosed_tags": "tags (<think>, <answer>, <analysis>, <sandbox_output>, \\boxed{) opened and not closed",
 }
 
 SCORE_NAMES: tuple[str, ...] = tuple(SCORE_DOCS)

@@ -18,7 +18,11 @@
       broken.jsonl              one row per planted input defect
       broken.json               a LLaVA list cut off after a few good elements
     media/images/, media/videos/    files the manifests name (as ../media/... from manifests/)
+      agentic.jsonl             hand-built think-with-image QA (synthetic/coldstart.py): a word in faint
+                                letters ({"task": "ocr"}), scenes turned by 90/180/270 degrees
     benchmark/bench.jsonl, benchmark/media/   "synthbench": QA items for decontamination
+    scenes.jsonl                one record per picture and clip (synthetic/coldstart.py): what the synthetic
+                                reasoner (mixture/reasoner.py) knows about each picture
     truth.jsonl                 one line per input row the pipeline sees, sorted by (source, source_ref)
 
 A truth line says what the row is and what must happen to it:
@@ -62,6 +66,7 @@ import pyarrow.parquet as pq
 
 from ingest.readers import folder_source
 from schemas.sample import sample_id
+from synthetic import coldstart
 from synthetic import language as lang
 from synthetic.scenes import (BACKGROUNDS, DIRECTIONS, Clip, Scene, draw, encode_clip, encode_image,
                               encode_tone_mp4, random_scene, reencode_mp4, rescale_jpeg)
@@ -97,10 +102,13 @@ def generate(out_dir: str, seed: int = 0, scale: int = 1) -> dict:
     tree.jsonl("videos.jsonl", _videos(tree, scale))
     tree.json_array("llava.json", _llava(tree, scale))
     tree.jsonl("chat.jsonl", _chat(tree, scale))
+    tree.jsonl("agentic.jsonl", _agentic(tree, scale))
     tree.jsonl("broken.jsonl", _broken_lines(tree))
     tree.json_array("broken.json", _broken_array(tree), cut_in_last=True)
     _resolve_exact_duplicates(tree.rows)
     rows = sorted(tree.rows, key=lambda r: (r.source, r.ref))
+    tree.save("scenes.jsonl", b"".join(json.dumps(r, sort_keys=True).encode() + b"\n"
+                                       for r in sorted(tree.scenes, key=lambda r: r["path"])))
     tree.save("truth.jsonl", b"".join(json.dumps(r.truth(), ensure_ascii=False).encode() + b"\n"
                                       for r in rows))
     return _summary(rows, tree, len(bench))
@@ -163,11 +171,12 @@ def _clip_media(path: str, clip: Clip) -> dict:
 class _Tree:
     """The output folder: writes files, and collects every manifest's rows with their refs."""
 
-    OWNED = ("manifests", "media", "benchmark", "truth.jsonl")
+    OWNED = ("manifests", "media", "benchmark", "truth.jsonl", "scenes.jsonl")
 
     def __init__(self, root: str, seed: int) -> None:
         self.root, self.seed = root, seed
         self.rows: list[Row] = []
+        self.scenes: list[dict] = []       # scenes.jsonl: what each picture and clip shows
         self.sizes: dict[str, int] = {}
         for entry in self.OWNED:
             path = os.path.join(root, entry)
@@ -194,11 +203,13 @@ class _Tree:
         """Save a scene as media/images/NAME.FMT; (URI from manifests/, truth media entry)."""
         rel = f"media/images/{name}.{fmt}"
         self.save(rel, encode_image(draw(scene), fmt))
+        self.scenes.append(coldstart.scene_record(rel, scene))
         return f"../{rel}", _media(rel, "image", scene.width, scene.height)
 
     def clip(self, name: str, clip: Clip) -> tuple[str, dict]:
         rel = f"media/videos/{name}.mp4"
         self.save(rel, encode_clip(clip))
+        self.scenes.append(coldstart.scene_record(rel, clip.scene, clip))
         return f"../{rel}", _clip_media(rel, clip)
 
     def _register(self, relpath: str, rows: list[Row], refs: list[str]) -> None:
@@ -635,6 +646,24 @@ def _chat(tree: _Tree, scale: int) -> list[Row]:
     texts[5].dup_group = "g3"
     texts.append(Row(dict(texts[5].payload), "text", "text", dup_group="g3"))
     return _shuffled(rows + texts, rng)
+
+
+# --- hand-built think-with-image tasks ---------------------------------------------------------------
+def _agentic(tree: _Tree, scale: int) -> list[Row]:
+    """agentic.jsonl: low-contrast OCR and rotated scenes (Keye-VL 4.5: they teach contrast and
+    rotation code); the pictures are PNG, their records in scenes.jsonl say the word and the turn."""
+    rng = tree.rng("agentic")
+    rows = []
+    for i in range(6 * scale):
+        make = coldstart.low_contrast_ocr if i % 2 == 0 else coldstart.rotated_scene
+        task = make(rng, f"agentic_{i:04d}")
+        rel = f"media/images/{task.name}.png"
+        tree.save(rel, encode_image(task.image, "png"))
+        tree.scenes.append({**task.record, "path": rel})
+        rows.append(Row({"id": task.name, "image": f"../{rel}", "question": task.question, "answer": task.answer,
+                         "task": task.task}, "qa_image", task.task,
+                        media=[_media(rel, "image", task.image.width, task.image.height)]))
+    return rows
 
 
 # --- broken inputs ------------------------------------------------------------------------------

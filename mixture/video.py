@@ -1,0 +1,40 @@
+"""Video rows in the thinking and non-thinking formats (keye.md 4.6); `pipelines/mixture.py` then
+materialises each at 16 and 32 frames (`media.sampling.fixed_frame_counts`).
+
+    video QA row ─▶ video_no_think: the answer, plain (`<id>@vnothink`)
+                 ─▶ video_think: its trace, or N generated paths over up to video.max_frames frames,
+                    verified and selected as for images (mixture/thinking.py) (`<id>@vthink`)
+"""
+from __future__ import annotations
+
+from mixture.common import Builder, media_kinds
+from mixture.thinking import ThinkingBuilder
+from schemas.sample import ContentPart, Sample
+
+
+def _video_row(sample: Sample) -> bool:
+    return "video" in media_kinds(sample)
+
+
+class VideoThinkBuilder(ThinkingBuilder):
+    category = "video_think"
+
+    def section(self):
+        return self.b.video
+
+    def material(self, sample: Sample) -> bool:
+        return _video_row(sample)
+
+    def prompt_values(self, sample: Sample, images: list[bytes]) -> dict:
+        return {"num_frames": len(images)}
+
+
+class VideoNoThinkBuilder(Builder):
+    category = "video_no_think"
+
+    def wants(self, sample: Sample) -> bool:
+        return _video_row(sample) and self.enabled_for(sample, self.b.video) is not None
+
+    def __call__(self, sample: Sample):
+        qa = self.enabled_for(sample, self.b.video)
+        return self.finish(sample, self.derive(sample, qa, [ContentPart("text", text=qa.answer)]))
