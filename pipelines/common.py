@@ -112,9 +112,10 @@ class ApplyStep(beam.PTransform):
         return {KEPT: out[KEPT], REJECTED: out[REJECTED]}
 
 
-def sum_pairs(pairs) -> tuple[int, int]:
-    """Element-wise sum of (a, b) pairs: a combiner for two counts at once (CombinePerKey(sum_pairs))."""
-    a_total = b_total = 0
-    for a, b in pairs:
-        a_total, b_total = a_total + a, b_total + b
-    return a_total, b_total
+def sum_tuples(tuples) -> tuple:
+    """Element-wise sum of equal-length tuples of counts: a combiner for several counts at once
+    (`CombinePerKey(sum_tuples)`); () for no input."""
+    total: list = []
+    for t in tuples:
+        total = [a + b for a, b in zip(total, t)] if total else list(t)
+    return tuple(total)

@@ -51,6 +51,16 @@ def with_benchmarks(cfg: Config, benchmarks: list[BenchmarkConfig]) -> Config:
     return dataclasses.replace(cfg, decontaminate=dataclasses.replace(cfg.decontaminate, benchmarks=list(benchmarks)))
 
 
+def with_generator(cfg: Config, base_url: str, model: str) -> Config:
+    """The recipe with the mixture's generator pointed at an OpenAI-compatible endpoint."""
+    import dataclasses
+
+    b = cfg.mixture.builders
+    openai = dataclasses.replace(b.generator.openai, base_url=base_url, model=model)
+    builders = dataclasses.replace(b, generator=dataclasses.replace(b.generator, openai=openai))
+    return dataclasses.replace(cfg, mixture=dataclasses.replace(cfg.mixture, builders=builders))
+
+
 def prepare_output(out_dir: str, overwrite: bool) -> None:
     from apache_beam.io.filesystems import FileSystems
 
@@ -79,6 +89,7 @@ def run(pipeline: str, builder: Callable, argv: Sequence[str]) -> Manifest:
         raise SystemExit(f"config error: {e}") from None
     out_dir = args.output.rstrip("/")
     inputs = [parse_input(i) for i in args.input] or list(cfg.inputs)
+    reasoner = None
     if not inputs and args.demo:
         from synthetic.corpus import generate
 
@@ -88,6 +99,14 @@ def run(pipeline: str, builder: Callable, argv: Sequence[str]) -> Manifest:
         if not cfg.decontaminate.benchmarks:   # the corpus ships its own benchmark to decontaminate against
             cfg = with_benchmarks(cfg, [BenchmarkConfig(name="synthbench",
                                                         path=os.path.join(sample_dir, "benchmark", "bench.jsonl"))])
+        if pipeline == "build_mixture" and cfg.mixture.builders.generator.backend == "openai":
+            # No capable model runs here: the mixture's generator is the synthetic reasoner (a test
+            # double that knows this corpus, mixture/reasoner.py), served on a free loopback port.
+            from mixture.reasoner import server
+
+            reasoner = server(sample_dir).start()
+            cfg = with_generator(cfg, reasoner.base_url, reasoner.model_name)
+            print(f"demo: synthetic reasoner (a test double, not a model) at {reasoner.base_url}", file=sys.stderr)
     cfg = cfg.with_inputs(inputs)
     check_inputs(cfg.inputs)
     prepare_output(out_dir, args.overwrite or args.demo)
@@ -100,10 +119,14 @@ def run(pipeline: str, builder: Callable, argv: Sequence[str]) -> Manifest:
         progress.enable(args.progress_s)
 
     started = time.time()
-    p = beam.Pipeline(options=options)
-    builder(p, cfg, out_dir)
-    result = p.run()
-    state = result.wait_until_finish()
+    try:
+        p = beam.Pipeline(options=options)
+        builder(p, cfg, out_dir)
+        result = p.run()
+        state = result.wait_until_finish()
+    finally:
+        if reasoner is not None:
+            reasoner.stop()
     wall = time.time() - started
     if str(state).rsplit(".", 1)[-1] != "DONE":
         raise SystemExit(f"pipeline ended in state {state}")

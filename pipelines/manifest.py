@@ -19,7 +19,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from mixture.mixing import is_derived
-from pipelines.common import sum_pairs
+from pipelines.common import sum_tuples
 from schemas.config import Config
 from schemas.manifest import Derived, Manifest, ShardInfo, Totals, library_versions
 from schemas.version import PIPELINE_VERSION
@@ -76,7 +76,7 @@ class Fanout:
     """The PCollections of a stage that makes several rows from one (pipelines/mixture.py)."""
 
     kept_inputs: beam.PCollection      # one element per input row with a kept derived row
-    made: beam.PCollection             # (builder category, rows made) per input row that made rows
+    made: beam.PCollection             # (builder, (inputs, rows made, rejected at birth, replaced)) records
     shares: beam.PCollection           # one dict: target and achieved shares (mixture/mixing.py)
 
 
@@ -88,7 +88,8 @@ def _derived_key(r) -> str:
 
 
 def _made_by(totals: dict) -> dict:
-    return {f"mixture/{c}": {"inputs": n, "rows": r} for c, (n, r) in sorted(totals.items())}
+    keys = ("inputs", "rows", "rejected", "replaced")
+    return {f"mixture/{label}": dict(zip(keys, counts)) for label, counts in sorted(totals.items())}
 
 
 class _WriteManifest(beam.DoFn):
@@ -102,9 +103,10 @@ class _WriteManifest(beam.DoFn):
             derived_reasons = {k.split(":", 1)[1]: v for k, v in rejected_by_reason.items() if k.startswith(DERIVED)}
             rejected_by_reason = {k: v for k, v in rejected_by_reason.items() if not k.startswith(DERIVED)}
             made_by = fanout["made_by"]
-            derived = Derived(made=sum(v["rows"] for v in made_by.values()), kept=kept_rows,
-                              rejected=sum(derived_reasons.values()), rejected_by_reason=derived_reasons,
-                              made_by=made_by)
+            derived = Derived(made=sum(v["rows"] + v["rejected"] for v in made_by.values()), kept=kept_rows,
+                              rejected=sum(derived_reasons.values()),
+                              replaced=sum(v["replaced"] for v in made_by.values()),
+                              rejected_by_reason=derived_reasons, made_by=made_by)
             kept_rows = fanout["kept_inputs"]
             if not derived.balanced:
                 raise RuntimeError(f"derived row accounting does not add up: {derived}")
@@ -157,8 +159,7 @@ class WriteManifest(beam.PTransform):
             f = self.fanout
             kept_inputs = f.kept_inputs | "CountKeptInputs" >> beam.combiners.Count.Globally()
             made_by = (f.made
-                       | "MadeKey" >> beam.Map(lambda cr: (cr[0], (1, cr[1])))
-                       | "MadeBy" >> beam.CombinePerKey(sum_pairs)
+                       | "MadeBy" >> beam.CombinePerKey(sum_tuples)
                        | "MadeByDict" >> beam.combiners.ToDict()
                        | "MadeByLabel" >> beam.Map(_made_by))
             summary = (f.shares

@@ -1,34 +1,38 @@
 """The cold-start mixture stage: curated rows -> Keye-VL Phase II samples, cut to target shares.
 
-    curated rows ─Build─▶ derived rows ─Tokens─▶ ─Decontaminate─▶ ─Mix─▶ kept derived rows
-        │  (one mode builder per row,     (exact counts,  (generated    (shares: rank histogram
-        │   routed by seeded hash among    token bound)    text too)     per category -> quotas ->
-        │   the builders that want it)                                    exact cutoff -> select)
-        ├─ no builder / builder rejects ──────────────────────────────────────▶ rejected (input rows)
-        └─ rows that made derived rows ─Settle (CoGroupByKey by input id)◀── kept + rejected derived
+    curated rows ─Build─▶ built rows ─Variants─▶ ─Tokens─▶ ─Decontaminate─▶ ─Mix─▶ kept derived rows
+        │  (every mode builder that     (each video     (exact     (generated     (shares: rank histogram
+        │   wants the row, or one by    row at 16 and   counts,    text too)      per category -> quotas ->
+        │   seeded hash: mixing.route)  32 frames)      bound)                    exact cutoff -> select)
+        ├─ no builder wants it ──────────────────────────────────────────────────▶ rejected (input row, no_mode)
+        └─ rows that went to a builder ─Settle (CoGroupByKey by input id)◀── kept + rejected derived rows
                      an input row is kept when at least one of its derived rows is kept; else it is
-                     rejected with the stage and reason of its first derived row (by id)
+                     rejected with the stage and reason of its first derived rejection (by id)
 
-A derived row has its own id (`<id>@<tag>`, mixture/base.py:derived_id) and its own fate: each
-derived row dropped by a gate or by its share is a rejected row under that id (a *derived*
-rejection), beside the input-level row. The manifest balances input rows (`input == kept +
-rejected`) and derived rows (`made == kept + rejected`) separately, and counts which builder
-made how many rows from how many inputs.
+A derived row has its own id (`<id>@<tag>`, `<id>@vthink@16f`; mixture/base.py:derived_id) and its
+own fate: a builder's rejection (too_easy, code_timeout, ...) is a rejected row under the id the
+row would have had, and each derived row dropped by a gate or by its share is a rejected row under
+its id, beside the input-level row. The manifest balances input rows (`input == kept + rejected`)
+and derived rows (`made == kept + rejected + replaced`: a video row replaced by its variants is
+neither kept nor rejected), and counts per builder how many rows it made from how many inputs.
 
-What one worker holds: one row (Build, gates, Select); one category's rank histogram of
-`mixture.mixing.rank_bins` cells (the combiner); the rows of one cutoff bin per category
-(about rows / rank_bins); the plan and cutoffs as side inputs (a few numbers per category);
-one input row's derived ids (Settle). Nothing holds the corpus.
+What one worker holds: one row (Build, Variants, gates, Select); one category's rank histogram of
+`mixture.mixing.rank_bins` cells (the combiner); the rows of one cutoff bin per category (about
+rows / rank_bins); the plan and cutoffs as side inputs (a few numbers per category); one input
+row's derived ids (Settle). Nothing holds the corpus.
 """
 from __future__ import annotations
+
+import dataclasses
 
 import apache_beam as beam
 from apache_beam.pvalue import AsDict, AsSingleton, TaggedOutput
 
 from mixture import mixing
-from mixture.instruct import NonThinkingBuilder
-from mixture.variants import VideoBuilder
-from pipelines.common import KEPT, REJECTED, count_kept, rejected_output, stage_counter, step_error, sum_pairs
+from mixture.base import derived_id
+from mixture.builders import make_builders
+from mixture.variants import VideoVariants
+from pipelines.common import KEPT, REJECTED, count_kept, dead_letter, rejected_output, stage_counter, sum_tuples
 from pipelines.decontaminate import Decontaminate
 from pipelines.tokens import Tokens
 from schemas.config import Config
@@ -37,81 +41,121 @@ from schemas.rejected import Rejected, reject
 from schemas.sample import MODES, Sample
 
 STAGE = Stage.MIXTURE
-MADE = "made"          # (builder category, derived rows made) per input row that made rows
-ENTERED = "entered"    # input ids that made derived rows (for Settle)
+MADE = "made"          # (label, (inputs, rows made, rows rejected at birth, rows replaced)) per building input
+ENTERED = "entered"    # ids of input rows some builder took (for Settle)
 KEPT_INPUTS = "kept_inputs"
 SHARES = "shares"
+VARIANTS = "video_variants"
 
 
-def mode_builders(cfg: Config) -> list:
-    """The mode builders, in CATEGORIES order (mixture/base.py:ModeBuilder)."""
-    return [NonThinkingBuilder(), VideoBuilder(cfg, "video_think"), VideoBuilder(cfg, "video_no_think")]
-
-
-def route(builders: list, sample: Sample, seed: int):
-    """The one builder a row goes to: among those that want it, one picked by a seeded hash of the
-    id, so modes get disjoint rows (Keye's non-reasoning set shares no samples with the others)."""
+def route(builders: list, sample: Sample, how: str, seed: int) -> list:
+    """The builders a row goes to: every builder that wants it (`all`: the shares decide which of its
+    rows are kept), or one of them picked by a seeded hash of the id (`one`: modes get disjoint rows,
+    as Keye-VL's non-reasoning set shares no samples with the others)."""
     wanting = [b for b in builders if b.wants(sample)]
-    if not wanting:
-        return None
-    return wanting[mixing.hash_rank(seed + 1, sample.id) % len(wanting)]
+    if how == "all" or len(wanting) <= 1:
+        return wanting
+    return [wanting[mixing.hash_rank(seed + 1, sample.id) % len(wanting)]]
 
 
 class _Build(beam.DoFn):
-    def __init__(self, cfg: Config) -> None:
+    def __init__(self, cfg: Config, generator=None, sandbox=None) -> None:
         self.cfg = cfg
-        self.builders = mode_builders(cfg)
+        self.generator, self.sandbox = generator, sandbox
+        self.builders = None
 
     def setup(self) -> None:
+        self.builders = make_builders(self.cfg, self.generator, self.sandbox)
         for b in self.builders:
             b.setup()
 
+    def teardown(self) -> None:
+        for b in self.builders or ():
+            teardown = getattr(b, "teardown", None)
+            if teardown is not None:
+                teardown()
+
     def process(self, sample: Sample):
-        try:
-            builder = route(self.builders, sample, self.cfg.mixture.mixing.seed)
-            if builder is None:
-                yield rejected_output(reject(STAGE, Reason.NO_MODE, sample.source, sample.source_ref,
-                                             f"task {sample.task}: no mode builder wants this row", id=sample.id,
-                                             payload=sample.to_json(),
-                                             max_payload_bytes=self.cfg.ingest.max_payload_bytes))
-                return
-            out = builder(sample)
-            if isinstance(out, Rejected):
-                yield rejected_output(out)
-                return
-            _check_derived(sample, out)
-        except Exception as e:  # noqa: BLE001 - dead-letter: a builder bug costs this row only
-            yield rejected_output(step_error(STAGE.value, sample, e))
+        m = self.cfg.mixture.mixing
+        chosen = dead_letter(STAGE.value, sample, lambda: route(self.builders, sample, m.route, m.seed))
+        if isinstance(chosen, Rejected):
+            yield rejected_output(chosen)
             return
-        stage_counter(STAGE.value, f"made/{builder.category}").inc(len(out))
-        yield TaggedOutput(MADE, (builder.category, len(out)))
+        if not chosen:
+            yield rejected_output(reject(STAGE, Reason.NO_MODE, sample.source, sample.source_ref,
+                                         f"task {sample.task}: no mode builder wants this row", id=sample.id,
+                                         payload=sample.to_json()))
+            return
         yield TaggedOutput(ENTERED, sample.id)
-        for row in out:
-            yield row
+        for builder in chosen:
+            tag = getattr(builder, "tag", builder.category)
+            own = dataclasses.replace(sample, scores=dict(sample.scores))   # builders record scores on their input
+            out = dead_letter(STAGE.value, own, lambda b=builder, s=own: _checked(s, b(s)))
+            if isinstance(out, Rejected):
+                out.id = derived_id(sample.id, tag)      # the row this builder would have made
+                yield TaggedOutput(MADE, (builder.category, (1, 0, 1, 0)))
+                yield rejected_output(out)
+                continue
+            stage_counter(STAGE.value, f"made/{builder.category}").inc(len(out))
+            yield TaggedOutput(MADE, (builder.category, (1, len(out), 0, 0)))
+            yield from out
 
 
-def _check_derived(parent: Sample, rows: list) -> None:
-    """The builder contract: one or more rows, each with a distinct derived id and a mode."""
-    if not rows:
+def _checked(parent: Sample, out):
+    """The builder contract: a Rejected row, or one or more rows with distinct derived ids and a mode."""
+    if isinstance(out, Rejected):
+        return out
+    if not out:
         raise ValueError("builder returned no rows (a builder rejects a row it cannot use)")
-    ids = [r.id for r in rows]
+    ids = [r.id for r in out]
     if len(set(ids)) != len(ids) or not all(mixing.is_derived(i) and mixing.root_id(i) == parent.id for i in ids):
         raise ValueError(f"derived ids must be distinct <parent>@<tag>: {ids}")
-    for r in rows:
+    for r in out:
         if r.mode not in MODES or mixing.category_of(r) is None:
             raise ValueError(f"derived row {r.id} has no mode ({r.mode!r})")
+    return out
+
+
+class _Variants(beam.DoFn):
+    def __init__(self, cfg: Config) -> None:
+        self.variants = VideoVariants(cfg)
+
+    def setup(self) -> None:
+        self.variants.setup()
+
+    def process(self, row: Sample):
+        if not VideoVariants.wants(row):
+            yield row
+            return
+        out = dead_letter(STAGE.value, row, lambda: self.variants(row))
+        if isinstance(out, Rejected):
+            yield TaggedOutput(MADE, (VARIANTS, (1, 0, 0, 0)))
+            yield rejected_output(out)
+            return
+        yield TaggedOutput(MADE, (VARIANTS, (1, len(out), 0, 1)))
+        yield from out
 
 
 class Build(beam.PTransform):
-    def __init__(self, cfg: Config) -> None:
+    """Curated rows -> {KEPT: built rows (videos at each frame count), REJECTED: input-level no_mode and
+    derived rejections, MADE, ENTERED}. `generator` / `sandbox` replace the recipe's clients (tests)."""
+
+    def __init__(self, cfg: Config, generator=None, sandbox=None) -> None:
         super().__init__()
-        self.cfg = cfg
+        self.cfg, self.generator, self.sandbox = cfg, generator, sandbox
 
     def expand(self, samples):
-        out = (samples
-               | "Spread" >> beam.Reshuffle()     # builders decode and generate: spread rows over workers
-               | "Build" >> beam.ParDo(_Build(self.cfg)).with_outputs(REJECTED, MADE, ENTERED, main=KEPT))
-        return {KEPT: out[KEPT], REJECTED: out[REJECTED], MADE: out[MADE], ENTERED: out[ENTERED]}
+        built = (samples
+                 | "Spread" >> beam.Reshuffle()     # builders generate and run code: spread rows over workers
+                 | "Build" >> beam.ParDo(_Build(self.cfg, self.generator, self.sandbox)).with_outputs(
+                     REJECTED, MADE, ENTERED, main=KEPT))
+        variants = (built[KEPT]
+                    | "SpreadVideos" >> beam.Reshuffle()
+                    | "Variants" >> beam.ParDo(_Variants(self.cfg)).with_outputs(REJECTED, MADE, main=KEPT))
+        return {KEPT: variants[KEPT],
+                REJECTED: (built[REJECTED], variants[REJECTED]) | "BuildRejected" >> beam.Flatten(),
+                MADE: (built[MADE], variants[MADE]) | "AllMade" >> beam.Flatten(),
+                ENTERED: built[ENTERED]}
 
 
 # --- Mix: cut each category to its share ----------------------------------------------------------------
@@ -179,7 +223,7 @@ class Mix(beam.PTransform):
             REJECTED, main=KEPT)
         achieved = (out[KEPT]
                     | "Achieved" >> beam.Map(lambda s: (mixing.category_of(s), (1, s.text_tokens + s.visual_tokens)))
-                    | "SumAchieved" >> beam.CombinePerKey(sum_pairs)
+                    | "SumAchieved" >> beam.CombinePerKey(sum_tuples)
                     | "AchievedDict" >> beam.combiners.ToDict())
         report = (plan
                   | "Report" >> beam.Map(lambda p, a: mixing.share_report(
@@ -224,14 +268,14 @@ class Mixture(beam.PTransform):
     KEPT_INPUTS: ids of input rows with a kept derived row, MADE: (category, rows) per building input,
     SHARES: the share report}."""
 
-    def __init__(self, cfg: Config) -> None:
+    def __init__(self, cfg: Config, generator=None, sandbox=None) -> None:
         super().__init__()
-        self.cfg = cfg
+        self.cfg, self.generator, self.sandbox = cfg, generator, sandbox
 
     def expand(self, curated):
         cfg = self.cfg
-        built = curated | "Build" >> Build(cfg)
-        rows, derived_rejected = built[KEPT], []
+        built = curated | "Build" >> Build(cfg, self.generator, self.sandbox)
+        rows, derived_rejected = built[KEPT], [built[REJECTED]]
         gates = [("Tokens", Tokens(cfg))]
         if cfg.decontaminate.enabled and cfg.decontaminate.benchmarks:
             gates.append(("Decontaminate", Decontaminate(cfg)))
@@ -241,12 +285,13 @@ class Mixture(beam.PTransform):
             derived_rejected.append(out[REJECTED])
         mixed = rows | "Mix" >> Mix(cfg)
         derived_rejected.append(mixed[REJECTED])
-        derived_rejected = tuple(derived_rejected) | "DerivedRejected" >> beam.Flatten()
+        mixture_rejected = tuple(derived_rejected) | "MixtureRejectedRows" >> beam.Flatten()
+        derived_only = mixture_rejected | "DerivedOnly" >> beam.Filter(lambda r: mixing.is_derived(r.id))
         settled = ({"entered": built[ENTERED] | "EnteredKey" >> beam.Map(lambda i: (i, None)),
                     "kept": mixed[KEPT] | "KeptKey" >> beam.Map(lambda s: (mixing.root_id(s.id), None)),
-                    "rejected": derived_rejected | "RejectedKey" >> beam.Map(lambda r: (mixing.root_id(r.id), r))}
+                    "rejected": derived_only | "RejectedKey" >> beam.Map(lambda r: (mixing.root_id(r.id), r))}
                    | "ByInput" >> beam.CoGroupByKey()
                    | "Settle" >> beam.FlatMap(_settle).with_outputs(REJECTED, KEPT_INPUTS))
-        rejected = (built[REJECTED], derived_rejected, settled[REJECTED]) | "MixtureRejected" >> beam.Flatten()
+        rejected = (mixture_rejected, settled[REJECTED]) | "MixtureRejected" >> beam.Flatten()
         return {KEPT: mixed[KEPT], REJECTED: rejected, KEPT_INPUTS: settled[KEPT_INPUTS],
                 MADE: built[MADE], SHARES: mixed[SHARES]}

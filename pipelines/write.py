@@ -14,12 +14,20 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 
-from pipelines.common import stage_counter, sum_pairs
+from pipelines.common import stage_counter
 from schemas.config import OutputConfig
 from schemas.rejected import REJECTED_SCHEMA, Rejected
 from schemas.sample import SAMPLE_SCHEMA, Sample
 from shards.writer import (atomic_write, bucket_of, cut, num_buckets, parquet_writer, payload_bytes,
                            shard_name, wds_writer, write_table)
+
+
+def _sum_pairs(pairs):
+    rows = total = 0
+    for r, b in pairs:
+        rows += r
+        total += b
+    return rows, total
 
 
 class _ShardedWrite(beam.PTransform):
@@ -37,7 +45,7 @@ class _ShardedWrite(beam.PTransform):
         sized = pcoll | "Size" >> beam.Map(lambda x: (x, size(x)))
         buckets = (sized
                    | "RowsAndBytes" >> beam.Map(lambda xs: (1, xs[1]))
-                   | "Total" >> beam.CombineGlobally(sum_pairs)
+                   | "Total" >> beam.CombineGlobally(_sum_pairs)
                    | "Buckets" >> beam.Map(lambda t: num_buckets(t[0], t[1], max_rows, max_bytes)))
 
         def write_bucket(element):

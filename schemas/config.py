@@ -581,6 +581,7 @@ class SharesConfig:
 
 @dataclass(frozen=True)
 class MixingConfig:
+    route: Literal["all", "one"]  # a row goes to every builder that wants it, or to one (seeded hash)
     seed: int                   # seeds the hash rank that picks which rows of a category are kept
     rank_bins: int              # hash-rank histogram bins per category when searching each quota's cutoff
 
@@ -658,14 +659,30 @@ class Config:
         return dataclasses.asdict(self)
 
     def hash(self) -> str:
-        """Hash of the recipe (inputs excluded: they are listed in the manifest), recorded in
-        every row's provenance, so rows can be matched to the thresholds that kept them."""
+        """Hash of the recipe, recorded in every row's provenance, so rows can be matched to the
+        thresholds that kept them. Where things are is not the recipe: inputs (listed in the
+        manifest), benchmark file paths (their names stay) and model endpoints (`*.openai.base_url`:
+        the demo serves its reasoner on any free port) are left out, so the same recipe writes the
+        same rows wherever its files and servers are."""
         recipe = {k: v for k, v in self.to_dict().items() if k != "inputs"}
+        recipe["decontaminate"]["benchmarks"] = [b["name"] for b in recipe["decontaminate"]["benchmarks"]]
+        _drop_key(recipe, "base_url")
         blob = json.dumps(recipe, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def with_inputs(self, inputs: list[InputConfig]) -> "Config":
         return dataclasses.replace(self, inputs=list(inputs))
+
+
+def _drop_key(d: Any, key: str) -> None:
+    """Remove `key` from every mapping nested in d (in place)."""
+    if isinstance(d, dict):
+        d.pop(key, None)
+        for v in d.values():
+            _drop_key(v, key)
+    elif isinstance(d, list):
+        for v in d:
+            _drop_key(v, key)
 
 
 # --- value checks (run on load, from the dataclasses' __post_init__) -----------------------

@@ -43,19 +43,25 @@ class Totals:
 
 @dataclass
 class Derived:
-    """Rows a stage made from input rows (a video at 16 and 32 frames, a mode's sample): counted
-    apart from input rows. `made == kept + rejected`; `made_by` says which builder made how many
-    rows from how many inputs. An input row that fans out is kept when one of its rows is kept."""
+    """Rows a stage made from other rows (a mode's sample from an input row, a video row at 16 and 32
+    frames), counted apart from input rows; an input row that fans out is kept when one of its rows is.
+    `made` counts every derived id: rows made, plus rows a builder rejected at birth (too_easy, ...).
+    A row replaced by its own derived rows (a video row by its variants) is `replaced`, so
+    `made == kept + rejected + replaced`. `made_by` says, per builder, from how many rows it made
+    how many, rejected how many at birth, and replaced how many."""
 
     made: int = 0
     kept: int = 0
     rejected: int = 0
+    replaced: int = 0
     rejected_by_reason: dict[str, int] = field(default_factory=dict)   # "stage/reason" -> derived rows
-    made_by: dict[str, dict[str, int]] = field(default_factory=dict)   # "mixture/<category>" -> {inputs, rows}
+    made_by: dict[str, dict[str, int]] = field(default_factory=dict)   # "mixture/<builder>" -> {inputs, rows, ...}
 
     @property
     def balanced(self) -> bool:
-        return (self.made == self.kept + self.rejected == sum(v["rows"] for v in self.made_by.values())
+        made = sum(v["rows"] + v["rejected"] for v in self.made_by.values())
+        replaced = sum(v["replaced"] for v in self.made_by.values())
+        return (self.made == made == self.kept + self.rejected + self.replaced and self.replaced == replaced
                 and self.rejected == sum(self.rejected_by_reason.values()))
 
 

@@ -1,5 +1,5 @@
-"""The builders that need no generation: non-thinking from QA rows, and video QA rows at 16 and
-32 frames re-fetched from their uri (file or tar member) after curation dropped the bytes."""
+"""Pipeline-side pieces around the mode builders: every video row at 16 and 32 frames, re-fetched
+from its uri (a file or a tar member) after curation dropped the bytes, and routing rows to builders."""
 from __future__ import annotations
 
 import io
@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from filters.media import MediaFilter
-from mixture.instruct import NonThinkingBuilder
-from mixture.variants import VideoBuilder, derive
-from pipelines.mixture import mode_builders, route
+from mixture.builders import make_builders
+from mixture.variants import VideoVariants, refetch
+from pipelines.mixture import route
 from schemas.rejected import Rejected
 from schemas.sample import Sample
 from tests import media_util as mu
@@ -36,80 +36,79 @@ def video_file(tmp_path_factory):
     return d
 
 
-def _curated(payload, base_dir, cfg) -> Sample:
+def _curated(payload, base_dir, cfg, ref: str = "r:1") -> Sample:
     """A row as curation leaves it: validated, media decoded and kept as sampled frames only."""
     from schemas.input import normalize_row
 
-    sample = normalize_row(payload, row_context(str(base_dir), source_ref="r:1"))
+    sample = normalize_row(payload, row_context(str(base_dir), source_ref=ref))
     out = MediaFilter(cfg)(sample)
     assert isinstance(out, Sample), out
     return out
 
 
-def test_non_thinking_from_qa_rows(tmp_path):
-    cfg = make_cfg(*CFG)
-    (tmp_path / "a.png").write_bytes(mu.image_bytes(mu.quadrant_image()))
-    qa = _curated({"image": "a.png", "question": "Where is the red quadrant?", "answer": "Top left."}, tmp_path, cfg)
-    b = NonThinkingBuilder()
-    assert b.wants(qa)
-    (row,) = b(qa)
-    assert row.id == qa.id + "@no_think" and row.mode == "no_think" and row.task == "cold_start"
-    assert row.messages[0].content[-1].text == "Where is the red quadrant?/no_think"
-    assert qa.messages[0].content[-1].text == "Where is the red quadrant?"        # the input is not touched
-    assert row.messages[-1].content[0].text == "Top left." and not row.messages[-1].reasoning
-    assert row.media[0].members and all(m.startswith(row.id + ".") for m in row.media[0].members)
-    assert set(row.blobs) == set(row.media[0].members)
-    caption = _curated({"image": "a.png", "caption": "four quadrants"}, tmp_path, cfg)
-    thinking = _curated({"image": "a.png", "question": "Where?", "answer": "Top left.", "reasoning": "I look."},
-                        tmp_path, cfg)
-    assert not b.wants(caption) and not b.wants(thinking)
+def _built(curated: Sample, tag: str, mode: str) -> Sample:
+    """What a video builder hands on (mixture/video.py): the curated row under `<id>@<tag>`, members renamed."""
+    (b,) = [b for b in make_builders(make_cfg(*CFG)) if b.category == ("video_think" if mode == "think" else
+                                                                      "video_no_think")]
+    assert b.tag == tag
+    (row,) = b(curated)
+    return row
 
 
 @pytest.mark.parametrize("where", ["file", "tar"])
 def test_video_variants_at_16_and_32_frames(video_file, where):
     cfg = make_cfg(*CFG)
-    payload = {"video": "clip.mp4", "question": "Which way does it move?", "answer": "Left.",
-               "reasoning": "The texture shifts to the right each frame, so the view moves left."}
+    payload = {"video": "clip.mp4", "question": "Which way does it move?", "answer": "Left."}
     curated = _curated(payload, video_file, cfg)
     assert curated.media[0].source_member is None and len(curated.media[0].frame_timestamps) not in (16, 32)
     if where == "tar":
         curated.media[0].uri = f"{video_file / 'shard.tar'}#k1.mp4"
-    think, no_think = VideoBuilder(cfg, "video_think"), VideoBuilder(cfg, "video_no_think")
-    assert think.wants(curated) and not no_think.wants(curated)
-    think.setup()
-    rows = think(curated)
-    assert [r.id for r in rows] == [curated.id + "@16f", curated.id + "@32f"]
-    for n, row in zip((16, 32), rows):
-        item = row.media[0]
-        assert len(item.frame_timestamps) == n == len(item.members) and row.mode == "think"
+    row = _built(curated, "vnothink", "no_think")
+    variants = VideoVariants(make_cfg(*CFG, "media.quality.min_motion=0.5"))   # curation judged it: not again
+    variants.setup()
+    assert VideoVariants.wants(row)
+    rows = variants(row)
+    assert [r.id for r in rows] == [row.id + "@16f", row.id + "@32f"]
+    for n, variant in zip((16, 32), rows):
+        item = variant.media[0]
+        assert len(item.frame_timestamps) == n == len(item.members) and variant.mode == "no_think"
         assert item.visual_tokens == n * (item.width // 28) * (item.height // 28)
-        assert all(m.startswith(row.id + ".") for m in item.members) and set(row.blobs) == set(item.members)
-        assert row.messages[-1].content[0].text == "<answer>Left.</answer>"
-        assert row.messages[-1].reasoning and row.messages[0].content[-1].text.endswith("?/think")
+        assert all(m.startswith(variant.id + ".") for m in item.members) and set(variant.blobs) == set(item.members)
+        assert variant.messages == row.messages
     assert rows[0].media[0].frame_timestamps != rows[1].media[0].frame_timestamps
 
 
-def test_video_variant_whose_source_is_gone_rejects_the_input(video_file, tmp_path):
+def test_refetch_reports_what_is_missing(video_file):
+    assert isinstance(refetch(str(video_file / "clip.mp4"), 10**9), bytes)
+    assert refetch(f"{video_file / 'shard.tar'}#k1.mp4", 10**9) == (video_file / "clip.mp4").read_bytes()
+    assert refetch(f"{video_file / 'shard.tar'}#nope.mp4", 10**9)[0].value == "missing_media"
+    assert refetch(f"{video_file / 'shard.tar'}#k1.mp4", 10)[0].value == "media_too_large"
+
+
+def test_video_variant_whose_source_is_gone_rejects_the_row(video_file, tmp_path):
     cfg = make_cfg(*CFG)
     (tmp_path / "gone.mp4").write_bytes((video_file / "clip.mp4").read_bytes())
     curated = _curated({"video": "gone.mp4", "question": "Which way?", "answer": "Left."}, tmp_path, cfg)
     (tmp_path / "gone.mp4").unlink()
-    out = VideoBuilder(cfg, "video_no_think")(curated)
+    row = _built(curated, "vnothink", "no_think")
+    out = VideoVariants(cfg)(row)
     assert isinstance(out, Rejected) and (out.stage, out.reason) == ("media", "missing_media")
-    assert out.id == curated.id
+    assert out.id == row.id
 
 
-def test_routing_is_exclusive_and_deterministic(tmp_path):
+def test_routing_all_or_one_deterministic(tmp_path):
     cfg = make_cfg(*CFG)
     (tmp_path / "a.png").write_bytes(mu.image_bytes(mu.quadrant_image()))
-    qa = _curated({"image": "a.png", "question": "Where is red?", "answer": "Top left."}, tmp_path, cfg)
-
-    class Also(NonThinkingBuilder):
-        category = "also"
-
-    builders = mode_builders(cfg) + [Also()]
-    picks = {route(builders, derive(qa, f"t{i}", "no_think"), seed=0).category for i in range(40)}
-    assert picks == {"non_thinking", "also"}                 # split between the builders that want it
-    assert route(builders, qa, 0) is route(builders, qa, 0)
+    builders = make_builders(cfg)
+    wanting = {"non_thinking", "thinking", "auto_think", "think_with_image"}
+    picks = set()
+    for i in range(30):
+        qa = _curated({"image": "a.png", "question": f"Where is red, {i}?", "answer": "Top left."}, tmp_path, cfg,
+                      ref=f"r:{i}")
+        assert {b.category for b in route(builders, qa, "all", 0)} == wanting
+        (one,) = route(builders, qa, "one", 0)
+        assert one is route(builders, qa, "one", 0)[0]
+        picks.add(one.category)
+    assert picks == wanting                                   # split between the builders that want a row
     caption = _curated({"image": "a.png", "caption": "a picture"}, tmp_path, cfg)
-    assert route(builders, caption, 0) is None
+    assert route(builders, caption, "all", 0) == []
