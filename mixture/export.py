@@ -61,8 +61,8 @@ def _turns(sample: Sample) -> list[tuple[str, str, list[int]]]:
         for p in m.content:
             if p.type == "text":
                 body.append(p.text or "")
-            else:
-                body.append(TAGS[p.type] + "\n")
+            else:     # "<image>\n" before a question (LLaVA's habit); bare inside an answer (<sandbox_output>)
+                body.append(TAGS[p.type] + ("\n" if m.role == "user" else ""))
                 used.append(p.media_index)
         out.append((m.role, with_reasoning(m, "".join(body)), used))
     return out

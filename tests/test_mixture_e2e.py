@@ -1,4 +1,5 @@
-"""build_mixture on the demo corpus, end to end: every kept row is a cold-start sample of one mode,
+"""build_mixture on the demo corpus, end to end, its generator the synthetic reasoner over HTTP:
+every kept row is a cold-start sample of one of the five modes and passes the format validator,
 the shares meet their targets within one sample, inputs and derived rows both balance, token
 counts are exact, video variants have 16 and 32 frames, two runs in different folders write the
 same bytes, and the export loads with `datasets` in the ms-swift and LLaVA layouts."""
@@ -35,38 +36,44 @@ def corpus(tmp_path_factory):
     return root
 
 
-def run_demo(corpus_root, out):
+@pytest.fixture(scope="module")
+def reasoner(corpus):
+    """The synthetic reasoner (a test double for the generator model) over HTTP on loopback."""
+    from mixture.reasoner import server
+
+    with server(str(corpus)) as s:
+        yield s
+
+
+def run_demo(corpus_root, out, reasoner):
     bench = f"decontaminate.benchmarks=[{{name: synthbench, path: {corpus_root / 'benchmark' / 'bench.jsonl'}}}]"
     argv = ["--config", DEMO, "--input", str(corpus_root / "manifests"), "--output", str(out), "--progress_s", "0",
-            "--set", bench]
+            "--set", bench, "--set", f"mixture.builders.generator.openai.base_url={reasoner.base_url}",
+            "--set", f"mixture.builders.generator.openai.model={reasoner.model_name}"]
     for o in FAST:
         argv += ["--set", o]
     return run("build_mixture", build_mixture, argv)
 
 
 @pytest.fixture(scope="module")
-def demo(corpus, tmp_path_factory):
+def demo(corpus, reasoner, tmp_path_factory):
     out = tmp_path_factory.mktemp("mixture_out")
-    manifest = run_demo(corpus, out)
+    manifest = run_demo(corpus, out, reasoner)
     return manifest, out, pq.read_table(str(out / "parquet")).to_pylist()
 
 
-def test_rows_are_cold_start_samples_of_one_mode(demo):
+def test_every_mode_and_every_row_passes_the_validator(demo):
+    from mixture.formats import format_error
+
     _, _, rows = demo
-    assert rows
+    auto_suffix = load_config(DEMO).mixture.builders.auto_think_suffix
     for r in rows:
         s = Sample.from_row(r)
         assert r["task"] == "cold_start" and mixing.is_derived(r["id"]) and mixing.category_of(s)
-        user = [p.text for m in s.messages if m.role == "user" for p in m.content if p.type == "text"][-1]
-        answer = s.messages[-1]
-        text = "".join(p.text or "" for p in answer.content)
-        if r["mode"] == "no_think":
-            assert user.endswith("/no_think") and not answer.reasoning
-            assert not any(t in text for t in ("<think>", "<answer>", "<analysis>"))
-        elif r["mode"] == "think":
-            assert user.endswith("/think") and answer.reasoning and text.startswith("<answer>")
+        assert format_error(s, auto_suffix) is None, (r["id"], format_error(s, auto_suffix))
     cats = {mixing.category_of(Sample.from_row(r)) for r in rows}
-    assert {"non_thinking", "video_no_think"} <= cats
+    assert cats == {"non_thinking", "thinking", "auto_think", "think_with_image", "video_think", "video_no_think"}
+    assert {r["mode"] for r in rows} == {"no_think", "think", "auto_think", "agentic_think"}
 
 
 def test_shares_within_one_sample_and_accounting(demo):
@@ -109,9 +116,9 @@ def test_token_counts_exact_and_video_variants(demo):
     assert videos >= 2
 
 
-def test_two_runs_in_other_folders_write_the_same_bytes(corpus, demo, tmp_path):
+def test_two_runs_in_other_folders_write_the_same_bytes(corpus, reasoner, demo, tmp_path):
     _, first, _ = demo
-    run_demo(corpus, tmp_path / "elsewhere" / "again")
+    run_demo(corpus, tmp_path / "elsewhere" / "again", reasoner)
 
     def digests(out):
         return {f"{k}/{n}": hashlib.sha256((out / k / n).read_bytes()).hexdigest()
