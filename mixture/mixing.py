@@ -2,7 +2,7 @@
 quotas that meet the target shares, and the exact rank cutoff that fills each quota.
 
 Selection never sorts a category in one place. Each row gets a rank, a 64-bit hash of
-(seed, id); a category keeps the rows of lowest rank until its quota is full. The cutoff is
+(seed, category, input id); a category keeps the rows of lowest rank until its quota is full. The cutoff is
 found in two small steps: a histogram of rank bins per category (a combiner: `rank_bins`
 counters per category) locates the one bin where the quota runs out, and only that bin's rows
 (about rows / rank_bins) are ranked exactly. Rows below the cutoff bin are kept, rows above
@@ -56,6 +56,14 @@ def hash_rank(seed: int, row_id: str) -> int:
     """A row's rank within its category: 64 bits of BLAKE2b over (seed, id), the same on any runner."""
     digest = hashlib.blake2b(f"{seed}\x1f{row_id}".encode("utf-8"), digest_size=8).digest()
     return int.from_bytes(digest, "big")
+
+
+def row_rank(seed: int, category: str, row_id: str) -> int:
+    """A built row's rank in its category: the hash of (category, its input row's id). The rows one
+    input made in a category (a video at 16 and 32 frames) share it and sit side by side (ties are
+    broken by id), so they are kept or left out together unless the exact cutoff falls between them;
+    across categories the ranks are independent, so one question is not favoured in every mode."""
+    return hash_rank(seed, f"{category}\x1f{root_id(row_id)}")
 
 
 def rank_bin(rank: int, bins: int) -> int:

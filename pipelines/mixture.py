@@ -174,11 +174,10 @@ class _Histogram(beam.CombineFn):
 
 
 def _ranked(sample: Sample, cfg: Config) -> tuple[str, int, int, int]:
-    """(category, rank, bin, weight) of a built row. The rank hashes the input row's id, so the rows
-    one input made (a video at 16 and 32 frames) sit side by side in rank order (ties broken by
-    id): they are kept or left out together, except where a quota's exact cutoff falls between them."""
-    rank = mixing.hash_rank(cfg.mixture.mixing.seed, mixing.root_id(sample.id))
-    return (mixing.category_of(sample), rank, mixing.rank_bin(rank, cfg.mixture.mixing.rank_bins),
+    """(category, rank, bin, weight) of a built row (mixing.row_rank)."""
+    category = mixing.category_of(sample)
+    rank = mixing.row_rank(cfg.mixture.mixing.seed, category, sample.id)
+    return (category, rank, mixing.rank_bin(rank, cfg.mixture.mixing.rank_bins),
             mixing.row_weight(sample, cfg.mixture.shares.unit))
 
 

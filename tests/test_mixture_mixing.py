@@ -20,18 +20,18 @@ def _select(rows, targets, unit, bins, seed=0):
     """The mixing rule run in plain Python over histograms, as the Beam stage runs it."""
     hist = {}
     for c, rid, tok in rows:
-        rank = mixing.hash_rank(seed, rid)
+        rank = mixing.row_rank(seed, c, rid)
         mixing.add_to_histogram(hist.setdefault(c, mixing.empty_histogram()), mixing.rank_bin(rank, bins), tok)
     plan = mixing.plan_mixture(hist, targets, unit)
     boundary = {}
     for c, rid, tok in rows:
-        rank = mixing.hash_rank(seed, rid)
+        rank = mixing.row_rank(seed, c, rid)
         if plan.categories[c].cutoff_bin == mixing.rank_bin(rank, bins):
             boundary.setdefault(c, []).append((rank, rid, 1 if unit == "samples" else tok))
     cutoffs = {c: mixing.exact_cutoff(b, plan.categories[c].budget_in_bin, unit) for c, b in boundary.items()}
     kept = set()
     for c, rid, _ in rows:
-        rank = mixing.hash_rank(seed, rid)
+        rank = mixing.row_rank(seed, c, rid)
         if mixing.selected(plan.categories[c], mixing.rank_bin(rank, bins), rank, rid, cutoffs.get(c)):
             kept.add(rid)
     return plan, kept
@@ -41,7 +41,7 @@ def _brute_force(rows, plan, unit, seed=0):
     """Sort every category by rank and take the longest prefix within the quota."""
     kept = set()
     for c in plan.categories:
-        ordered = sorted((mixing.hash_rank(seed, rid), rid, tok) for cc, rid, tok in rows if cc == c)
+        ordered = sorted((mixing.row_rank(seed, c, rid), rid, tok) for cc, rid, tok in rows if cc == c)
         limit = plan.categories[c].quota + 1e-9
         used = 0
         for _, rid, tok in ordered:
