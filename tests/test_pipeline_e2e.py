@@ -250,8 +250,14 @@ def test_demo_with_recaptioning_through_a_flaky_server(corpus, tiny_vlm, tmp_pat
     assert m.totals.balanced and {"500", "hang", "malformed"} <= set(server.faults.counts)
     rows = pq.read_table(str(tmp_path / "recaption" / "parquet")).to_pylist()
     rejected = pq.read_table(str(tmp_path / "recaption" / "rejected")).to_pylist()
-    routed = [r for r in rows if r["task"] in ("caption", "video") and r["scores"]["clip_score"] is not None
-              and r["scores"]["clip_score"] < r["scores"]["clip_threshold"]]
+    # routed rows carry clip_recaption; a winning recaption rewrote clip_score, so the score the router
+    # compared is the source caption's: the alternative no provenance record names
+    routed = [r for r in rows if r["task"] in ("caption", "video") and r["scores"]["clip_recaption"] is not None]
+    for r in routed:
+        named = {c["target"] for c in r["provenance"]["captioners"]}
+        original = [a["clip_score"] for k, a in enumerate(r["alternatives"]) if f"alternatives[{k}]" not in named]
+        before = original[0] if "messages[1].content[0]" in named else r["scores"]["clip_score"]
+        assert before < r["scores"]["clip_threshold"], r["id"]
     assert any(r["task"] == "video" for r in routed), "decoded video captions are routed too"
     failed = [r for r in rejected if r["reason"] == "recaption_failed"]
     assert routed and len(routed) + len(failed) >= 10
