@@ -359,6 +359,11 @@ def main(argv=None) -> int:
                     fault_sequence=args.fault_sequence, hang_s=args.hang_s, retry_after=args.retry_after,
                     max_batch=args.max_batch, batch_wait_ms=args.batch_wait_ms, device=args.device,
                     trust_remote_code=args.trust_remote_code)
+    return serve_forever(server)
+
+
+def serve_forever(server: Server) -> int:
+    """Announce the URL (`READY <base_url> model=<name>`), serve until interrupted, stop."""
     print(f"READY {server.base_url} model={server.model_name}", flush=True)
     try:
         server.httpd.serve_forever()

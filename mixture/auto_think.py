@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from mixture.common import QA, Builder, media_kinds
+from mixture.common import QA, Builder
 from mixture.formats import analysis_block, chosen_mode, closed_form, thinking
 from mixture.generate import Call, MediaUnavailable
 from schemas.reasons import Reason
@@ -26,12 +26,11 @@ class AutoThinkBuilder(Builder):
     def needs_generator(self) -> bool:
         return self.b.auto_think.enabled
 
-    def wants(self, sample: Sample) -> bool:
-        return "video" not in media_kinds(sample) and self.enabled_for(sample, self.b.auto_think) is not None
+    def section(self):
+        return self.b.auto_think
 
-    def __call__(self, sample: Sample):
+    def build(self, sample: Sample, qa: QA):
         cfg = self.b.auto_think
-        qa = self.enabled_for(sample, cfg)
         try:
             images = self.images_of(sample)
         except MediaUnavailable as e:

@@ -20,7 +20,7 @@ from typing import Optional
 from filters.base import reject_sample
 from mixture.base import derived_id
 from mixture.formats import CATEGORY_MODE, format_error, strip_suffix, with_suffix
-from mixture.generate import Call, Generated, Generator, Parsed, parse_reasoning
+from mixture.generate import Call, Generated, Generator, Parsed, parse_reasoning, shared_generator
 from mixture.paths import select_path
 from mixture.repetition import check_text
 from mixture.verify import AnswerVerifier
@@ -98,6 +98,7 @@ class Builder:
         self.tag = TAGS[self.category]
         self.generator = generator
         self.verifier: Optional[AnswerVerifier] = None
+        self.embed = None            # step embeddings for path selection (paths.grouping: clip_text)
 
     # --- lifecycle ---------------------------------------------------------------------------
     def needs_generator(self) -> bool:
@@ -105,15 +106,18 @@ class Builder:
 
     def setup(self) -> None:
         if self.needs_generator() and self.generator is None:
-            self.generator = Generator(self.b.generator)
+            self.generator = shared_generator(self.b.generator)
         if self.generator is not None:
             self.generator.setup()
         if self.verifier is None:
             self.verifier = AnswerVerifier(self.b.verify, self._judge if self.generator is not None else None)
+        if self.b.paths.grouping == "clip_text" and self.embed is None and self.needs_generator():
+            from captioners.clip import ClipRef, ClipScorer
+
+            self.embed = ClipScorer(ClipRef(self.cfg.score.model, self.cfg.score.pretrained), device="cpu").embed_texts
 
     def teardown(self) -> None:
-        if self.generator is not None:
-            self.generator.close()
+        pass                      # the generator is shared by the worker's builders; it lives as long as they do
 
     def _judge(self, question: str, reference: str, candidate: str) -> Optional[bool]:
         res = self.generator.run([Call(f"judge:{reference}:{candidate}", self.b.verify.judge_prompt,
@@ -125,6 +129,28 @@ class Builder:
         return True if word.startswith("yes") else False if word.startswith("no") else None
 
     # --- routing -------------------------------------------------------------------------------
+    def section(self):
+        """This mode's recipe section (mixture.builders.<mode>)."""
+        raise NotImplementedError
+
+    def material(self, sample: Sample) -> bool:
+        """Whether the row's media suit the mode (the task and QA shape are checked besides)."""
+        return "video" not in media_kinds(sample)
+
+    def wants(self, sample: Sample) -> bool:
+        return self.material(sample) and self.enabled_for(sample, self.section()) is not None
+
+    def __call__(self, sample: Sample) -> list[Sample] | Rejected:
+        sample = dataclasses.replace(sample, scores=dict(sample.scores))   # stats go on this copy, not the input
+        qa = self.enabled_for(sample, self.section()) if self.wants(sample) else None
+        if qa is None:      # the pipeline routes by wants(); called anyway, the row is refused, never raised on
+            return self.reject(sample, Reason.BAD_FORMAT, f"{self.category}: the row is not material for this "
+                               f"mode (task {sample.task}, media {sorted(media_kinds(sample))}, no question/answer)")
+        return self.build(sample, qa)
+
+    def build(self, sample: Sample, qa: QA) -> list[Sample] | Rejected:
+        raise NotImplementedError
+
     def enabled_for(self, sample: Sample, section) -> Optional[QA]:
         """The row's QA when this mode is on and takes the row's task, else None."""
         if not section.enabled or sample.task not in section.tasks:
@@ -216,7 +242,8 @@ class Builder:
 
     def best_path(self, sample: Sample, paths: Paths) -> tuple[str, GenerationRecord]:
         """The most representative correct path's reasoning and its record; its score goes on the row."""
-        choice = select_path([paths.parsed[i].reasoning for i in paths.correct], self.b.paths.min_step_chars)
+        choice = select_path([paths.parsed[i].reasoning for i in paths.correct], self.b.paths.min_step_chars,
+                             self.embed, self.b.paths.step_similarity)
         sample.scores["gen_path_score"] = choice.score
         i = paths.correct[choice.index]
         return paths.parsed[i].reasoning, paths.results[i].record

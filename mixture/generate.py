@@ -17,6 +17,7 @@ import hashlib
 import io
 import os
 import re
+import threading
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
@@ -90,6 +91,19 @@ class Generator:
             records.append(self.record(c, seed))
         results = self.backend.caption(requests) if requests else []
         return [Generated(r.text, r.error, rec, r.budget_exhausted) for r, rec in zip(results, records)]
+
+
+_SHARED: dict[GeneratorConfig, Generator] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_generator(cfg: GeneratorConfig) -> Generator:
+    """One generator client per worker process and config, shared by every builder and thread there,
+    so `concurrency` and `request_budget` hold per process (as the recaption stage's backend does)."""
+    with _SHARED_LOCK:
+        if cfg not in _SHARED:
+            _SHARED[cfg] = Generator(cfg)
+        return _SHARED[cfg]
 
 
 # --- what a row shows the generator -----------------------------------------------------------
@@ -184,9 +198,13 @@ def parse_reasoning(text: str) -> Parsed:
     return Parsed(reasoning, ans)
 
 
+_FORMAT_TAG = re.compile(r"</?(?:think|answer|analysis|sandbox_output)>")
+
+
 def parse_code(text: str) -> Optional[tuple[str, str]]:
-    """(reasoning before the code, the code) of an image-code generation; None without a code block."""
+    """(reasoning before the code, the code) of an image-code generation; None without a code block.
+    Format tags the model wrote around its reasoning are dropped: the builder writes the format."""
     m = _CODE.search(text)
     if not m or not m.group(1).strip():
         return None
-    return text[:m.start()].strip(), m.group(1).strip()
+    return _FORMAT_TAG.sub("", text[:m.start()]).strip(), m.group(1).strip()

@@ -7,17 +7,16 @@ Video rows go to the video builders instead.
 """
 from __future__ import annotations
 
-from mixture.common import Builder, media_kinds
+from mixture.common import QA, Builder
 from schemas.sample import ContentPart, Sample
 
 
 class NonThinkingBuilder(Builder):
     category = "non_thinking"
 
-    def wants(self, sample: Sample) -> bool:
-        return "video" not in media_kinds(sample) and self.enabled_for(sample, self.b.non_thinking) is not None
+    def section(self):
+        return self.b.non_thinking
 
-    def __call__(self, sample: Sample):
-        qa = self.enabled_for(sample, self.b.non_thinking)
+    def build(self, sample: Sample, qa: QA):
         row = self.derive(sample, qa, [ContentPart("text", text=qa.answer)])
         return self.finish(sample, row)

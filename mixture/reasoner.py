@@ -143,10 +143,11 @@ class Reasoner:
     @staticmethod
     def _phrase(step: str, seed: Optional[int], i: int) -> str:
         u = unit(seed, f"phrase{i}")
+        tail = step if step.startswith("I ") else step[0].lower() + step[1:]
         if u < 0.15:
-            return "Looking closely, " + step[0].lower() + step[1:]
+            return "Looking closely, " + tail
         if u < 0.25:
-            return "Next, " + step[0].lower() + step[1:]
+            return "Next, " + tail
         return step
 
     @staticmethod
@@ -155,10 +156,10 @@ class Reasoner:
                  "rotate": "imagining the turned picture upright before comparing anything",
                  "crop": "finding the right shapes in the picture and comparing them"}[sol.operation]
         if mode == "think":
-            judgement = ("That takes several careful steps, and a quick answer is likely to miss something.")
-        else:
-            judgement = "That is a single fact read straight off the picture, so a direct answer is reliable."
-        return f"The question needs {needs}. {judgement} Therefore /{mode} mode is more appropriate."
+            return (f"The question needs {needs}. That takes several careful steps, and a quick answer is likely "
+                    f"to miss something. Therefore /think mode is more appropriate.")
+        return ("The question asks for one fact that can be read straight off the picture, so a direct answer is "
+                "reliable and reasoning would add nothing. Therefore /no_think mode is more appropriate.")
 
     def image_code(self, sol: Solution, rec: dict, image_name: str, seed: Optional[int]) -> str:
         u, fault, edge = unit(seed, "code"), None, 0.0
@@ -277,16 +278,10 @@ def main(argv=None) -> int:
     ap.add_argument("--fault", default=None, help="as captioners.serve: e.g. 500:0.2,hang:0.1")
     ap.add_argument("--fault-sequence", default=None)
     args = ap.parse_args(argv)
-    s = server(args.corpus, args.host, args.port, model_name=args.served_model_name, fault=args.fault,
-               fault_sequence=args.fault_sequence)
-    print(f"READY {s.base_url} model={s.model_name}", flush=True)
-    try:
-        s.httpd.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        s.stop()
-    return 0
+    from captioners.serve import serve_forever
+
+    return serve_forever(server(args.corpus, args.host, args.port, model_name=args.served_model_name,
+                                fault=args.fault, fault_sequence=args.fault_sequence))
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ from typing import Optional
 
 import numpy as np
 
-from mixture.common import Builder
+from mixture.common import QA, Builder
 from mixture.formats import closed_form, think_with_image_parts
 from mixture.generate import Call, MediaUnavailable, as_png, parse_code, parse_reasoning
 from schemas.reasons import Reason
@@ -53,13 +53,14 @@ class ThinkWithImageBuilder(Builder):
             self.sandbox = Sandbox.from_config(section) if section is not None else Sandbox()
         self.sandbox.setup()          # SandboxUnavailable here fails the stage closed: no code runs unconfined
 
-    def wants(self, sample: Sample) -> bool:
-        return (len(sample.media) == 1 and sample.media[0].kind == "image"
-                and self.enabled_for(sample, self.b.think_with_image) is not None)
+    def section(self):
+        return self.b.think_with_image
 
-    def __call__(self, sample: Sample):
+    def material(self, sample: Sample) -> bool:
+        return len(sample.media) == 1 and sample.media[0].kind == "image"
+
+    def build(self, sample: Sample, qa: QA):
         cfg = self.b.think_with_image
-        qa = self.enabled_for(sample, cfg)
         try:
             source = as_png(self.images_of(sample)[0])
         except (MediaUnavailable, OSError, ValueError) as e:

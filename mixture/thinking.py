@@ -10,7 +10,7 @@ Rows with a trace keep it (no generation); `thinking.generate: false` takes only
 """
 from __future__ import annotations
 
-from mixture.common import Builder, media_kinds
+from mixture.common import QA, Builder
 from mixture.formats import closed_form, thinking
 from mixture.generate import MediaUnavailable
 from schemas.reasons import Reason
@@ -29,15 +29,11 @@ class ThinkingBuilder(Builder):
     def needs_generator(self) -> bool:
         return self.section().enabled and self.section().generate
 
-    def material(self, sample: Sample) -> bool:
-        return "video" not in media_kinds(sample)
-
     def wants(self, sample: Sample) -> bool:
         qa = self.enabled_for(sample, self.section())
         return qa is not None and self.material(sample) and (qa.reasoning is not None or self.section().generate)
 
-    def __call__(self, sample: Sample):
-        qa = self.enabled_for(sample, self.section())
+    def build(self, sample: Sample, qa: QA):
         boxed = closed_form(qa.answer, self.b.boxed_max_words)
         if qa.reasoning is not None:
             row = self.derive(sample, qa, [ContentPart("text", text=thinking(qa.reasoning, qa.answer, boxed))])

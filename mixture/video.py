@@ -7,7 +7,7 @@ materialises each at 16 and 32 frames (`media.sampling.fixed_frame_counts`).
 """
 from __future__ import annotations
 
-from mixture.common import Builder, media_kinds
+from mixture.common import QA, Builder, media_kinds
 from mixture.thinking import ThinkingBuilder
 from schemas.sample import ContentPart, Sample
 
@@ -32,9 +32,11 @@ class VideoThinkBuilder(ThinkingBuilder):
 class VideoNoThinkBuilder(Builder):
     category = "video_no_think"
 
-    def wants(self, sample: Sample) -> bool:
-        return _video_row(sample) and self.enabled_for(sample, self.b.video) is not None
+    def section(self):
+        return self.b.video
 
-    def __call__(self, sample: Sample):
-        qa = self.enabled_for(sample, self.b.video)
+    def material(self, sample: Sample) -> bool:
+        return _video_row(sample)
+
+    def build(self, sample: Sample, qa: QA):
         return self.finish(sample, self.derive(sample, qa, [ContentPart("text", text=qa.answer)]))

@@ -476,12 +476,17 @@ class VerifyConfig:
 class PathsConfig:
     n: int                          # reasoning paths sampled per item
     min_step_chars: int             # shorter steps (connectives) are not scored
+    grouping: Literal["text", "clip_text"]   # equivalent steps: equal normalised text, or CLIP text
+                                             # embeddings (score.model) with cosine >= step_similarity
+    step_similarity: float
     too_easy_pass_rate: float       # items solved in at least this share of paths are dropped (too_easy); > 1: never
 
     def __post_init__(self) -> None:
         _check(self.n >= 1, "mixture.builders.paths.n", ">= 1", self.n)
         _check(self.too_easy_pass_rate > 0, "mixture.builders.paths.too_easy_pass_rate", "> 0",
                self.too_easy_pass_rate)
+        _check(0 < self.step_similarity <= 1, "mixture.builders.paths.step_similarity", "in (0, 1]",
+               self.step_similarity)
 
 
 @dataclass(frozen=True)

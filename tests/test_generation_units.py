@@ -189,3 +189,16 @@ def test_repetition_stats_then_verdict():
     assert verdict is not None and "repeated 4-gram" in verdict[1] and stats["gen_compression_ratio"] > 4
     assert repetition_stats("```python\nx = 1\n", 4)["gen_unclosed_tags"] == 1
     assert check_text("short \\boxed{3", REPETITION)[1] is not None
+
+
+def test_generations_are_parsed_leniently():
+    from mixture.generate import parse_code, parse_reasoning
+
+    p = parse_reasoning("<think>\nstep one.\nstep two.\n</think>\n<answer>Red.</answer>")
+    assert (p.reasoning, p.answer) == ("step one.\nstep two.", "Red.")
+    p = parse_reasoning("<think>\nstep one.\n</think>\nThe answer is \\boxed{3}.")
+    assert (p.reasoning, p.answer) == ("step one.", "3")
+    p = parse_reasoning("<think>\nstep one, and then the model ran out of tokens")
+    assert p.answer == ""
+    assert parse_code("<think>I crop.\n```python\nx = 1\n```</think>") == ("I crop.", "x = 1")
+    assert parse_code("No code today.") is None and parse_code("```python\n\n```") is None
