@@ -74,6 +74,34 @@ def row_weight(sample: Sample, unit: str) -> int:
     return 1 if unit == "samples" else sample.text_tokens + sample.visual_tokens
 
 
+def repeats(sample: Sample, rules) -> int:
+    """How many times a kept row appears (Keye-VL 1.5 upsamples its best-scored samples): the first
+    rule whose score the row has at or above `min` decides; 1 when none matches."""
+    for rule in rules:
+        value = sample.scores.get(rule.score)
+        if value is not None and value >= rule.min:
+            return rule.repeats
+    return 1
+
+
+def upsampled(sample: Sample, n: int) -> list[Sample]:
+    """The row and its n - 1 copies `<id>@r2` ... `<id>@r<n>` (members renamed under each copy's id)."""
+    import dataclasses
+
+    from mixture.base import derived_id
+
+    out = [sample]
+    for k in range(2, n + 1):
+        new_id = derived_id(sample.id, f"r{k}")
+        rename = {name: new_id + name[len(sample.id):] for name in sample.blobs if name.startswith(sample.id + ".")}
+        media = [dataclasses.replace(m, members=[rename.get(x, x) for x in m.members],
+                                     source_member=rename.get(m.source_member, m.source_member))
+                 for m in sample.media]
+        out.append(dataclasses.replace(sample, id=new_id, media=media,
+                                       blobs={rename.get(k2, k2): v for k2, v in sample.blobs.items()}))
+    return out
+
+
 # --- per-category histogram (the combiner's accumulator is a plain dict) ------------------------------
 def empty_histogram() -> dict:
     return {"samples": 0, "tokens": 0, "bins": {}}

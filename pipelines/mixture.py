@@ -46,6 +46,7 @@ ENTERED = "entered"    # ids of input rows some builder took (for Settle)
 KEPT_INPUTS = "kept_inputs"
 SHARES = "shares"
 VARIANTS = "video_variants"
+UPSAMPLE = "upsample"
 
 
 def route(builders: list, sample: Sample, how: str, seed: int) -> list:
@@ -247,6 +248,20 @@ def _exact_cutoff(kv, plan):
     return category, mixing.exact_cutoff(list(rows), cp.budget_in_bin, plan.unit)
 
 
+class _Upsample(beam.DoFn):
+    """Keye-VL 1.5's quality tiers: a kept row scoring high enough is emitted again as copies
+    (`<id>@r2` ...), after the shares (which count distinct rows)."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.rules = cfg.mixture.mixing.upsample
+
+    def process(self, row: Sample):
+        n = mixing.repeats(row, self.rules)
+        if n > 1:
+            yield TaggedOutput(MADE, (UPSAMPLE, (1, n - 1, 0, 0)))
+        yield from mixing.upsampled(row, n)
+
+
 # --- Settle: the fate of each input row ------------------------------------------------------------------
 def _settle(kv):
     root, groups = kv
@@ -284,13 +299,17 @@ class Mixture(beam.PTransform):
             derived_rejected.append(out[REJECTED])
         mixed = rows | "Mix" >> Mix(cfg)
         derived_rejected.append(mixed[REJECTED])
+        kept, made = mixed[KEPT], built[MADE]
+        if cfg.mixture.mixing.upsample:
+            up = kept | "Upsample" >> beam.ParDo(_Upsample(cfg)).with_outputs(MADE, main=KEPT)
+            kept, made = up[KEPT], (made, up[MADE]) | "AllMadeUp" >> beam.Flatten()
         mixture_rejected = tuple(derived_rejected) | "MixtureRejectedRows" >> beam.Flatten()
         derived_only = mixture_rejected | "DerivedOnly" >> beam.Filter(lambda r: mixing.is_derived(r.id))
         settled = ({"entered": built[ENTERED] | "EnteredKey" >> beam.Map(lambda i: (i, None)),
-                    "kept": mixed[KEPT] | "KeptKey" >> beam.Map(lambda s: (mixing.root_id(s.id), None)),
+                    "kept": kept | "KeptKey" >> beam.Map(lambda s: (mixing.root_id(s.id), None)),
                     "rejected": derived_only | "RejectedKey" >> beam.Map(lambda r: (mixing.root_id(r.id), r))}
                    | "ByInput" >> beam.CoGroupByKey()
                    | "Settle" >> beam.FlatMap(_settle).with_outputs(REJECTED, KEPT_INPUTS))
         rejected = (mixture_rejected, settled[REJECTED]) | "MixtureRejected" >> beam.Flatten()
-        return {KEPT: mixed[KEPT], REJECTED: rejected, KEPT_INPUTS: settled[KEPT_INPUTS],
-                MADE: built[MADE], SHARES: mixed[SHARES]}
+        return {KEPT: kept, REJECTED: rejected, KEPT_INPUTS: settled[KEPT_INPUTS], MADE: made,
+                SHARES: mixed[SHARES]}

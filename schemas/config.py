@@ -585,10 +585,24 @@ class SharesConfig:
 
 
 @dataclass(frozen=True)
+class UpsampleRule:
+    """Keye-VL 1.5 repeats its best-scored samples: a kept row whose `score` is at least `min`
+    appears `repeats` times in all (copies `<id>@r2` ...). The first matching rule wins."""
+    score: str                      # a registered score (schemas/scores.py), e.g. gen_path_score
+    min: float
+    repeats: int
+
+    def __post_init__(self) -> None:
+        _check_score("mixture.mixing.upsample.score", self.score)
+        _check(self.repeats >= 1, "mixture.mixing.upsample.repeats", ">= 1", self.repeats)
+
+
+@dataclass(frozen=True)
 class MixingConfig:
     route: Literal["all", "one"]  # a row goes to every builder that wants it, or to one (seeded hash)
     seed: int                   # seeds the hash rank that picks which rows of a category are kept
     rank_bins: int              # hash-rank histogram bins per category when searching each quota's cutoff
+    upsample: list[UpsampleRule]  # after the shares: repeat the best-scored rows ([]: none)
 
 
 @dataclass(frozen=True)

@@ -146,3 +146,21 @@ def test_mix_stage_on_beam_matches_the_rule(cfg):
         got = report["categories"][c]
         assert got["achieved_samples"] == sum(1 for s in out["kept"] if mixing.category_of(s) == c)
         assert abs(got["achieved_samples"] - got["target_samples"]) < 1, (c, got)
+
+
+def test_upsampling_repeats_the_best_scored_rows():
+    from schemas.config import UpsampleRule
+    from schemas.sample import MediaItem
+
+    rules = [UpsampleRule(score="gen_path_score", min=0.8, repeats=3), UpsampleRule("gen_pass_rate", 0.5, 2)]
+    row = Sample(id="abc@think", source="s", source_ref="r", task="cold_start", mode="think", messages=[],
+                 media=[MediaItem(kind="image", uri="x", members=["abc@think.0.000.jpg"])],
+                 blobs={"abc@think.0.000.jpg": b"jpeg"}, scores={"gen_path_score": 0.9})
+    assert mixing.repeats(row, rules) == 3
+    assert mixing.repeats(Sample(**{**row.__dict__, "scores": {"gen_pass_rate": 0.6}}), rules) == 2
+    assert mixing.repeats(Sample(**{**row.__dict__, "scores": {"gen_path_score": 0.1}}), rules) == 1
+    copies = mixing.upsampled(row, 3)
+    assert [c.id for c in copies] == ["abc@think", "abc@think@r2", "abc@think@r3"]
+    for c in copies:
+        assert list(c.blobs) == c.media[0].members == [c.id + ".0.000.jpg"] and mixing.root_id(c.id) == "abc"
+    assert row.media[0].members == ["abc@think.0.000.jpg"]            # the original is not touched

@@ -118,7 +118,8 @@ def planted(tmp_path_factory):
         rows[name] = {"image": "a.png", "question": f"[{name}] How many shapes are there?", "answer": "7."}
     samples = [normalize_row(payload, row_context(str(root), source_ref=name)) for name, payload in rows.items()]
     cfg = make_cfg("mixture.shares.targets={non_thinking: 1, thinking: 1}", "mixture.builders.paths.n=4",
-                   "mixture.builders.video.enabled=false")
+                   "mixture.builders.video.enabled=false",
+                   "mixture.mixing.upsample=[{score: gen_pass_rate, min: 0.7, repeats: 2}]")
     sandbox, skipped = _sandbox()
     out = run_collect(samples, lambda pc: (lambda o: {"kept": o[KEPT], "rejected": o[REJECTED],
                                                        "kept_inputs": o[KEPT_INPUTS]})(
@@ -152,3 +153,5 @@ def test_inputs_settle_exactly_once(planted):
     assert len({r.id for r in input_level}) == len(input_level)
     assert kept_inputs | {r.id for r in input_level} == set(names) and not kept_inputs & {r.id for r in input_level}
     assert {mixing.category_of(s) for s in out["kept"]} == {"non_thinking", "thinking"}
+    think = sorted(s.id for s in out["kept"] if mixing.category_of(s) == "thinking")   # pass rate 0.75: twice
+    assert think and think[1::2] == [i + "@r2" for i in think[0::2]]
