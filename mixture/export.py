@@ -29,6 +29,20 @@ TAGS = {"image": "<image>", "video": "<video>"}
 LLAVA_ROLES = {"user": "human", "assistant": "gpt"}
 
 
+def datasets_features(fmt: str):
+    """The layout as `datasets.Features`: pass it to `load_dataset("json", data_files=..., features=...)`,
+    since LLaVA records leave out the keys they do not use (`image`, `video`, `system`) and parts
+    without one would otherwise disagree on columns."""
+    from datasets import Features, Sequence, Value
+
+    if fmt == "swift":
+        return Features({"messages": [{"role": Value("string"), "content": Value("string")}],
+                         "images": Sequence(Value("string")), "videos": Sequence(Value("string"))})
+    return Features({"id": Value("string"), "system": Value("string"), "image": Sequence(Value("string")),
+                     "video": Value("string"),
+                     "conversations": [{"from": Value("string"), "value": Value("string")}]})
+
+
 def media_files(sample: Sample, members: dict[str, bytes]) -> tuple[list[str], dict[str, bytes]]:
     """(one relative path per media item, {relative path: bytes} to write)."""
     paths, files = [], {}

@@ -138,7 +138,10 @@ def test_export_loads_with_datasets_in_the_documented_layout(demo, fmt, tmp_path
     _, out, rows = demo
     dest = tmp_path / fmt
     assert main(["--format", fmt, "--dest", str(dest), str(out)]) == 0
-    ds = datasets.load_dataset("json", data_files=str(dest / "*.jsonl"), split="train")
+    from mixture.export import datasets_features
+
+    ds = datasets.load_dataset("json", data_files=str(dest / "*.jsonl"), split="train",
+                               features=datasets_features(fmt))
     summary = json.loads((dest / "export.json").read_text())
     assert len(ds) == summary["rows"] == len(rows) and summary["skipped"] == 0
     by_id = {r["id"]: Sample.from_row(r) for r in rows}
