@@ -637,6 +637,7 @@ class OutputConfig:
 @dataclass(frozen=True)
 class SandboxConfig:
     bwrap: str                      # bubblewrap binary (name on PATH or path); missing: the stage fails closed
+    python: Optional[str]           # the snippets' interpreter (e.g. a venv with only PIL, numpy, OpenCV); null: the engine's
     cpu_s: float                    # RLIMIT_CPU per snippet
     wall_s: float                   # killed from outside past this
     memory_mb: int                  # RLIMIT_AS
@@ -646,6 +647,7 @@ class SandboxConfig:
     max_processes: int              # RLIMIT_NPROC (threads count)
     open_files: int                 # RLIMIT_NOFILE
     tmp_mb: int                     # size of the snippet's /tmp
+    max_concurrent: int             # snippets running at once per worker process; 0: one per CPU core
     allowed_imports: list[str]      # top-level modules a snippet may import (defence in depth)
 
     def __post_init__(self) -> None:
@@ -654,6 +656,7 @@ class SandboxConfig:
                      "tmp_mb"):
             _check(getattr(self, name) > 0, k + name, "> 0", getattr(self, name))
         _check(self.open_files >= 16, k + "open_files", ">= 16", self.open_files)
+        _check(self.max_concurrent >= 0, k + "max_concurrent", ">= 0", self.max_concurrent)
         _check(all(m and "." not in m for m in self.allowed_imports), k + "allowed_imports",
                "top-level module names", self.allowed_imports)
 

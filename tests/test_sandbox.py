@@ -5,10 +5,13 @@ Attacks run twice where it matters: with the import allow-list (the snippet is s
 `code_forbidden`) and with the allow-list switched off (`allowed_imports=None`), to show the
 kernel barrier - namespaces, the read-only view, seccomp, rlimits - holds on its own.
 """
+import functools
 import io
 import os
+import shutil
 import socket
 import stat
+import subprocess
 import time
 
 import numpy as np
@@ -23,8 +26,27 @@ SECRET = "s3cr3t-sandbox-test-value"
 ATTACK_LIMITS = SandboxLimits(cpu_s=1, wall_s=3, memory_mb=384, file_mb=4, output_bytes=4096, max_files=4)
 
 
+@functools.cache
+def _no_userns() -> str:
+    """Why bare bwrap cannot make namespaces on this machine ("" when it can)."""
+    if shutil.which("bwrap") is None:
+        return "bwrap is not installed"
+    r = subprocess.run(["bwrap", "--unshare-all", "--unshare-user", "--ro-bind", "/", "/", "true"],
+                       capture_output=True, timeout=30)
+    return "" if r.returncode == 0 else r.stderr.decode(errors="replace").strip() or f"exit {r.returncode}"
+
+
+def require_bwrap():
+    """Skip where the machine itself cannot give user namespaces (a container's seccomp profile,
+    a sysctl): the sandbox fails closed there, which the fail-closed tests below check anyway.
+    Anywhere bwrap works, a sandbox that does not is a failure, not a skip."""
+    if _no_userns():
+        pytest.skip(f"no user namespaces for bwrap on this machine: {_no_userns()}")
+
+
 @pytest.fixture(scope="module")
 def guarded():
+    require_bwrap()
     box = Sandbox(ATTACK_LIMITS)
     box.setup()
     return box
@@ -33,6 +55,7 @@ def guarded():
 @pytest.fixture(scope="module")
 def bare():
     """The same sandbox with the import allow-list off: only the kernel stands in the way."""
+    require_bwrap()
     box = Sandbox(ATTACK_LIMITS, allowed_imports=None)
     box.setup()
     return box
@@ -57,13 +80,15 @@ def _png(w=64, h=48):
 
 
 def _launchers() -> set[int]:
-    """Pids of sandboxed launchers alive on this host."""
-    pids = set()
+    """Pids of sandboxed launchers this test process started that are still alive (their
+    config names the starting process: sandboxes of other processes on the host do not count)."""
+    pids, mine = set(), f'"origin": {os.getpid()},'.encode()
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as f:
-                if b"/sandbox/launcher.py" in f.read():
-                    pids.add(int(pid))
+                line = f.read()
+            if b"/sandbox/launcher.py" in line and mine in line:
+                pids.add(int(pid))
         except OSError:
             continue
     return pids
@@ -137,11 +162,15 @@ def test_kernel_refuses_what_the_allow_list_would(guarded, bare, planted, name):
     outside = planted / "written_from_sandbox.txt"
     code = (KERNEL[name].replace("PARENT", str(os.getpid())).replace("SECRET_PATH", repr(str(planted / "secret.txt")))
             .replace("OUTSIDE", repr(str(outside))).replace("PORT", str(listener.getsockname()[1])))
+    with open("/proc/1/cmdline", "rb") as f:
+        host_init = f.read()
     before = _launchers()
     try:
         for box in (guarded, bare):
             res = box.run(code)
             assert SECRET not in res.stdout and SECRET not in res.detail
+            if name == "host_init" and b"bwrap" not in host_init and len(host_init) > 4:
+                assert repr(host_init)[2:-1] not in res.stdout      # the host's pid 1 is not the one it sees
             if box is bare and name == "env_vars":     # it may look: it sees the sandbox's own variables only
                 assert res.ok and "'HOME': '/output'" in res.stdout and "PATH" not in res.stdout, res
                 continue
@@ -197,9 +226,12 @@ def test_wall_clock_kills_the_whole_namespace(bare):
     _assert_no_leftovers(before)
 
 
-def test_stderr_flood_is_cut(bare):
+def test_stderr_flood_and_sigkill(bare):
     res = bare.run("import sys\nwhile True:\n    sys.stderr.write('y' * 1000)")
     assert res.reason == Reason.CODE_RESOURCE_LIMIT.value and "stderr over" in res.detail
+    # a SIGKILL well before the cpu limit is the OOM killer's (or the snippet's own), not a timeout
+    res = bare.run("import os, signal\nos.kill(os.getpid(), signal.SIGKILL)")
+    assert res.reason == Reason.CODE_RESOURCE_LIMIT.value and "SIGKILL" in res.detail
 
 
 def test_view_and_limits_inside(bare):
@@ -251,6 +283,7 @@ EXPECTED_SIZE = {"crop": (32, 24), "rotate": (48, 64), "zoom": (128, 96), "contr
 
 @pytest.fixture(scope="module")
 def worker():
+    require_bwrap()
     box = Sandbox(SandboxLimits(cpu_s=10, wall_s=30))
     box.setup()
     return box
@@ -307,6 +340,7 @@ def test_failing_bwrap_fails_closed(tmp_path):
 
 def test_weakened_bwrap_fails_closed(tmp_path):
     """A bwrap that starts the sandbox but shares the host's network is caught by the probe."""
+    require_bwrap()
     real = Sandbox(bwrap="bwrap")
     real.setup()
     fake = _script(tmp_path / "bwrap", 'first="$1"; shift\nexec bwrap "$first" --share-net "$@"\n')
@@ -359,8 +393,129 @@ def test_config_and_reasons():
     assert {"PIL", "numpy", "cv2", "math"} <= set(box.allowed_imports)
     import pickle
     clone = pickle.loads(pickle.dumps(box))
-    assert clone._runtime is None and clone.limits == box.limits
+    assert clone._runtime is None and not clone._ready and clone.limits == box.limits
+    assert clone._lock is not box._lock
     with pytest.raises(ValueError):
         SandboxLimits(cpu_s=0)
     codes = {Reason.CODE_ERROR, Reason.CODE_TIMEOUT, Reason.CODE_RESOURCE_LIMIT, Reason.CODE_FORBIDDEN}
     assert codes <= MIXTURE_REASONS
+
+
+
+def test_library_too_big_for_the_memory_limit_reads_the_same_everywhere():
+    require_bwrap()
+    import sys
+
+    res = Sandbox(SandboxLimits(memory_mb=160)).run("import cv2")
+    assert res.reason == Reason.CODE_RESOURCE_LIMIT.value and "memory over 160 MB" in res.detail, res
+    assert sys.prefix not in res.detail and sys.base_prefix not in res.detail    # host paths scrubbed
+
+
+def test_garbage_code_and_concurrent_runs(worker):
+    """Model output that is not Python at all is a row's code_error; runs from several threads
+    (Beam's worker threads share one sandbox) keep their own pipes and files."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    for code in ("print('a')\x00", "x = '\ud800'", "", "\ufeffprint(1)"):
+        res = worker.run(code)
+        assert res.reason in (None, Reason.CODE_ERROR.value), (code, res)
+    jobs = [f"open('n{i}.txt', 'w').write('{i}' * {i + 1})\nprint({i})" for i in range(6)]
+    with ThreadPoolExecutor(3) as pool:
+        results = list(pool.map(worker.run, jobs))
+    for i, res in enumerate(results):
+        assert res.ok and res.stdout == f"{i}\n" and res.files == {f"n{i}.txt": (str(i) * (i + 1)).encode()}
+
+
+SYSTEM_PYTHON = "/usr/bin/python3"
+
+
+@pytest.mark.skipif(not os.path.exists(SYSTEM_PYTHON), reason="no system python3 to point the sandbox at")
+def test_other_interpreter_and_unprivileged_host_uid():
+    """`mixture.sandbox.python` runs snippets under another interpreter (its view resolved by asking
+    it); a root worker whose view is reachable by others runs bwrap as nobody, so the sandbox maps
+    to an unprivileged host uid and RLIMIT_NPROC binds (threads count against it)."""
+    require_bwrap()
+    box = Sandbox(SandboxLimits(max_processes=6), allowed_imports=None, python=SYSTEM_PYTHON)
+    box.setup()
+    assert box._runtime.python == os.path.realpath(SYSTEM_PYTHON)
+    assert box.host_uid == (65534 if os.geteuid() == 0 else os.geteuid())
+    res = box.run("import threading, time\nn = 0\ntry:\n    while True:\n"
+                  "        threading.Thread(target=time.sleep, args=(2,), daemon=True).start()\n        n += 1\n"
+                  "except RuntimeError:\n    print(n)")
+    assert res.ok and 0 < int(res.stdout) < 6, res
+    with pytest.raises(SandboxUnavailable, match="interpreter"):
+        Sandbox(python="/nonexistent/python3").setup()
+
+
+def test_forged_reports_are_no_reports():
+    """The snippet can write to the status pipe (after a hook bypass): a header naming files
+    outside /output, or sizes that do not add up, is ignored, never trusted."""
+    from mixture.sandbox.core import _parse_status
+
+    def status(header, payload=b""):
+        import json
+        return b"armed\n" + json.dumps(header).encode() + b"\n" + payload
+
+    ok = status({"outcome": "ok", "files": [["a/b.png", 2]]}, b"hi")
+    assert _parse_status(ok, 8)[2] == {"a/b.png": b"hi"}
+    for bad in (status({"outcome": "ok", "files": [["../../etc/x", 2]]}, b"hi"),
+                status({"outcome": "ok", "files": [["/etc/x", 2]]}, b"hi"),
+                status({"outcome": "ok", "files": [["a", 5]]}, b"hi"),
+                status({"outcome": "ok", "files": [["a", 1], ["a", 1]]}, b"hi"),
+                status({"outcome": "ok", "files": [[str(i), 0] for i in range(9)]}),
+                status(["not", "a", "dict"]), b"armed\n{broken"):
+        assert _parse_status(bad, 8)[1:] == (None, {}), bad
+    assert _parse_status(b"no arming line", 8)[0] is False
+
+
+def test_view_binds_only_what_the_allowed_imports_need():
+    import sys
+
+    from mixture.sandbox import DEFAULT_IMPORTS
+    from mixture.sandbox.view import resolve_runtime
+
+    rt = resolve_runtime(DEFAULT_IMPORTS)
+    tops = {os.path.basename(b) for b in rt.binds}
+    assert {"numpy", "cv2", "PIL"} <= tops                       # the packages and (below) their libraries
+    assert any(t.endswith(".libs") for t in tops)
+    assert not set(rt.site_dirs) & set(rt.binds)                # never a whole site-packages folder
+    assert not any(t in tops for t in ("torch", "apache_beam", "transformers", "pipelines", "schemas"))
+    assert not any(b in ("/", "/usr", "/usr/bin", "/bin", "/etc", "/home", "/root") for b in rt.binds)
+    assert os.path.realpath(sys.executable) in rt.binds or rt.python in rt.binds
+
+
+def test_worker_check_command(capsys):
+    import json
+
+    from mixture.sandbox.__main__ import main
+
+    assert main(["--set", "mixture.sandbox.bwrap=/nonexistent/bwrap"]) == 1
+    assert "bubblewrap not found" in json.loads(capsys.readouterr().out)["why"]
+    require_bwrap()
+    assert main([]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["available"] and report["benign_snippet"]["files"] == ["out.png"]
+
+
+def test_concurrent_runs_are_capped_per_process(monkeypatch):
+    """Beam's worker threads share a process; at most max_concurrent snippets run at once."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    box = Sandbox(SandboxLimits(max_concurrent=2))
+    box._ready = True                                  # no bwrap needed: _run is replaced below
+    lock, now, peak = threading.Lock(), [0], [0]
+
+    def fake_run(code, inputs, hook=True):
+        with lock:
+            now[0] += 1
+            peak[0] = max(peak[0], now[0])
+        time.sleep(0.05)
+        with lock:
+            now[0] -= 1
+        return code
+
+    monkeypatch.setattr(box, "_run", fake_run)
+    with ThreadPoolExecutor(6) as pool:
+        assert list(pool.map(box.run, [str(i) for i in range(12)])) == [str(i) for i in range(12)]
+    assert peak[0] == 2

@@ -38,7 +38,8 @@ def set_limits(cfg):
     resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))        # SIGXCPU at cpu, SIGKILL a second later
     resource.setrlimit(resource.RLIMIT_AS, (cfg["memory_mb"] * mb,) * 2)
     resource.setrlimit(resource.RLIMIT_FSIZE, (cfg["file_mb"] * mb,) * 2)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (cfg["open_files"],) * 2)
+    # a few descriptors above the snippet's limit stay in reserve for reading /output back
+    resource.setrlimit(resource.RLIMIT_NOFILE, (cfg["open_files"], cfg["open_files"] + 8))
     resource.setrlimit(resource.RLIMIT_NPROC, (cfg["max_processes"],) * 2)
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
@@ -88,8 +89,9 @@ def classify(exc):
         return "forbidden", text
     if isinstance(exc, OSError) and exc.errno in (1, 13, 30):   # EPERM, EACCES, EROFS: outside what it may touch
         return "forbidden", text
-    if isinstance(exc, MemoryError):
-        return "memory", text
+    if isinstance(exc, MemoryError) or (isinstance(exc, ImportError) and any(
+            m in str(exc) for m in ("failed to map segment", "Cannot allocate memory"))):
+        return "memory", text           # a library too big to load under RLIMIT_AS counts as memory
     if isinstance(exc, OSError) and exc.errno == 27:      # EFBIG: RLIMIT_FSIZE (Python ignores SIGXFSZ)
         return "file_size", text
     if isinstance(exc, OSError) and exc.errno in (23, 24):  # ENFILE / EMFILE: RLIMIT_NOFILE
@@ -151,7 +153,14 @@ def main():
         pass
     if blocked and outcome in ("ok", "error"):           # an import refused, even if the snippet caught it
         outcome, detail = "forbidden", f"import of {blocked[0]!r} refused" + (f"; then {detail}" if detail else "")
-    files, note = collect(cfg["max_files"], cfg["max_files"] * cfg["file_mb"] << 20)
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        files, note = collect(cfg["max_files"], cfg["max_files"] * cfg["file_mb"] << 20)
+    except (OSError, MemoryError) as e:      # the snippet left the process without descriptors or memory
+        files, note = None, f"cannot read /output back: {type(e).__name__}: {e}"[:300]
+        if outcome == "ok":
+            outcome, detail = classify(e)[0], note
     if files is None and outcome == "ok":
         outcome, detail = "too_many_files", note
     listing, blobs = files or ([], [])

@@ -18,10 +18,14 @@ Nothing under the host's /etc, /home, /root (except the interpreter's own files)
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata as md
 import importlib.util
+import json
 import os
 import re
+import stat
+import subprocess
 import sys
 import sysconfig
 from dataclasses import dataclass
@@ -74,9 +78,36 @@ def _distribution_entries(name: str, seen: set[str]) -> tuple[list[str], list[st
     return paths, sites
 
 
-def resolve_runtime(allowed_imports: tuple[str, ...] | None) -> Runtime:
-    """The binds for this interpreter and these imports (None: every installed package the
-    engine's interpreter has on sys.path - for tests that show the OS barrier alone holds)."""
+def resolve_runtime(allowed_imports: tuple[str, ...] | None, python: str | None = None) -> Runtime:
+    """The binds for an interpreter (None: the engine's own) and these imports (None: every
+    package on its sys.path - for tests that show the OS barrier alone holds). Another
+    interpreter (a venv holding only PIL, numpy, OpenCV) is asked by running this file in it."""
+    if python is None:
+        return _local_runtime(allowed_imports)
+    try:
+        out = subprocess.run([python, "-I", os.path.abspath(__file__), json.dumps(allowed_imports)],
+                             capture_output=True, check=True, timeout=120, env={}).stdout
+        return Runtime(**{k: (v if k == "python" else tuple(v)) for k, v in json.loads(out).items()})
+    except (OSError, subprocess.SubprocessError, ValueError, TypeError) as e:
+        raise RuntimeError(f"cannot resolve the sandbox interpreter {python!r}: {e}") from None
+
+
+def reachable_by_others(path: str) -> bool:
+    """Whether an unprivileged user can reach `path`: every folder above it searchable by
+    others, the path itself readable (and searchable, for a folder). Only the top is checked."""
+    path = os.path.abspath(path)
+    try:
+        parts = path.strip("/").split("/")
+        for i in range(len(parts)):
+            if not os.stat("/" + "/".join(parts[:i])).st_mode & stat.S_IXOTH:
+                return False
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return bool(mode & stat.S_IROTH) and (not stat.S_ISDIR(mode) or bool(mode & stat.S_IXOTH))
+
+
+def _local_runtime(allowed_imports: tuple[str, ...] | None) -> Runtime:
     python = os.path.realpath(getattr(sys, "_base_executable", None) or sys.executable)
     binds = [p for p in ("/usr/lib", "/usr/lib64") if os.path.isdir(p)]
     binds.append(python)
@@ -87,8 +118,9 @@ def resolve_runtime(allowed_imports: tuple[str, ...] | None) -> Runtime:
             binds.append(lib)
     stdlib = sysconfig.get_paths(vars={"base": sys.base_prefix, "platbase": sys.base_prefix})["stdlib"]
     binds.append(stdlib)
-    masks = [p for p in (os.path.join(stdlib, "site-packages"), os.path.join(stdlib, "dist-packages"))
-             if os.path.isdir(p)]
+    # the interpreter's own site folders (pip, Debian's python3-* packages) stay hidden
+    masks = [p for p in (os.path.join(stdlib, "site-packages"), os.path.join(stdlib, "dist-packages"),
+                         os.path.join(os.path.dirname(stdlib), "python3", "dist-packages")) if os.path.isdir(p)]
     site_dirs: list[str] = []
     if allowed_imports is None:
         site_dirs = [p for p in sys.path if "-packages" in p and os.path.isdir(p)]
@@ -106,7 +138,9 @@ def resolve_runtime(allowed_imports: tuple[str, ...] | None) -> Runtime:
                 paths, sites = _distribution_entries(dist, seen)
                 binds += paths
                 site_dirs += sites
-    return Runtime(python=python, binds=_dedupe(binds), site_dirs=_dedupe(site_dirs), masks=tuple(masks))
+    site_dirs = list(_dedupe(site_dirs))
+    masks = [m for m in masks if m not in site_dirs and not any(m.startswith(d + "/") for d in site_dirs)]
+    return Runtime(python=python, binds=_dedupe(binds), site_dirs=tuple(site_dirs), masks=tuple(masks))
 
 
 def _dedupe(paths: list[str]) -> tuple[str, ...]:
@@ -118,7 +152,7 @@ def _dedupe(paths: list[str]) -> tuple[str, ...]:
 
 
 def bwrap_argv(bwrap: str, runtime: Runtime, *, status_fd: int, json_fd: int, data_fds: dict[str, int],
-               tmpfs_bytes: int, output_bytes: int, launcher_cfg: str) -> list[str]:
+               tmp_bytes: int, scratch_bytes: int, launcher_cfg: str) -> list[str]:
     """The full command: namespaces, the view above, then the launcher. `data_fds` maps a path
     inside the sandbox to a readable descriptor whose contents become that read-only file."""
     argv = [bwrap, "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent", "--new-session",
@@ -134,12 +168,18 @@ def bwrap_argv(bwrap: str, runtime: Runtime, *, status_fd: int, json_fd: int, da
     if os.path.isdir("/usr/lib64"):
         argv += ["--symlink", "usr/lib64", "/lib64"]
     argv += ["--proc", "/proc", "--dev", "/dev",
-             "--size", str(tmpfs_bytes), "--tmpfs", "/tmp",
-             "--size", str(output_bytes), "--perms", "0700", "--tmpfs", "/output",
+             "--size", str(tmp_bytes), "--tmpfs", "/tmp",
+             "--size", str(scratch_bytes), "--perms", "0700", "--tmpfs", "/output",
              "--ro-bind", LAUNCHER, "/sandbox/launcher.py"]
     for dest, fd in data_fds.items():
         argv += ["--perms", "0444", "--ro-bind-data", str(fd), dest]
     # the root and /dev are bwrap's own tmpfs: read-only, so /output and /tmp (size-capped) are
     # the only places a snippet can write
-    argv += ["--remount-ro", "/dev", "--remount-ro", "/", "--chdir", "/output", "--", runtime.python, "-I", "-S", "-B", "/sandbox/launcher.py", launcher_cfg]
+    argv += ["--remount-ro", "/dev", "--remount-ro", "/", "--chdir", "/output",
+             "--", runtime.python, "-I", "-S", "-B", "/sandbox/launcher.py", launcher_cfg]
     return argv
+
+
+if __name__ == "__main__":           # run by resolve_runtime inside another interpreter
+    _allowed = json.loads(sys.argv[1])
+    print(json.dumps(dataclasses.asdict(_local_runtime(None if _allowed is None else tuple(_allowed)))))
