@@ -112,3 +112,16 @@ def test_routing_all_or_one_deterministic(tmp_path):
     assert picks == wanting                                   # split between the builders that want a row
     caption = _curated({"image": "a.png", "caption": "a picture"}, tmp_path, cfg)
     assert route(builders, caption, "all", 0) == []
+
+
+@pytest.mark.parametrize("name", ["curate", "build_mixture"])
+def test_python_dash_m_loads_the_pipeline_module_once(name):
+    """`python -m pipelines.NAME` runs the module as __main__; the registry must not import it again."""
+    import subprocess
+    import sys
+
+    p = subprocess.run([sys.executable, "-X", "importtime", "-m", f"pipelines.{name}", "--help"],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0 and "--output" in p.stdout
+    imported = [line.rsplit("|", 1)[-1].strip() for line in p.stderr.splitlines()]
+    assert f"pipelines.{name}" not in imported
