@@ -249,6 +249,12 @@ class Builder:
         return paths.parsed[i].reasoning, paths.results[i].record
 
     def images_of(self, sample: Sample, max_frames: int = 8) -> list[bytes]:
-        from mixture.generate import pictures
+        """The row's pictures as JPEG (what the chat protocol sends); MediaUnavailable if unreadable."""
+        from mixture.generate import MediaUnavailable, as_jpeg, pictures
 
-        return [b for i in range(len(sample.media)) for b in pictures(sample, i, max_frames)]
+        try:
+            return [as_jpeg(b) for i in range(len(sample.media)) for b in pictures(sample, i, max_frames)]
+        except (OSError, ValueError) as e:          # PIL's UnidentifiedImageError is an OSError
+            if isinstance(e, MediaUnavailable):
+                raise
+            raise MediaUnavailable(f"undecodable picture: {type(e).__name__}: {e}"[:300]) from None

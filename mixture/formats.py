@@ -79,7 +79,8 @@ def answer_text(answer: str, boxed: Optional[str]) -> str:
     answer = answer.strip()
     if boxed is None or "\\boxed{" in answer:
         return answer
-    return f"{answer} The final answer is \\boxed{{{boxed}}}."
+    stop = "" if answer.endswith((".", "!", "?")) else "."
+    return f"{answer}{stop} The final answer is \\boxed{{{boxed}}}."
 
 
 def thinking(reasoning: str, answer: str, boxed: Optional[str]) -> str:

@@ -25,6 +25,14 @@ truth (`synthetic.coldstart.solve`):
 
 So verification, path selection, too-easy / never-solved filtering and every think-with-image
 rejection all have work to do. Same request (prompt, pictures, seed), same text.
+
+Planted rows (coverage tests): a question ending in `[plant:NAME]` makes the reasoner behave so for
+that row, whatever the seed: `too_easy` (every path right), `never_solved` (every path wrong),
+`repetitive_generation` (every path loops), `bad_format` (an analysis that chooses no mode), and for
+the image code `no_image_code`, `code_error`, `code_timeout` (an endless loop), `code_resource_limit`
+(a huge allocation), `code_forbidden` (imports os), `no_image_produced`, `empty_image_produced`,
+`image_unchanged`, `image_out_of_bounds`. The marker is read off the question, which is otherwise
+solved as usual.
 """
 from __future__ import annotations
 
@@ -48,6 +56,10 @@ MAX_THUMB_DISTANCE = 24.0      # mean abs difference (0-255) of 16x16 RGB thumbn
 HARD = 0.3
 LOOP_RATE = 0.04
 CODE_FAULTS = (("raises", 0.06), ("no_file", 0.04), ("unchanged", 0.04), ("flat", 0.04), ("tiny", 0.04))
+PLANT = re.compile(r"\s*\[plant:(\w+)\]\s*$")
+PLANTED_CODE = {"code_error": "raises", "no_image_produced": "no_file", "image_unchanged": "unchanged",
+                "empty_image_produced": "flat", "image_out_of_bounds": "tiny", "code_timeout": "loops",
+                "code_resource_limit": "allocates", "code_forbidden": "imports_os"}
 
 
 def unit(seed: Optional[int], purpose: str) -> float:
@@ -87,55 +99,69 @@ def _template(text: str) -> re.Pattern:
     return re.compile("".join(out), re.S)
 
 
+def prompt_templates() -> dict[str, re.Pattern]:
+    """Every versioned generation prompt as a pattern that captures its placeholders."""
+    out = {}
+    for name in sorted(os.listdir(PROMPT_DIR)):
+        if name.endswith(".txt"):
+            with open(os.path.join(PROMPT_DIR, name), encoding="utf-8") as f:
+                out[name[:-4]] = _template(f.read())
+    return out
+
+
+def recognise(prompt: str, templates: dict[str, re.Pattern]) -> tuple[Optional[str], dict]:
+    """(the prompt id the text was rendered from, its placeholder values), or (None, {})."""
+    for prompt_id, pattern in templates.items():
+        m = pattern.fullmatch(prompt.strip())
+        if m:
+            return prompt_id, m.groupdict()
+    return None, {}
+
+
 class Reasoner:
     """prompt text + pictures + seed -> text (see the module docstring)."""
 
     def __init__(self, corpus_dir: str) -> None:
         self.index = SceneIndex(corpus_dir)
-        self.templates = {}
-        for name in sorted(os.listdir(PROMPT_DIR)):
-            if name.endswith(".txt"):
-                with open(os.path.join(PROMPT_DIR, name), encoding="utf-8") as f:
-                    self.templates[name[:-4]] = _template(f.read())
-
-    def recognise(self, prompt: str) -> tuple[Optional[str], dict]:
-        for prompt_id, pattern in self.templates.items():
-            m = pattern.fullmatch(prompt.strip())
-            if m:
-                return prompt_id, m.groupdict()
-        return None, {}
+        self.templates = prompt_templates()
 
     def respond(self, prompt: str, images: list, seed: Optional[int]) -> str:
-        prompt_id, values = self.recognise(prompt)
+        prompt_id, values = recognise(prompt, self.templates)
         if prompt_id is None:
             return "I do not know how to answer that request."
         if prompt_id.startswith("judge"):
             return self.judge(values)
+        question = values.get("question", "")
+        m = PLANT.search(question)
+        plant = m.group(1) if m else None
         rec = self.index.lookup(images[0]) if images else None
-        sol = solve(rec, values.get("question", "")) if rec is not None else None
+        sol = solve(rec, PLANT.sub("", question)) if rec is not None else None
         if sol is None:
             return "I cannot tell the answer from what I can see."
         kind = prompt_id.rsplit("_v", 1)[0]
         if kind in ("reason", "reason_video"):
-            return self.path(sol, seed)
-        if kind == "analyse":
-            return self.analysis(sol, "think" if sol.difficulty >= HARD else "no_think", values["question"])
-        if kind == "explain_mode":
-            return self.analysis(sol, values["mode"], values["question"])
+            return self.path(sol, seed, plant)
+        if kind in ("analyse", "explain_mode"):
+            if plant == "bad_format":
+                return "The question is about the picture and I will answer it."
+            mode = values["mode"] if kind == "explain_mode" else "think" if sol.difficulty >= HARD else "no_think"
+            return self.analysis(sol, mode, question)
         if kind == "image_code":
-            return self.image_code(sol, rec, values.get("image_name", "image.png"), seed)
+            if plant == "no_image_code":
+                return "The picture is clear enough as it is; no operation would help."
+            return self.image_code(sol, rec, values.get("image_name", "image.png"), seed, PLANTED_CODE.get(plant))
         if kind == "image_continue":
             return self.continuation(sol, seed)
         return "I do not know how to answer that request."
 
     # --- texts ----------------------------------------------------------------------------------------
-    def path(self, sol: Solution, seed: Optional[int]) -> str:
-        wrong = unit(seed, "mistake") < sol.difficulty
+    def path(self, sol: Solution, seed: Optional[int], plant: Optional[str] = None) -> str:
+        wrong = {"too_easy": False, "never_solved": True}.get(plant, unit(seed, "mistake") < sol.difficulty)
         steps = list(sol.wrong_steps if wrong else sol.steps)
         steps = [self._phrase(s, seed, i) for i, s in enumerate(steps)]
         if unit(seed, "detour") < 0.3:
             steps.insert(1, "Let me look over the whole picture once more before going on.")
-        if unit(seed, "loop") < LOOP_RATE:                 # a looping generation that hits max tokens
+        if (plant is None and unit(seed, "loop") < LOOP_RATE) or plant == "repetitive_generation":  # hits max tokens
             return "<think>\n" + " ".join([steps[0]] * 60)
         answer = sol.wrong_answer if wrong else sol.answer
         return "<think>\n" + "\n".join(steps) + f"\n</think>\n<answer>{answer}</answer>"
@@ -161,9 +187,10 @@ class Reasoner:
         return ("The question asks for one fact that can be read straight off the picture, so a direct answer is "
                 "reliable and reasoning would add nothing. Therefore /no_think mode is more appropriate.")
 
-    def image_code(self, sol: Solution, rec: dict, image_name: str, seed: Optional[int]) -> str:
-        u, fault, edge = unit(seed, "code"), None, 0.0
-        for name, share in CODE_FAULTS:
+    def image_code(self, sol: Solution, rec: dict, image_name: str, seed: Optional[int],
+                   fault: Optional[str] = None) -> str:
+        u, edge = unit(seed, "code"), 0.0
+        for name, share in CODE_FAULTS if fault is None else ():
             edge += share
             if u < edge:
                 fault = name
@@ -192,6 +219,12 @@ class Reasoner:
             body = "w, h = img.size\nout = img.crop((0, 0, w, 1)).resize((w, 64))"
         elif fault == "tiny":
             body = "out = img.crop((0, 0, 12, 12))"
+        elif fault == "loops":
+            body = "while True:\n    img = img.transpose(Image.FLIP_LEFT_RIGHT)"
+        elif fault == "allocates":
+            body = "buffer = bytearray(8 * 1024 ** 3)\n" + body
+        elif fault == "imports_os":
+            body = "import os\nos.listdir('/')\n" + body
         code = f"from PIL import Image, ImageOps\nimg = Image.open('{src}').convert('RGB')\n{body}\n{save}"
         return f"{why}\n```python\n{code}\n```"
 

@@ -63,7 +63,7 @@ class ThinkWithImageBuilder(Builder):
         cfg = self.b.think_with_image
         try:
             source = as_png(self.images_of(sample)[0])
-        except (MediaUnavailable, OSError, ValueError) as e:
+        except (MediaUnavailable, OSError, ValueError) as e:      # MediaUnavailable is a ValueError
             return self.reject(sample, Reason.GENERATION_FAILED, f"the image: {e}")
         first = self.generator.run([Call(sample.id, cfg.code_prompt, {"question": qa.question,
                                                                        "image_name": cfg.image_name},

@@ -539,6 +539,13 @@ class ThinkWithImageBuilderConfig(ModeBuilderConfig):
     continue_prompt: str            # ... and, shown the produced image, reasons on to the answer
     image_name: str                 # the input image as the snippet sees it: /input/<image_name>
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        import re
+
+        _check(bool(re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9._-]*\.(png|jpg|jpeg)", self.image_name)),
+               "mixture.builders.think_with_image.image_name", "a plain file name ending in .png/.jpg", self.image_name)
+
 
 @dataclass(frozen=True)
 class VideoBuilderConfig(ModeBuilderConfig):

@@ -281,3 +281,78 @@ def test_path_selection_can_group_steps_by_embedding(reasoner, corpus):
     rows = kept(run(b, corpus[1]["image"]))
     check_rows(rows, cfg)
     assert seen and any(r.provenance.generations for r in rows)
+
+
+def test_generation_in_process_with_transformers(tiny_vlm, corpus):
+    """backend: transformers runs the same builders on a local model (the tiny random Qwen2-VL writes
+    noise, so every item is never solved: the point is the path through the in-process client)."""
+    cfg = load_config(None, ["mixture.builders.generator.backend=transformers",
+                             f"mixture.builders.generator.transformers.model={tiny_vlm}",
+                             "mixture.builders.generator.transformers.device=cpu",
+                             "mixture.builders.generator.max_new_tokens=8", "mixture.builders.paths.n=2"])
+    results = run(ThinkingBuilder(cfg), corpus[1]["image"][:1])
+    assert reasons(results) == ["never_solved"]
+    assert b'"gen_pass_rate":0.0' in results[0].payload
+
+
+def planted(s: Sample, plant: str) -> Sample:
+    s = Sample.from_row(s.to_row())
+    s.messages[-2].content[-1].text += f" [plant:{plant}]"
+    return s
+
+
+@pytest.mark.parametrize("plant,builder", [("too_easy", "thinking"), ("never_solved", "thinking"),
+                                           ("repetitive_generation", "thinking"), ("bad_format", "auto_think"),
+                                           ("no_image_code", "think_with_image"),
+                                           ("no_image_produced", "think_with_image"),
+                                           ("empty_image_produced", "think_with_image"),
+                                           ("image_unchanged", "think_with_image"),
+                                           ("image_out_of_bounds", "think_with_image"),
+                                           ("code_error", "think_with_image")])
+def test_planted_rows_get_their_reason(reasoner, corpus, plant, builder):
+    """The reasoner's [plant:NAME] markers give each reason on demand (for the mixture's coverage test)."""
+    cfg = cfg_for(reasoner.base_url)
+    b = {"thinking": ThinkingBuilder(cfg), "auto_think": AutoThinkBuilder(cfg),
+         "think_with_image": ThinkWithImageBuilder(cfg, sandbox=FakeSandbox())}[builder]
+    s = planted(corpus[1]["image"][1], plant)   # an ordinary corpus question, with the marker
+    (result,) = run(b, [s])
+    assert isinstance(result, Rejected) and result.reason == plant, result
+
+
+@pytest.mark.parametrize("plant", ["code_timeout", "code_resource_limit", "code_forbidden"])
+def test_planted_code_is_contained_by_the_real_sandbox(reasoner, corpus, plant):
+    from mixture.sandbox import Sandbox, SandboxUnavailable
+
+    try:
+        Sandbox.check()
+    except SandboxUnavailable as e:
+        pytest.skip(f"no sandbox here: {e}")
+    cfg = cfg_for(reasoner.base_url, "mixture.sandbox.cpu_s=1", "mixture.sandbox.wall_s=3")
+    (result,) = run(ThinkWithImageBuilder(cfg), [planted(corpus[1]["agentic"][1], plant)])
+    assert isinstance(result, Rejected) and result.reason == plant, result.detail
+
+
+def test_an_undecodable_picture_costs_the_row(reasoner, corpus):
+    cfg = cfg_for(reasoner.base_url)
+    s = Sample.from_row(corpus[1]["image"][0].to_row())
+    s.media[0].members = [f"{s.id}.0.000.jpg"]
+    s.blobs = {s.media[0].members[0]: b"\xff\xd8\xff not really a jpeg"[:3] + b"garbage"}
+    t = Sample.from_row(s.to_row())
+    t.media[0].members, t.blobs = [f"{t.id}.0.000.png"], {f"{t.id}.0.000.png": b"not an image"}
+    for b in (ThinkingBuilder(cfg), AutoThinkBuilder(cfg), ThinkWithImageBuilder(cfg, sandbox=FakeSandbox())):
+        for row in (s, t):
+            (result,) = run(b, [row])
+            assert isinstance(result, Rejected) and result.reason == "generation_failed", (b.category, result)
+
+
+def test_builders_travel_to_workers(reasoner, corpus):
+    """Beam pickles a stage's builders before setup() (clients, sandbox and models are made on the worker)."""
+    from apache_beam.internal import pickler
+
+    cfg = cfg_for(reasoner.base_url)
+    for b in make_builders(cfg):
+        clone = pickler.loads(pickler.dumps(b))
+        assert type(clone) is type(b) and clone.category == b.category
+    clone = pickler.loads(pickler.dumps(ThinkingBuilder(cfg)))
+    (result,) = run(clone, corpus[1]["traced"][:1])
+    assert isinstance(result, list) and result[0].id.endswith("@think")

@@ -202,3 +202,25 @@ def test_generations_are_parsed_leniently():
     assert p.answer == ""
     assert parse_code("<think>I crop.\n```python\nx = 1\n```</think>") == ("I crop.", "x = 1")
     assert parse_code("No code today.") is None and parse_code("```python\n\n```") is None
+
+
+def test_generation_prompts_are_pinned_and_the_reasoner_reads_each():
+    import os
+
+    from captioners.prompts import released
+    from mixture.generate import PROMPT_DIR, prompt
+    from mixture.reasoner import prompt_templates, recognise
+
+    pinned = released(PROMPT_DIR)
+    files = sorted(f for f in os.listdir(PROMPT_DIR) if f.endswith(".txt"))
+    assert files == sorted(pinned)
+    values = {"question": "How many shapes are in the image?", "num_frames": 8, "mode": "think",
+              "image_name": "image.png", "code": "from PIL import Image\nprint(1)", "reference": "3.",
+              "candidate": "three"}
+    templates = prompt_templates()
+    for f in files:
+        p = prompt(f[:-4])
+        assert p.sha256 == pinned[f], f"{f} changed; give the new text a new id"
+        text = p.render(**values)
+        pid, got = recognise(text, templates)
+        assert pid == f[:-4] and all(got[k] == str(values[k]) for k in got), f
