@@ -1,8 +1,8 @@
 """build_mixture on the demo corpus, end to end, its generator the synthetic reasoner over HTTP:
 every kept row is a cold-start sample of one of the five modes and passes the format validator,
 the shares meet their targets within one sample, inputs and derived rows both balance, token
-counts are exact, video variants have 16 and 32 frames, two runs in different folders write the
-same bytes, and the export loads with `datasets` in the ms-swift and LLaVA layouts."""
+counts are exact, video variants have 16 and 32 frames, a rerun in another folder on two worker
+processes writes the same bytes, and the export loads with `datasets` in the ms-swift and LLaVA layouts."""
 from __future__ import annotations
 
 import hashlib
@@ -45,11 +45,11 @@ def reasoner(corpus):
         yield s
 
 
-def run_demo(corpus_root, out, reasoner):
+def run_demo(corpus_root, out, reasoner, *beam_args):
     bench = f"decontaminate.benchmarks=[{{name: synthbench, path: {corpus_root / 'benchmark' / 'bench.jsonl'}}}]"
     argv = ["--config", DEMO, "--input", str(corpus_root / "manifests"), "--output", str(out), "--progress_s", "0",
             "--set", bench, "--set", f"mixture.builders.generator.openai.base_url={reasoner.base_url}",
-            "--set", f"mixture.builders.generator.openai.model={reasoner.model_name}"]
+            "--set", f"mixture.builders.generator.openai.model={reasoner.model_name}", *beam_args]
     for o in FAST:
         argv += ["--set", o]
     return run("build_mixture", build_mixture, argv)
@@ -116,9 +116,10 @@ def test_token_counts_exact_and_video_variants(demo):
     assert videos >= 2
 
 
-def test_two_runs_in_other_folders_write_the_same_bytes(corpus, reasoner, demo, tmp_path):
+def test_a_rerun_elsewhere_on_two_processes_writes_the_same_bytes(corpus, reasoner, demo, tmp_path):
     _, first, _ = demo
-    run_demo(corpus, tmp_path / "elsewhere" / "again", reasoner)
+    run_demo(corpus, tmp_path / "elsewhere" / "again", reasoner,
+             "--direct_running_mode=multi_processing", "--direct_num_workers=2")
 
     def digests(out):
         return {f"{k}/{n}": hashlib.sha256((out / k / n).read_bytes()).hexdigest()
