@@ -115,7 +115,8 @@ def test_category_of_and_derived_ids():
     assert not mixing.is_derived("abc") and not mixing.is_derived(None)
 
 
-def test_mix_stage_on_beam_matches_the_rule(cfg):
+@pytest.mark.parametrize("unit", ["samples", "tokens"])
+def test_mix_stage_on_beam_matches_the_rule(cfg, unit):
     """The Beam stage picks exactly the rule's rows; its report gives target and achieved shares."""
     import dataclasses
 
@@ -124,7 +125,8 @@ def test_mix_stage_on_beam_matches_the_rule(cfg):
     from tests.beam_util import run_collect
 
     mixing_cfg = dataclasses.replace(cfg.mixture.mixing, rank_bins=8)
-    cfg = dataclasses.replace(cfg, mixture=dataclasses.replace(cfg.mixture, mixing=mixing_cfg))
+    shares = dataclasses.replace(cfg.mixture.shares, unit=unit)
+    cfg = dataclasses.replace(cfg, mixture=dataclasses.replace(cfg.mixture, mixing=mixing_cfg, shares=shares))
     spec = _rows({"non_thinking": 120, "thinking": 40, "video_no_think": 30}, seed=3)
     mode = {"non_thinking": "no_think", "thinking": "think", "video_no_think": "no_think"}
     samples = []
@@ -137,15 +139,17 @@ def test_mix_stage_on_beam_matches_the_rule(cfg):
     out = run_collect(samples, lambda pc: (lambda o: {"kept": o[KEPT], "rejected": o[REJECTED],
                                                        "shares": o[SHARES]})(pc | Mix(cfg)))
     # ranks hash the input row's id (rid), not the derived id
-    plan, expected = _select([(c, rid, t) for c, rid, t in spec], cfg.mixture.shares.targets, "samples", 8)
+    plan, expected = _select([(c, rid, t) for c, rid, t in spec], cfg.mixture.shares.targets, unit, 8)
     assert {s.id.split("@")[0] for s in out["kept"]} == expected
     assert len(out["kept"]) + len(out["rejected"]) == len(samples)
     assert {(r.stage, r.reason) for r in out["rejected"]} == {("mixture", "over_share")}
     (report,) = out["shares"]
     for c in plan.categories:
         got = report["categories"][c]
-        assert got["achieved_samples"] == sum(1 for s in out["kept"] if mixing.category_of(s) == c)
-        assert abs(got["achieved_samples"] - got["target_samples"]) < 1, (c, got)
+        mine = [s for s in out["kept"] if mixing.category_of(s) == c]
+        assert got["achieved_samples"] == len(mine) and got["achieved_tokens"] == sum(s.text_tokens for s in mine)
+        biggest = 1 if unit == "samples" else max((t for cc, _, t in spec if cc == c), default=1)
+        assert abs(got["achieved_" + unit] - got["target_" + unit]) < biggest, (c, got)
 
 
 def test_upsampling_repeats_the_best_scored_rows():
