@@ -3,7 +3,8 @@
 `<id>@16f`, `<id>@32f`).
 
 After curation with `media.output.keep: frames` a row holds the frames the curation recipe
-sampled, not the video: each variant fetches the original bytes again from the item's `uri`
+sampled, not the video (with `original` or `both` its bytes are still there and are used): each
+variant fetches the original bytes again from the item's `uri`
 (a file, any Beam filesystem, or a member of a tar: `path.tar#member`) and runs the media
 stage's own step (decode in an isolated worker, `fixed` sampling at N frames, smart_resize,
 stats, JPEG members), so a variant's visual tokens are exact for its frame count. The variants
@@ -83,6 +84,9 @@ class VideoVariants:
     def __call__(self, row: Sample) -> Union[list[Sample], Rejected]:
         originals = []
         for i, item in enumerate(row.media):
+            if item.source_member and item.source_member in row.blobs:   # keep: original | both
+                originals.append(row.blobs[item.source_member])
+                continue
             data = refetch(item.uri, self.max_bytes)
             if isinstance(data, tuple):
                 return reject_sample(row, Stage.MEDIA, data[0], f"media[{i}] {data[1]}")

@@ -78,6 +78,17 @@ def test_video_variants_at_16_and_32_frames(video_file, where):
     assert rows[0].media[0].frame_timestamps != rows[1].media[0].frame_timestamps
 
 
+def test_variants_use_the_original_bytes_a_row_still_holds(video_file, tmp_path):
+    cfg = make_cfg(*CFG, "media.output.keep=both")
+    (tmp_path / "gone.mp4").write_bytes((video_file / "clip.mp4").read_bytes())
+    curated = _curated({"video": "gone.mp4", "question": "Which way?", "answer": "Left."}, tmp_path, cfg)
+    (tmp_path / "gone.mp4").unlink()                      # the uri is gone, the row kept the bytes
+    row = _built(curated, "vnothink", "no_think")
+    rows = VideoVariants(cfg)(row)
+    assert [len(r.media[0].frame_timestamps) for r in rows] == [16, 32]
+    assert all(r.media[0].source_member in r.blobs for r in rows)        # keep: both, as the recipe says
+
+
 def test_refetch_reports_what_is_missing(video_file):
     assert isinstance(refetch(str(video_file / "clip.mp4"), 10**9), bytes)
     assert refetch(f"{video_file / 'shard.tar'}#k1.mp4", 10**9) == (video_file / "clip.mp4").read_bytes()
