@@ -112,7 +112,8 @@ def stage_isolated(data: bytes, runner, mc) -> tuple[float, dict]:
 
 
 def decord_cpu(data: bytes, mc, threads: int) -> tuple[float, dict]:
-    from media.decode import DecordSampler, probe_video
+    from media.decord_sampler import DecordSampler
+    from media.probe import probe_video
     from media.sampling import plan_video
 
     t0 = time.perf_counter()
@@ -147,7 +148,8 @@ def exact_matches_full_decode(data: bytes, mc, threads: int) -> bool:
 
     import av
 
-    from media.decode import PyAVSampler, probe_video
+    from media.probe import probe_video
+    from media.pyav_sampler import PyAVSampler
     from media.sampling import nearest_frames, plan_video
 
     info = probe_video(data, 1 << 62)
@@ -166,7 +168,7 @@ def exact_matches_full_decode(data: bytes, mc, threads: int) -> bool:
 
 
 def targets_for(data: bytes, mc) -> np.ndarray:
-    from media.decode import probe_video
+    from media.probe import probe_video
     from media.sampling import plan_video
 
     info = probe_video(data, 1 << 62)
@@ -243,7 +245,7 @@ def main(argv=None) -> dict:
 
     durations = []
     for d in datas:
-        from media.decode import probe_video
+        from media.probe import probe_video
 
         durations.append(probe_video(d, 1 << 62).duration_s)
     floor = total("ffmpeg_floor")

@@ -25,7 +25,7 @@ import numpy as np
 from captioners.backends import CaptionRequest
 from captioners.prompts import load_prompt
 from captioners.scoring import caption_target, frame_indices, item_pictures
-from media.decode import encode_jpeg, resize_rgb
+from media.images import encode_jpeg, resize_rgb
 from media.frames import UndecodedVideo, frame_count, item_frames
 from schemas.config import RecaptionConfig
 from schemas.sample import Alternative, CaptionerRecord, Sample

@@ -7,13 +7,11 @@ ApplyStep` runs any step as a Beam stage with counters; tests call steps directl
 """
 from __future__ import annotations
 
-from typing import Protocol, Union
+from typing import Protocol
 
-from schemas.reasons import Reason, Stage
-from schemas.rejected import Rejected, reject
+from schemas.reasons import Stage
+from schemas.rejected import StepResult, reject_sample  # noqa: F401 - the contract's names, where steps look
 from schemas.sample import Sample
-
-StepResult = Union[Sample, Rejected]
 
 
 class Step(Protocol):
@@ -22,11 +20,3 @@ class Step(Protocol):
     def setup(self) -> None: ...
 
     def __call__(self, sample: Sample) -> StepResult: ...
-
-
-def reject_sample(sample: Sample, stage: Stage, reason: Reason, detail: str = "", *,
-                  dup_of: str | None = None) -> Rejected:
-    """A Rejected row for a sample that got past ingest; its payload is the row's JSON."""
-    payload = sample.to_json()
-    return reject(stage, reason, sample.source, sample.source_ref, detail, id=sample.id,
-                  dup_of=dup_of, payload=payload)

@@ -2,9 +2,10 @@
 
 Like the text filters it computes stats first and stores them whether the row passes or not
 (`MediaItem.stats` per item, `scores.media_*` per row), so thresholds can be retuned from the
-Parquet output (kept and rejected rows) without decoding again. `frame_stats` (media/stats.py,
-re-exported here) measures, `item_verdict` judges one item against `media.quality`; the row
-is rejected with the first failing item's reason.
+Parquet output (kept and rejected rows) without decoding again. `frame_stats` (media/stats.py)
+measures in the decode worker, `item_verdict` judges one item against the thresholds of
+`media.quality` for the row's source and task (`media.quality.rules`, first match wins); the
+row is rejected with the first failing item's reason.
 
 Per item, in a decode worker (media/process.py, isolated by media/worker.py): the original
 bytes become, by `media.output.keep`,
@@ -18,11 +19,12 @@ bytes become, by `media.output.keep`,
 from __future__ import annotations
 
 import os
-from typing import Optional
+from typing import Callable, Optional
 
 from filters.base import StepResult, reject_sample
 from media.fetch import MediaFetch
-from schemas.config import Config
+from media.process import ItemResult, ItemTask
+from schemas.config import Config, MediaQualityConfig
 from schemas.reasons import Reason, Stage
 from schemas.sample import MediaItem, Sample
 
@@ -30,16 +32,17 @@ FAULT_ENV = "KEYE_MEDIA_TEST_FAULTS"     # tests only: lets "KEYE-FAULT:<kind>" 
 FAULT_PREFIX = b"KEYE-FAULT:"
 
 
-def item_verdict(item: MediaItem, cfg: Config) -> Optional[tuple[Reason, str]]:
-    """The reason this measured item fails media.quality (or the aspect-ratio rule), or None."""
-    q, st = cfg.media.quality, item.stats
+def item_verdict(item: MediaItem, q: MediaQualityConfig, max_aspect_ratio: float) -> Optional[tuple[Reason, str]]:
+    """The reason this measured item fails the thresholds q (media.quality for the row's source
+    and task: `MediaQualityConfig.for_row`) or the aspect-ratio rule, or None."""
+    st = item.stats
     if item.source_width and item.source_height:
         short = min(item.source_width, item.source_height)
         if short < q.min_side_px:
             return Reason.TOO_SMALL, f"{item.source_width}x{item.source_height}: short side {short} < {q.min_side_px}"
     ar = st.get("aspect_ratio")
-    if ar is not None and ar > cfg.media.sampling.max_aspect_ratio:
-        return Reason.ASPECT_RATIO, f"aspect ratio {ar:.1f} > {cfg.media.sampling.max_aspect_ratio:g}"
+    if ar is not None and ar > max_aspect_ratio:
+        return Reason.ASPECT_RATIO, f"aspect ratio {ar:.1f} > {max_aspect_ratio:g}"
     video = item.kind == "video"
     if video and item.duration_s is not None and item.duration_s < q.min_duration_s:
         return Reason.TOO_SHORT, f"{item.duration_s:.3f} s < {q.min_duration_s:g} s"
@@ -48,9 +51,11 @@ def item_verdict(item: MediaItem, cfg: Config) -> Optional[tuple[Reason, str]]:
         return Reason.TOO_DARK, f"brightness {b:.4f} < {q.min_brightness:g}"
     if b is not None and b > q.max_brightness:
         return Reason.TOO_BRIGHT, f"brightness {b:.4f} > {q.max_brightness:g}"
-    m = st.get("motion")
-    if video and m is not None and m < q.min_motion:
-        return Reason.STATIC, f"motion {m:.5f} < {q.min_motion:g}"
+    m, peak = st.get("motion"), st.get("motion_peak")
+    if video and m is not None and m < q.min_motion and (peak is None or peak < q.min_motion_peak):
+        # static only when nothing moves anywhere: a still slide with a moving pointer is a screen recording
+        return Reason.STATIC, (f"motion {m:.5f} < {q.min_motion:g}" +
+                               (f", peak tile {peak:.4f} < {q.min_motion_peak:g}" if peak is not None else ""))
     s = st.get("sharpness")
     if s is not None and s < q.min_sharpness:
         return Reason.BLURRY, f"sharpness {s:.3f} < {q.min_sharpness:g}"
@@ -87,13 +92,16 @@ def row_scores(media: list[MediaItem]) -> dict[str, float]:
 
 # --- the step ---------------------------------------------------------------------------------
 class MediaFilter:
-    """fetch bytes -> decode/sample/resize/encode in a worker -> stats -> verdict."""
+    """fetch bytes -> decode/sample/resize/encode in a worker -> stats -> verdict. Beam-free:
+    the stage (pipelines/media.py) passes `on_item` to count frames and time phases."""
 
     stage = Stage.MEDIA
 
-    def __init__(self, cfg: Config, fixed_frames: Optional[int] = None) -> None:
+    def __init__(self, cfg: Config, fixed_frames: Optional[int] = None,
+                 on_item: Optional[Callable[[ItemResult], None]] = None) -> None:
         self.cfg = cfg
         self.fixed_frames = fixed_frames
+        self.on_item = on_item           # called with each item's result (pipelines/media.py: Beam metrics)
         self.fetch = MediaFetch(cfg)
         self._runner = None
 
@@ -112,8 +120,6 @@ class MediaFilter:
         self._runner = None              # pools are shared per process and outlive one step
 
     def __call__(self, sample: Sample) -> StepResult:
-        from media.process import ItemTask
-
         fetched = self.fetch(sample)
         if not isinstance(fetched, Sample) or not sample.media:
             return fetched
@@ -121,6 +127,7 @@ class MediaFilter:
             self.setup()
         mc = self.cfg.media
         keep = mc.output.keep
+        thresholds = mc.quality.for_row(sample.source, sample.task)
         failure: Optional[tuple[Reason, str]] = None
         for i, item in enumerate(sample.media):
             source = item.members[0]
@@ -131,11 +138,13 @@ class MediaFilter:
             task = ItemTask(kind=item.kind, data=data, cfg=mc, fixed_frames=self.fixed_frames,
                             encode=keep != "original", fault=fault)
             res = self._runner.run(task)
-            _record_metrics(res)
+            if self.on_item is not None:
+                self.on_item(res)
             _apply(item, res)
             if res.reason is None:
                 self._attach(sample, i, item, res, source, keep)
-            verdict = (Reason(res.reason), res.detail) if res.reason else item_verdict(item, self.cfg)
+            verdict = (Reason(res.reason), res.detail) if res.reason else \
+                item_verdict(item, thresholds, mc.sampling.max_aspect_ratio)
             if verdict is not None and failure is None:
                 failure = (verdict[0], f"media[{i}] {item.uri}: {verdict[1]}")
         sample.scores.update(row_scores(sample.media))
@@ -168,20 +177,3 @@ def _apply(item: MediaItem, res) -> None:
     item.frame_timestamps = list(res.frame_timestamps)
     item.frame_types = list(res.frame_types)
     item.stats = {k: (None if v is None else float(v)) for k, v in res.stats.items()}
-
-
-def _record_metrics(res) -> None:
-    """Beam Metrics (no-ops outside a pipeline): frames, decode/resize/encode time per item."""
-    try:
-        from apache_beam.metrics import Metrics
-    except ImportError:      # pragma: no cover
-        return
-    from pipelines.common import METRICS_NAMESPACE
-
-    Metrics.counter(METRICS_NAMESPACE, f"media/{res.kind}s").inc()
-    if res.frame_timestamps:
-        Metrics.counter(METRICS_NAMESPACE, "media/frames_sampled").inc(len(res.frame_timestamps))
-    if res.backend:
-        Metrics.counter(METRICS_NAMESPACE, f"media/backend/{res.backend}").inc()
-    for phase, seconds in res.timings.items():
-        Metrics.distribution(METRICS_NAMESPACE, f"media/{phase}_ms").update(int(seconds * 1000))

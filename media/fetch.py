@@ -11,9 +11,9 @@ import hashlib
 import posixpath
 from typing import Union
 
-from filters.base import StepResult, reject_sample
 from schemas.config import Config
 from schemas.reasons import Reason, Stage
+from schemas.rejected import StepResult, reject_sample
 from schemas.sample import MediaItem, Sample
 
 DEFAULT_EXT = {"image": "jpg", "video": "mp4"}

@@ -27,9 +27,9 @@ VIDEO_SUFFIXES = (".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v", ".mpg", ".mpe
 
 
 def decode_image(data: bytes) -> np.ndarray:
-    """RGB uint8 (H, W, 3): media.decode's image decoder without a pixel cap, so every stage
+    """RGB uint8 (H, W, 3): media.images' decoder without a pixel cap, so every stage
     sees the pixels the media stage saw (alpha on white, 16-bit scaled, EXIF, first frame)."""
-    from media.decode import decode_image as decode
+    from media.images import decode_image as decode
 
     return decode(data, 1 << 62).rgb
 
@@ -44,7 +44,8 @@ def item_frames(sample: Sample, index: int, indices: Optional[Sequence[int]] = N
     """
     item = sample.media[index]
     if _source_only(item):
-        from media.decode import frames_at, resize_rgb
+        from media.images import resize_rgb
+        from media.pyav_sampler import frames_at
 
         if not item.frame_timestamps:
             raise UndecodedVideo(f"{sample.id}: media[{index}] has no sampled frames; run the media stage first")

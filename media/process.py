@@ -18,8 +18,10 @@ from typing import Optional
 
 import numpy as np
 
-from media.decode import (MediaError, decode_image, encode_jpeg, encode_png, make_sampler, probe_video,
-                          resize_rgb, sample_video)
+from media.backend import make_sampler, sample_video
+from media.errors import MediaError
+from media.images import decode_image, encode_jpeg, encode_png, resize_rgb
+from media.probe import probe_video
 from media.sampling import (AspectRatioError, aspect_ratio, classify_frames, hsv_patches, image_size,
                             plan_video, similarity_size, slow_fast_sizes, tokens, video_tokens)
 from media.stats import frame_stats
@@ -138,8 +140,10 @@ def _video(task: ItemTask, res: ItemResult) -> None:
     if info.duration_s > dc.max_duration_s:
         raise MediaError(Reason.VIDEO_TOO_LONG, f"{info.duration_s:.1f} s > {dc.max_duration_s:g} s")
     plan = plan_video(info.duration_s, info.span_s, info.num_frames, h, w, sc, task.fixed_frames)
+    # slow_fast: the frames are compared as keye-vl-utils compares them, scaled from the source size
+    similar = similarity_size(info.coded_height, info.coded_width, sc) if sc.mode == "slow_fast" else None
     sampled = sample_video(task.data, info, plan.targets, plan.size, make_sampler(dc.backend, dc.threads),
-                           dc.frame_access)
+                           dc.frame_access, similarity_hw=similar)
     res.backend = sampled.backend
     res.notes.extend(sampled.notes)
     res.timings["decode"] = probe_s + sampled.decode_s
@@ -156,8 +160,12 @@ def _video(task: ItemTask, res: ItemResult) -> None:
     fh, fw = frames[0].shape[:2]
     if sc.mode == "slow_fast":
         t = time.perf_counter()
-        sh, sw = similarity_size(fh, fw, sc)
-        patches = [hsv_patches(resize_rgb(f, (sh, sw)), sc.patch_size) for f in frames]
+        if sampled.similarity:
+            compared = sampled.similarity
+        else:                    # decord: scaled from the sampled frames (within ~0.01 of Keye's similarities)
+            sh, sw = similarity_size(res.source_height, res.source_width, sc)
+            compared = (resize_rgb(f, (sh, sw)) for f in frames)
+        patches = (hsv_patches(f, sc.patch_size) for f in compared)   # one at a time
         types = classify_frames(patches, sc)
         # sizes from the source (display) size, as Keye does; the decoded ceiling frames are
         # at least as large, so this only scales down

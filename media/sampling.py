@@ -8,35 +8,38 @@ merged 2x2) inside a pixel range, keeping the aspect ratio; a frame of H x W pix
 it is (H/28)*(W/28) visual tokens, which is what Keye's processor emits per image or frame
 (temporal patch size 1). It rejects aspect ratios above `max_aspect_ratio` (200).
 
-Frame counts (`keye_preview` and `slow_fast`): duration * fps, clamped to
-[min_frames, max_frames] and to the frames the video has, floored to a multiple of
-frame_factor. One deliberate change from the preview code: the per-frame size is bounded by
-video_max_tokens / n (the preview code allows 2x that, a leftover of Qwen2.5-VL's 2-frame
-temporal merge), and the frame count is capped so that even the smallest frame size fits the
-budget (video_max_tokens // frame_min_tokens frames, 192 by default). So the per-video
-budget always holds; the preview code would give a 768-frame video ~103k tokens.
+Frame counts (`keye_preview` and `slow_fast`): duration * fps (to 6 decimals, so floating
+point never loses a frame: the duration itself comes from integer timestamps, media/probe.py),
+clamped to [min_frames, max_frames] and to the frames the video has, floored to a multiple of
+frame_factor (the preview: at least 4, even; Keye-VL 1.5: no minimum, no rounding, i.e.
+`min_frames: 1, frame_factor: 1` in configs/keye15.yaml). The count is also capped so that
+even the smallest frame size fits the budget (video_max_tokens // frame_min_tokens frames:
+192 in base.yaml, 1365 in keye15.yaml, which is 1.5's own cap). keye_preview bounds the
+per-frame size by video_max_tokens / n (the preview code allows 2x that, a leftover of
+Qwen2.5-VL's 2-frame temporal merge), so the per-video budget always holds.
 
 Which frames: the n sample times are `linspace(0, span, n)` over the video's own timeline
 (span = last minus first presentation time) and each is mapped to the frame with the nearest
 presentation timestamp, never to index = t * fps; on a constant-frame-rate video this is
-exactly Keye's `linspace(0, total_frames - 1, n).round()`, on a variable-rate one it follows
-the clock. A video with fewer frames than frame_factor repeats its last frame (Keye pads a
-frame list the same way). `fixed` mode samples exactly `fixed_frames` frames the same way
-(frames repeat when the video has fewer).
+exactly Keye's `linspace(0, total_frames - 1, n).round()` (halves to the even index), on a
+variable-rate one it follows the clock. A video with fewer frames than frame_factor repeats
+its last frame (Keye pads a frame list the same way). `fixed` mode samples exactly
+`fixed_frames` frames the same way (frames repeat when the video has fewer).
 
 Slow-fast (Keye-VL 1.5): frame 0 is slow; every later frame is compared with the last slow
 frame by `frame_similarity` (share of 28x28 HSV patches whose cosine similarity exceeds
-patch_similarity, on copies scaled to at most similarity_max_tokens); at or above
-slow_fast.frame_similarity it is fast, else it becomes the new slow frame. The slow size is
-the largest per-frame token count t that a binary search fits in the budget with
-n_slow * t + n_fast * max(int(ratio * t), frame_min_tokens) <= video_max_tokens; fast frames
-get max(int(ratio * slow_tokens), frame_min_tokens) tokens of the actual slow size.
+patch_similarity, on copies scaled to similarity_min_tokens..similarity_max_tokens); at or
+above slow_fast.frame_similarity it is fast, else it becomes the new slow frame. The slow
+size comes from a binary search on n_slow * t + n_fast * max(int(ratio * t), fast_min_tokens)
+against video_max_tokens (`budget_search`: the largest t that fits, or 1.5's first t that
+does not); fast frames get max(int(ratio * slow_tokens), fast_min_tokens) tokens of the
+actual slow size. README "Keye-VL fidelity" lists each rule against keye-vl-utils.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -100,7 +103,8 @@ def image_size(height: int, width: int, s: SamplingConfig) -> tuple[int, int]:
 
 
 def frame_size(height: int, width: int, max_tokens: int, s: SamplingConfig) -> tuple[int, int]:
-    """A video frame at most max_tokens (and at least frame_min_tokens where rounding allows)."""
+    """A video frame at most max_tokens (and at least frame_min_tokens where rounding allows;
+    a fast frame too, as in keye-vl-utils 1.5, whose fast frames share the slow minimum)."""
     p2 = s.patch_size ** 2
     return smart_resize(height, width, s.patch_size, s.frame_min_tokens * p2, max_tokens * p2,
                         s.max_aspect_ratio)
@@ -121,7 +125,10 @@ def fps_frame_count(duration_s: float, num_frames: int, height: int, width: int,
     budget_frames = s.video_max_tokens // smallest_frame_tokens(height, width, s)
     lo = ceil_by(s.min_frames, f)
     hi = floor_by(min(s.max_frames, num_frames, budget_frames), f)
-    n = floor_by(min(max(duration_s * s.fps, lo), hi), f)
+    # duration * fps to 6 decimals first: 4 s at 2 fps is 8 frames even when the product
+    # reads 7.999999999999999 (floating point), where a floor would give 7 (6 to an even count)
+    raw = round(duration_s * s.fps, 6)
+    n = floor_by(min(max(raw, lo), hi), f)
     return max(n, f)   # fewer frames than frame_factor: the last one repeats
 
 
@@ -139,13 +146,16 @@ def target_times(span_s: float, n: int) -> np.ndarray:
 
 
 def nearest_frames(frame_times: Sequence[float], targets: Sequence[float]) -> np.ndarray:
-    """Index of the frame whose presentation time is nearest each target (ties: earlier frame).
-    frame_times must be sorted ascending."""
+    """Index of the frame whose presentation time is nearest each target; a target halfway
+    between two frames (within float error) takes the even index, as Keye's
+    `linspace(...).round()` does (torch rounds half to even). frame_times must be sorted."""
     t = np.asarray(frame_times, dtype=np.float64)
     q = np.asarray(targets, dtype=np.float64)
     right = np.clip(np.searchsorted(t, q, side="left"), 0, len(t) - 1)
     left = np.clip(right - 1, 0, len(t) - 1)
-    pick_left = np.abs(q - t[left]) <= np.abs(t[right] - q)
+    d_left, d_right = np.abs(q - t[left]), np.abs(t[right] - q)
+    tie = np.abs(d_left - d_right) <= 1e-9 * np.maximum(1.0, np.abs(q))
+    pick_left = np.where(tie, left % 2 == 0, d_left < d_right)
     return np.where(pick_left, left, right)
 
 
@@ -163,8 +173,10 @@ def plan_video(duration_s: float, span_s: float, num_frames: int, height: int, w
     """Frame count, sample times and decode size for a video of this display size."""
     n = sample_count(duration_s, num_frames, height, width, s, fixed_frames)
     if s.mode == "slow_fast":
-        # decode at the largest size a slow frame can get; slow_fast_sizes shrinks afterwards
-        ceiling = min(s.frame_max_tokens, s.video_max_tokens - (n - 1) * s.frame_min_tokens)
+        # decode at the largest size a slow frame can get (one slow frame, the rest fast at
+        # their floor; first_over may go one token past); slow_fast_sizes shrinks afterwards
+        over = 1 if s.slow_fast.budget_search == "first_over" else 0
+        ceiling = min(s.frame_max_tokens, s.video_max_tokens - (n - 1) * s.slow_fast.fast_min_tokens + over)
         size = frame_size(height, width, max(s.frame_min_tokens, ceiling), s)
     else:
         size = frame_size(height, width, max(1, min(s.frame_max_tokens, s.video_max_tokens // n)), s)
@@ -173,8 +185,11 @@ def plan_video(duration_s: float, span_s: float, num_frames: int, height: int, w
 
 # --- slow-fast (Keye-VL 1.5) -----------------------------------------------------------------
 def similarity_size(height: int, width: int, s: SamplingConfig) -> tuple[int, int]:
-    p = s.patch_size
-    return smart_resize(height, width, p, p * p, s.slow_fast.similarity_max_tokens * p * p, s.max_aspect_ratio)
+    """Size frames are compared at (slow_fast.similarity_min_tokens..similarity_max_tokens)."""
+    p2 = s.patch_size ** 2
+    sf = s.slow_fast
+    return smart_resize(height, width, s.patch_size, sf.similarity_min_tokens * p2, sf.similarity_max_tokens * p2,
+                        s.max_aspect_ratio)
 
 
 def hsv_patches(frame_rgb: np.ndarray, patch: int) -> np.ndarray:
@@ -202,14 +217,16 @@ def frame_similarity(a: np.ndarray, b: np.ndarray, patch_threshold: float) -> fl
     return float((cos[~both_black] > patch_threshold).mean())
 
 
-def classify_frames(patches: Sequence[np.ndarray], s: SamplingConfig) -> list[int]:
+def classify_frames(patches: Iterable[np.ndarray], s: SamplingConfig) -> list[int]:
     """Frame types (0 slow, 1 fast): frame 0 is slow; a frame at least frame_similarity
-    similar to the last slow frame is fast, otherwise it becomes the last slow frame."""
+    similar to the last slow frame is fast, otherwise it becomes the last slow frame.
+    `patches` may be a generator: only the last slow frame's patches are held (a 1365-frame
+    video's patches would be gigabytes as float32)."""
     sf = s.slow_fast
-    types = [0]
-    last_slow = patches[0]
-    for p in patches[1:]:
-        if frame_similarity(last_slow, p, sf.patch_similarity) >= sf.frame_similarity:
+    types: list[int] = []
+    last_slow = None
+    for p in patches:
+        if last_slow is not None and frame_similarity(last_slow, p, sf.patch_similarity) >= sf.frame_similarity:
             types.append(1)
         else:
             types.append(0)
@@ -218,13 +235,15 @@ def classify_frames(patches: Sequence[np.ndarray], s: SamplingConfig) -> list[in
 
 
 def fast_tokens_for(slow_tokens: int, s: SamplingConfig) -> int:
-    return max(int(s.slow_fast.fast_token_ratio * slow_tokens), s.frame_min_tokens)
+    """A fast frame's token ceiling: fast_token_ratio of the slow frame's, at least fast_min_tokens."""
+    return max(int(s.slow_fast.fast_token_ratio * slow_tokens), s.slow_fast.fast_min_tokens)
 
 
 def slow_token_budget(n_slow: int, n_fast: int, s: SamplingConfig) -> int:
-    """Largest per-slow-frame token count t in [frame_min_tokens, frame_max_tokens] with
-    n_slow * t + n_fast * max(int(ratio * t), frame_min_tokens) <= video_max_tokens
-    (binary search; frame_min_tokens when even that does not fit)."""
+    """The slow frames' token ceiling t in [frame_min_tokens, frame_max_tokens], by binary search on
+    n_slow * t + n_fast * fast_tokens_for(t) against video_max_tokens: `fit` gives the largest t
+    that fits (frame_min_tokens when even that does not); `first_over` what keye-vl-utils 1.5's
+    search ends on, the smallest t that does not fit (frame_max_tokens when all fit)."""
     def fits(t: int) -> bool:
         return n_slow * t + n_fast * fast_tokens_for(t, s) <= s.video_max_tokens
 
@@ -237,6 +256,8 @@ def slow_token_budget(n_slow: int, n_fast: int, s: SamplingConfig) -> int:
             lo = mid
         else:
             hi = mid - 1
+    if s.slow_fast.budget_search == "first_over":
+        return min(lo + 1, s.frame_max_tokens)
     return lo
 
 

@@ -1,7 +1,7 @@
 """Quality stats of decoded frames (numpy and OpenCV only).
 
-Apart from filters/media.py (which re-exports them and judges the numbers) so a decode
-worker (media/process.py) measures frames without importing the Beam step and pyarrow.
+A decode worker (media/process.py) measures; filters/media.py judges the numbers against
+media.quality (per source and task), so thresholds can be retuned without decoding again.
 """
 from __future__ import annotations
 
@@ -49,9 +49,21 @@ def sharpness(gray: np.ndarray, tile: int, top_fraction: float) -> float:
     return float(np.mean(variances[:k]))
 
 
+def peak_tile_mean(diff: np.ndarray, tile: int) -> float:
+    """The largest mean over tile x tile blocks of a difference image (area-averaged tiles; a
+    partial last row / column is averaged too): where the picture moves most. A pointer over a
+    still slide moves 0.05% of the frame but most of one tile."""
+    import cv2
+
+    h, w = diff.shape[:2]
+    tiles = cv2.resize(diff.astype(np.float32), (max(1, round(w / tile)), max(1, round(h / tile))),
+                       interpolation=cv2.INTER_AREA)
+    return float(tiles.max())
+
+
 def frame_stats(frames: list, qc: MediaQualityConfig, video: bool,
                 source_short_side: Optional[int] = None) -> dict[str, Optional[float]]:
-    """brightness, sharpness (and for videos motion, scene_changes) of RGB frames of one size,
+    """brightness, sharpness (and for videos motion, motion_peak, scene_changes) of RGB frames of one size,
     measured on analysis frames: short side media.quality.analysis_short_side, or the
     source's short side when that is smaller (a small source that smart_resize scaled up is
     judged at its own resolution: upscaling is not blur)."""
@@ -66,9 +78,10 @@ def frame_stats(frames: list, qc: MediaQualityConfig, video: bool,
                                             for g in grays])), 6),
     }
     if video:
-        pairs = list(zip(grays, grays[1:]))
-        stats["motion"] = (round(float(np.mean([cv2.absdiff(a, b).mean() for a, b in pairs])) / 255.0, 6)
-                           if pairs else None)
+        diffs = [cv2.absdiff(a, b) for a, b in zip(grays, grays[1:])]
+        stats["motion"] = round(float(np.mean([d.mean() for d in diffs])) / 255.0, 6) if diffs else None
+        stats["motion_peak"] = (round(float(np.mean([peak_tile_mean(d, qc.motion_tile_px) for d in diffs])) / 255.0, 6)
+                                if diffs else None)
         hists = [hsv_histogram(f) for f in small]
         stats["scene_changes"] = float(sum(0.5 * float(np.abs(a - b).sum()) > qc.scene_cut_distance
                                            for a, b in zip(hists, hists[1:])))

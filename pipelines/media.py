@@ -13,12 +13,26 @@ from __future__ import annotations
 
 from typing import Optional
 
+from apache_beam.metrics import Metrics
+
 from filters.media import MediaFilter
-from pipelines.common import ApplyStep
+from media.process import ItemResult
+from pipelines.common import METRICS_NAMESPACE, ApplyStep
 from schemas.config import Config
+
+
+def record_item_metrics(res: ItemResult) -> None:
+    """Beam Metrics of one decoded item: items per kind, frames, backend, time per phase."""
+    Metrics.counter(METRICS_NAMESPACE, f"media/{res.kind}s").inc()
+    if res.frame_timestamps:
+        Metrics.counter(METRICS_NAMESPACE, "media/frames_sampled").inc(len(res.frame_timestamps))
+    if res.backend:
+        Metrics.counter(METRICS_NAMESPACE, f"media/backend/{res.backend}").inc()
+    for phase, seconds in res.timings.items():
+        Metrics.distribution(METRICS_NAMESPACE, f"media/{phase}_ms").update(int(seconds * 1000))
 
 
 class Media(ApplyStep):
     def __init__(self, cfg: Config, fixed_frames: Optional[int] = None) -> None:
-        super().__init__(MediaFilter(cfg, fixed_frames=fixed_frames), reshuffle=True,
+        super().__init__(MediaFilter(cfg, fixed_frames=fixed_frames, on_item=record_item_metrics), reshuffle=True,
                          hints=cfg.media.resources.hints())

@@ -95,14 +95,19 @@ class SlowFastConfig:
     frame_similarity: float
     patch_similarity: float
     fast_token_ratio: float
+    fast_min_tokens: int
+    similarity_min_tokens: int
     similarity_max_tokens: int
+    budget_search: Literal["fit", "first_over"]
 
     def __post_init__(self) -> None:
         k = "media.sampling.slow_fast."
         for name in ("frame_similarity", "patch_similarity"):
             _check(0.0 <= getattr(self, name) <= 1.0, k + name, "in [0, 1]", getattr(self, name))
         _check(0.0 < self.fast_token_ratio <= 1.0, k + "fast_token_ratio", "in (0, 1]", self.fast_token_ratio)
-        _check(self.similarity_max_tokens >= 1, k + "similarity_max_tokens", ">= 1", self.similarity_max_tokens)
+        _check(self.fast_min_tokens >= 1, k + "fast_min_tokens", ">= 1", self.fast_min_tokens)
+        _check(1 <= self.similarity_min_tokens <= self.similarity_max_tokens, k + "similarity_min_tokens",
+               "in [1, similarity_max_tokens]", self.similarity_min_tokens)
 
 
 @dataclass(frozen=True)
@@ -152,6 +157,31 @@ class MediaOutputConfig:
         _check(1 <= self.jpeg_quality <= 100, "media.output.jpeg_quality", "in [1, 100]", self.jpeg_quality)
 
 
+# The thresholds of media.quality a rule may set for some sources / tasks (the rest measure)
+QUALITY_THRESHOLDS = ("min_side_px", "min_duration_s", "min_brightness", "max_brightness", "min_sharpness",
+                      "min_motion", "min_motion_peak", "max_scene_changes_per_min")
+
+
+@dataclass(frozen=True)
+class QualityRule:
+    """Thresholds for the rows of one source and/or task. The first rule that matches a row
+    wins; source / task null match every row; `set` replaces the named thresholds only."""
+
+    source: Optional[str]
+    task: Optional[str]
+    set: dict[str, float]
+
+    def __post_init__(self) -> None:
+        k = "media.quality.rules"
+        if self.task is not None:
+            _check_tasks(f"{k}.task", [self.task])
+        for name in self.set:
+            _check(name in QUALITY_THRESHOLDS, f"{k}.set.{name}", f"one of {list(QUALITY_THRESHOLDS)}", name)
+
+    def matches(self, source: str, task: str) -> bool:
+        return self.source in (None, source) and self.task in (None, task)
+
+
 @dataclass(frozen=True)
 class MediaQualityConfig:
     analysis_short_side: int
@@ -163,8 +193,11 @@ class MediaQualityConfig:
     sharpness_tile_px: int
     sharpness_top_fraction: float
     min_motion: float
+    motion_tile_px: int
+    min_motion_peak: float
     scene_cut_distance: float
     max_scene_changes_per_min: float
+    rules: list[QualityRule]
 
     def __post_init__(self) -> None:
         k = "media.quality."
@@ -174,10 +207,26 @@ class MediaQualityConfig:
         _check(0.0 < self.scene_cut_distance <= 1.0, k + "scene_cut_distance", "in (0, 1]",
                self.scene_cut_distance)
         _check(self.sharpness_tile_px >= 8, k + "sharpness_tile_px", ">= 8", self.sharpness_tile_px)
+        _check(self.motion_tile_px >= 4, k + "motion_tile_px", ">= 4", self.motion_tile_px)
         _check(0.0 < self.sharpness_top_fraction <= 1.0, k + "sharpness_top_fraction", "in (0, 1]",
                self.sharpness_top_fraction)
-        for name in ("min_side_px", "min_duration_s", "min_sharpness", "min_motion", "max_scene_changes_per_min"):
+        for name in ("min_side_px", "min_duration_s", "min_sharpness", "min_motion", "min_motion_peak",
+                     "max_scene_changes_per_min"):
             _check(getattr(self, name) >= 0, k + name, ">= 0", getattr(self, name))
+        for rule in self.rules:
+            self.apply(rule)          # each rule's thresholds pass the checks above
+
+    def apply(self, rule: QualityRule) -> "MediaQualityConfig":
+        """These thresholds with the rule's replaced (int thresholds stay ints)."""
+        changed = {name: type(getattr(self, name))(value) for name, value in rule.set.items()}
+        return dataclasses.replace(self, rules=[], **changed)
+
+    def for_row(self, source: str, task: str) -> "MediaQualityConfig":
+        """The thresholds for rows of this source and task: the first matching rule's, else these."""
+        for rule in self.rules:
+            if rule.matches(source, task):
+                return self.apply(rule)
+        return self
 
 
 @dataclass(frozen=True)

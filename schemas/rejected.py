@@ -8,6 +8,7 @@ from typing import Any, Optional, Union
 import pyarrow as pa
 
 from schemas.reasons import Reason, Stage
+from schemas.sample import Sample
 
 
 @dataclass
@@ -49,6 +50,19 @@ def reject(stage: Union[Stage, str], reason: Union[Reason, str], source: str, so
     return Rejected(stage=Stage(stage).value, reason=Reason(reason).value, source=source,
                     source_ref=source_ref, detail=detail[:2000], id=id, dup_of=dup_of,
                     payload=payload, payload_bytes=size)
+
+
+# What a per-row step returns (filters/base.py: Step); here, below filters/ and media/, so both
+# layers can reject a row without importing each other.
+StepResult = Union[Sample, Rejected]
+
+
+def reject_sample(sample: Sample, stage: Stage, reason: Reason, detail: str = "", *,
+                  dup_of: str | None = None) -> Rejected:
+    """A Rejected row for a sample that got past ingest; its payload is the row's JSON."""
+    payload = sample.to_json()
+    return reject(stage, reason, sample.source, sample.source_ref, detail, id=sample.id,
+                  dup_of=dup_of, payload=payload)
 
 
 REJECTED_SCHEMA = pa.schema([

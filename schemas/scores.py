@@ -80,6 +80,8 @@ MEDIA_STAT_DOCS: dict[str, str] = {
     "brightness": "mean luma of the analysis frames, in [0, 1]",
     "sharpness": "median over frames of the Laplacian variance of the sharpest tiles of the analysis frame's luma",
     "motion": "mean abs luma difference of consecutive sampled frames, in [0, 1] (videos of 2+ frames)",
+    "motion_peak": "mean over consecutive sampled frames of the largest media.quality.motion_tile_px tile's mean "
+                   "abs luma difference, in [0, 1]: local motion (a pointer over a slide) in a still picture",
     "scene_changes": "consecutive sampled frames whose HSV histograms differ by more than "
                      "media.quality.scene_cut_distance (total variation)",
     "timestamp_error_s": "largest |frame time - asked time| over the sampled frames",

@@ -179,3 +179,54 @@ def zero_payload(mp4: bytes) -> bytes:
             return bytes(out)
         pos += size
     raise ValueError("no mdat box")
+
+
+# --- content for slow/fast typing and motion (HSV patch cosines separate black from colour,
+# not one colour from another, so scenes are coloured blocks on black) --------------------------
+def block_scene(h: int, w: int, seed: int, cell: int = 56) -> np.ndarray:
+    """Random saturated blocks, about half of them black."""
+    rng = np.random.default_rng(seed)
+    hs, ws = h // cell + 1, w // cell + 1
+    col = rng.integers(40, 256, size=(hs, ws, 3)).astype(np.uint8)
+    col[rng.random((hs, ws)) < 0.5] = 0
+    return np.kron(col, np.ones((cell, cell, 1), np.uint8))[:h, :w]
+
+
+def scrolling(h: int, w: int, px_per_frame: int = 7, seed: int = 0) -> Callable[[int], np.ndarray]:
+    """Frame i: a window over a wide block canvas, moved px_per_frame to the left each frame."""
+    canvas = block_scene(h, w * 8, seed)
+
+    def frame(i: int) -> np.ndarray:
+        x = (i * px_per_frame) % (canvas.shape[1] - w)
+        return canvas[:, x:x + w]
+    return frame
+
+
+def scene_cuts(h: int, w: int, frames_per_scene: int, scenes: int = 6, seed: int = 0) -> Callable[[int], np.ndarray]:
+    """Still scenes that change every frames_per_scene frames (mostly static, with cuts)."""
+    pictures = [block_scene(h, w, seed + k) for k in range(scenes)]
+    return lambda i: pictures[(i // frames_per_scene) % scenes]
+
+
+def slide_with_pointer(h: int = 360, w: int = 640, pointer_px: int = 14) -> Callable[[int], np.ndarray]:
+    """A screen recording: a white slide with dark text lines and a coloured chart, still, and a
+    small arrow-like pointer moving over it (the only motion)."""
+    slide = np.full((h, w, 3), 245, np.uint8)
+    rng = np.random.default_rng(7)
+    for row in range(h // 8, h // 2, 22):               # "text": short dark strokes
+        x = w // 10
+        while x < w * 0.9:
+            word = int(rng.integers(12, 60))
+            slide[row:row + 9, x:x + word] = 30
+            x += word + 10
+    slide[h * 3 // 5: h * 9 // 10, w // 8: w // 8 + w // 10] = (200, 40, 40)   # bar chart
+    slide[h * 7 // 10: h * 9 // 10, w // 4: w // 4 + w // 10] = (40, 90, 200)
+
+    def frame(i: int) -> np.ndarray:
+        f = slide.copy()
+        x = int(w * 0.2 + (w * 0.6) * ((i * 3) % 100) / 100)
+        y = int(h * 0.3 + h * 0.4 * ((i * 7) % 100) / 100)
+        for d in range(pointer_px):                      # a triangle pointing up-left
+            f[y + d, x:x + max(1, d // 2 + 1)] = 0
+        return f
+    return frame

@@ -2,12 +2,18 @@
 rate, short and one-frame videos, images, and each way an input can be unusable."""
 import dataclasses
 import io
+from fractions import Fraction
 
 import numpy as np
 import pytest
 
-from media.decode import (DecordSampler, PyAVSampler, container_truncated, decode_image, decord_gpu_available,
-                          frames_at, make_sampler, probe_video, sample_video)
+from media.backend import make_sampler, sample_video
+from media.container import container_truncated
+from media.decord_sampler import DecordSampler
+from media.gpu import decord_gpu_available
+from media.images import decode_image
+from media.probe import probe_video
+from media.pyav_sampler import PyAVSampler, frames_at
 from media.process import ItemTask, process_item
 from schemas.config import load_config
 from tests.media_util import (CODECS, audio_only, encode_video, frame_index, image_bytes, index_frame,
@@ -86,6 +92,33 @@ def test_nonref_skipping_only_where_it_is_exact():
 
 
 # --- orientation, timing ------------------------------------------------------------------------
+# --- exact durations (issue 9: 96 frames at 24 fps read 3.9999999999999996 s, sampled 6 frames) ---
+@pytest.mark.parametrize("rate", [24, 12, Fraction(30000, 1001)])
+def test_whole_second_durations_are_exact_and_give_keyes_frame_count(rate):
+    from media.sampling import fps_frame_count
+
+    preview = load_config().media.sampling
+    one_by_one = load_config(None, ["media.sampling.frame_factor=1", "media.sampling.min_frames=1"]).media.sampling
+    for seconds in range(1, 9):
+        n = round(rate * seconds)                 # NTSC: 30 frames per 1.001 s
+        info = probe_video(encode_video([index_frame(0, 16, 16)] * n, fps=rate, options={"crf": "40"}), 1 << 40)
+        exact = Fraction(n) / Fraction(rate)
+        assert info.num_frames == n and info.duration_s == float(exact), (rate, seconds, info.duration_s)
+        assert info.times[-1] == float(Fraction(n - 1) / Fraction(rate))
+        keye = int(n / float(rate) * 2.0)          # keye-vl-utils 1.5: int(total_frames / video_fps * fps)
+        assert fps_frame_count(info.duration_s, n, 16, 16, one_by_one) == keye
+        assert fps_frame_count(info.duration_s, n, 16, 16, preview) == max(4, keye - keye % 2)
+
+
+def test_frame_count_survives_representation_error():
+    from media.sampling import fps_frame_count
+
+    s = load_config(None, ["media.sampling.frame_factor=1", "media.sampling.min_frames=1"]).media.sampling
+    assert fps_frame_count(3.9999999999999996, 96, 64, 64, s) == 8
+    assert fps_frame_count(3.99, 96, 64, 64, s) == 7               # a real 3.99 s still truncates
+    assert fps_frame_count(3.9999999999999996, 96, 64, 64, load_config().media.sampling) == 8
+
+
 @pytest.mark.parametrize("rotation, quadrant, portrait", [(90, "bl", True), (-90, "tr", True), (180, "br", False)])
 def test_display_rotation_is_applied(mc, rotation, quadrant, portrait):
     # source: 96x64 landscape, red top-left; a phone's portrait video is stored like this + a display matrix

@@ -136,11 +136,14 @@ def test_nearest_frames_follows_time_not_index():
 
 
 def test_constant_rate_matches_keye_index_linspace():
-    for total, n in ((300, 20), (301, 22), (97, 4), (1000, 192)):
+    from fractions import Fraction
+
+    for total, n in ((300, 20), (301, 22), (97, 4), (1000, 192), (8, 3), (96, 9)):
         times = np.arange(total) / 30.0
         got = nearest_frames(times, np.linspace(0, times[-1], n))
-        keye = np.linspace(0, total - 1, n).round().astype(int)
-        assert np.abs(got - keye).max() <= 1 and (got == keye).mean() > 0.9
+        # Keye: linspace(0, total - 1, n).round(), torch rounding halves to even; here in exact arithmetic
+        keye = [round(Fraction(k * (total - 1), n - 1)) for k in range(n)]
+        assert got.tolist() == keye, (total, n)
 
 
 # --- slow-fast ---------------------------------------------------------------------------------
@@ -149,14 +152,19 @@ def test_slow_token_binary_search_hand_values(s):
     assert slow_token_budget(2, 38, s) == 768
     # 10 slow + 90 fast: 10t + 90*int(0.3t): t=666 -> 6660 + 90*199 = 24570 <= 24576; t=667 -> 24670
     assert slow_token_budget(10, 90, s) == 666
-    # 100 slow + 92 fast at the minimum: 12800 + 92*128 = 24576 exactly
-    assert slow_token_budget(100, 92, s) == 128
-    # brute force agrees everywhere
-    for n_slow, n_fast in ((1, 0), (1, 191), (7, 13), (40, 40), (191, 1)):
-        best = max(t for t in range(128, 769)
-                   if n_slow * t + n_fast * max(int(0.3 * t), 128) <= 24576) \
-            if n_slow * 128 + n_fast * 128 <= 24576 else 128
-        assert slow_token_budget(n_slow, n_fast, s) == best
+    # 100 slow + 92 fast: fast frames floor at fast_min_tokens (48, as Keye-VL 1.5), not at 128:
+    # t=193 -> 19300 + 92*57 = 24544 fits; t=194 -> 19400 + 92*58 = 24736
+    assert slow_token_budget(100, 92, s) == 193
+    # keye-vl-utils 1.5's search ends one past the largest fit (first_over)
+    over = with_(s, slow_fast=dataclasses.replace(s.slow_fast, budget_search="first_over"))
+    assert slow_token_budget(10, 90, over) == 667 and slow_token_budget(2, 38, over) == 768
+    # brute force agrees everywhere, both searches
+    for n_slow, n_fast in ((1, 0), (1, 191), (7, 13), (40, 40), (191, 1), (150, 40), (200, 300)):
+        cost = {t: n_slow * t + n_fast * max(int(0.3 * t), 48) for t in range(128, 769)}.__getitem__
+        fits = [t for t in range(128, 769) if cost(t) <= 24576]
+        assert slow_token_budget(n_slow, n_fast, s) == (max(fits) if fits else 128)
+        over_t = [t for t in range(128, 768) if cost(t) > 24576]
+        assert slow_token_budget(n_slow, n_fast, over) == (min(over_t) if over_t else 768)
 
 
 def test_slow_fast_sizes_and_tokens(s):
@@ -245,4 +253,6 @@ def test_keye15_recipe():
 
     cfg = load_config(os.path.join(CONFIG_DIR, "keye15.yaml"))
     assert cfg.media.sampling.mode == "slow_fast" and cfg.media.sampling.image_max_tokens == 20480
-    assert cfg.media.sampling.video_max_tokens == load_config().media.sampling.video_max_tokens
+    s = cfg.media.sampling         # keye-vl-utils 1.5.2's constants (tests/test_keye15_fidelity.py runs the package)
+    assert (s.min_frames, s.frame_factor, s.frame_min_tokens, s.video_max_tokens) == (1, 1, 48, 65536)
+    assert (s.slow_fast.fast_min_tokens, s.slow_fast.budget_search) == (48, "first_over")

@@ -1,7 +1,9 @@
 """The media step on whole rows: members and tokens, keep modes, slow-fast on a scene cut,
 quality verdicts with stored stats, decoder isolation (crash, hang), determinism, and the
 stage inside a real Beam pipeline."""
+import functools
 import json
+import re
 import tarfile
 
 import numpy as np
@@ -18,7 +20,7 @@ from schemas.input import RowContext, normalize_row
 from schemas.rejected import Rejected
 from schemas.sample import SAMPLE_SCHEMA, Sample
 from tests.media_util import (encode_video, image_bytes, index_frame, indexed_video, nearest_source,
-                              quadrant_image, quiet, video_of)
+                              quadrant_image, quiet, slide_with_pointer, video_of)
 
 quiet()
 
@@ -130,12 +132,12 @@ def test_slow_fast_types_a_scene_cut(tmp_path):
     item = s.media[0]
     assert len(item.frame_timestamps) == 8                                  # 4 s at 2 fps
     assert item.frame_types == [0, 1, 1, 1, 0, 1, 1, 1]                     # the cut makes frame 4 slow
-    # 2 slow + 6 fast: t = 768 fits, slow = 448x672 (16 x 24 = 384 tokens); fast: max(int(0.3*384), 128)
-    # = 128 tokens: beta = sqrt(301056/100352) = 1.7321 -> 252x364 = 9 x 13 = 117 tokens
-    assert (item.height, item.width) == (448, 672) and (item.fast_height, item.fast_width) == (252, 364)
-    assert item.visual_tokens == 2 * 384 + 6 * 117
+    # 2 slow + 6 fast: t = 768 fits, slow = 448x672 (16 x 24 = 384 tokens); fast: max(int(0.3*384), 48)
+    # = 115 tokens: beta = sqrt(301056/90160) = 1.8273 -> 224x364 = 8 x 13 = 104 tokens
+    assert (item.height, item.width) == (448, 672) and (item.fast_height, item.fast_width) == (224, 364)
+    assert item.visual_tokens == 2 * 384 + 6 * 104
     shapes = [f.shape[:2] for f in item_frames(s, 0)]
-    assert shapes == [(448, 672) if t == 0 else (252, 364) for t in item.frame_types]
+    assert shapes == [(448, 672) if t == 0 else (224, 364) for t in item.frame_types]
     assert item.stats["scene_changes"] == 1.0
 
 
@@ -184,6 +186,55 @@ def test_scene_change_rate_is_opt_in(tmp_path):
     assert isinstance(step_for()(make_row(tmp_path, "cuts.mp4", flip)), Sample)
     out = step_for("media.quality.max_scene_changes_per_min=60")(make_row(tmp_path, "cuts.mp4", flip))
     assert out.reason == "too_many_scene_changes"
+
+
+@functools.lru_cache(maxsize=1)
+def _slide_clips():
+    """2 s at 24 fps of a slide with a moving pointer, and of the same slide frozen."""
+    slide = slide_with_pointer(360, 640)
+    return video_of(slide, 48, fps=24), video_of(lambda i: slide(0), 48, fps=24)
+
+
+def test_a_pointer_over_a_still_slide_is_not_static(tmp_path, step):
+    """Issue 9: a screen recording (a still slide, a moving pointer) was rejected as static."""
+    pointer, still = _slide_clips()
+    kept = step(make_row(tmp_path, "slides.mp4", pointer))
+    assert isinstance(kept, Sample), kept
+    q, st = load_config().media.quality, kept.media[0].stats
+    assert st["motion"] < q.min_motion < q.min_motion_peak < st["motion_peak"]     # whole frame still, one tile moves
+    out = step(make_row(tmp_path, "frozen.mp4", still))                           # the same slide, nothing moving
+    assert out.reason == "static" and "peak tile" in out.detail, out
+    assert json.loads(out.payload)["media"][0]["stats"]["motion_peak"] < q.min_motion_peak
+
+
+def test_quality_rules_pick_thresholds_by_source_and_task(tmp_path):
+    pointer, still = _slide_clips()
+    rules = ("media.quality.rules=[{source: lectures, task: null, set: {min_motion: 0, min_motion_peak: 0}},"
+             " {source: null, task: video, set: {min_motion_peak: 0.5, min_side_px: 32}}]")
+    step = step_for(rules)
+    row = make_row(tmp_path, "frozen.mp4", still)
+    assert row.task == "video" and step(row).reason == "static"            # second rule: stricter for video rows
+    row = make_row(tmp_path, "frozen.mp4", still)
+    row.source = "lectures"
+    assert isinstance(step(row), Sample)                                   # first rule wins: stills wanted there
+    row = make_row(tmp_path, "slides.mp4", pointer)
+    assert step(row).reason == "static"                                    # 0.1 peak < 0.5 for video rows
+    q = load_config(None, [rules]).media.quality
+    assert q.for_row("other", "caption") is q and q.for_row("lectures", "video").min_motion_peak == 0.0
+    assert isinstance(q.for_row("x", "video").min_side_px, int)
+
+
+@pytest.mark.parametrize("rule, message", [
+    ("{source: null, task: null, set: {min_motoin: 0}}", "set.min_motoin: must be one of"),
+    ("{source: null, task: videos, set: {}}", "unknown tasks ['videos']"),
+    ("{source: null, task: null, set: {min_brightness: 2}}", "min_brightness"),
+    ("{source: null, task: null}", "missing key"),
+])
+def test_quality_rules_are_validated(rule, message):
+    from schemas.config import ConfigError
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(None, [f"media.quality.rules=[{rule}]"])
 
 
 def test_first_failing_item_names_the_row(tmp_path, step):
@@ -272,6 +323,19 @@ def test_media_stage_in_the_curate_pipeline(tmp_path):
         assert len(item_frames(sample, 0)) == len(r["media"][0]["members"])
     assert manifest.totals.visual_tokens == sum(r["visual_tokens"] for r in by_ref.values())
     assert not any(n.endswith((".mp4", ".webm")) for n in members)          # keep: frames
+
+
+def test_media_stage_counts_frames_and_backends(tmp_path):
+    """The step is Beam-free; the stage (pipelines/media.py) turns each item's result into metrics."""
+    from pipelines.media import Media
+    from tests.beam_util import run_collect, stage_outputs
+
+    rows = [make_row(tmp_path, "a.mp4", indexed_video(20)), make_row(tmp_path, "b.mp4", indexed_video(30))]
+    out = run_collect(rows, stage_outputs(Media(load_config(None, ["media.decode.isolation=in_process"]))))
+    assert len(out["kept"]) == 2
+    c = out["counters"]
+    assert c["media/videos"] == 2 and c["media/frames_sampled"] == 4 + 6 and c["media/backend/pyav"] == 2
+    assert c["media/kept"] == 2
 
 
 def test_pool_is_thread_safe_and_replaces_dead_workers():
