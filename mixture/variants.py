@@ -23,7 +23,7 @@ from filters.base import reject_sample
 from filters.media import MediaFilter
 from media.fetch import member_name, read_media
 from mixture.base import derived_id
-from schemas.config import Config
+from schemas.config import QUALITY_THRESHOLDS, Config
 from schemas.reasons import Reason, Stage
 from schemas.rejected import Rejected
 from schemas.sample import Sample
@@ -58,8 +58,8 @@ def fixed_sampling(cfg: Config) -> Config:
     between consecutive sampled frames) change with the sampling density, so a denser variant of a
     kept video must not fail them. Decoding failures still reject."""
     sampling = dataclasses.replace(cfg.media.sampling, mode="fixed")
-    quality = dataclasses.replace(cfg.media.quality, min_side_px=0, min_duration_s=0.0, min_brightness=0.0,
-                                  max_brightness=1.0, min_sharpness=0.0, min_motion=0.0, max_scene_changes_per_min=0)
+    off = {name: (1.0 if name == "max_brightness" else 0) for name in QUALITY_THRESHOLDS}   # 0: a bound is off
+    quality = dataclasses.replace(cfg.media.quality, rules=[], **off)
     return dataclasses.replace(cfg, media=dataclasses.replace(cfg.media, sampling=sampling, quality=quality))
 
 
