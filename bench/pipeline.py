@@ -9,6 +9,7 @@ two corpus scales splits it into a fixed start-up cost and a per-row (marginal) 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import tempfile
@@ -89,8 +90,8 @@ def main(argv=None) -> dict:
 
     from pipelines.curate import build_curate
     from pipelines.launch import run
-    from schemas.config import CONFIG_DIR, InputConfig, load_config
-    from synthetic.corpus import generate
+    from schemas.config import CONFIG_DIR, load_config
+    from synthetic.corpus import corpus_media_root, corpus_recipe, generate
 
     recipe = os.path.join(CONFIG_DIR, "demo.yaml")
     work = tempfile.mkdtemp(prefix="bench_pipeline_")
@@ -101,16 +102,17 @@ def main(argv=None) -> dict:
             generate(corpus, scale=scale)
             inp = os.path.join(corpus, "manifests")
 
-            def beam_run(extra, inp=inp):
+            def beam_run(extra, inp=inp, corpus=corpus):
                 out = os.path.join(work, "beam_out")
-                sets = [x for o in SAME_STAGES for x in ("--set", o)]
+                sets = [x for o in SAME_STAGES + [f"ingest.media_roots={json.dumps([corpus_media_root(corpus)])}"]
+                        for x in ("--set", o)]
                 return run("curate", build_curate, ["--config", recipe, "--input", inp, "--output", out,
                                                      "--overwrite", "--progress_s", "0", *sets, *extra])
 
-            def loop_run(inp=inp):
+            def loop_run(corpus=corpus):
                 out = os.path.join(work, "loop_out")
                 shutil.rmtree(out, ignore_errors=True)
-                cfg = load_config(recipe, SAME_STAGES).with_inputs([InputConfig(path=inp, source=None, format="auto")])
+                cfg = corpus_recipe(load_config(recipe, SAME_STAGES), corpus)
                 return plain_loop(cfg, out)
 
             loop_s, loop = best_of(loop_run, args.repeat)

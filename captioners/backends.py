@@ -24,10 +24,9 @@ Backends:
 2. `transformers`: an in-process `AutoModelForImageTextToText` (e.g. Qwen2-VL, or Keye-VL with
    `trust_remote_code`) for GPU workers: batched, left-padded generation; a failed or empty
    generation is retried alone (new seed) up to `max_retries` times.
-3. Checkpoints of the bundled trainer come with the trainer issue: it adds `trainer` to
-   `RecaptionConfig.backend` and registers a factory here with `@register_backend("trainer")`
-   (a Recaptioner over the trainer's checkpoint loader). Until then a recipe naming it is
-   rejected when it loads.
+3. `trainer`: a checkpoint of the bundled trainer (`recaption.trainer.checkpoint`). Its module,
+   `trainer/recaption.py`, registers itself and is imported only when a recipe names it
+   (`LAZY_BACKENDS`), so curation workers on the other backends never import the trainer.
 
 The pipeline shares one backend per worker process between its threads
 (`apache_beam.utils.shared`), so `concurrency` and `request_budget` are per process.
@@ -97,7 +96,14 @@ def register_backend(name: str):
     return deco
 
 
+LAZY_BACKENDS = {"trainer": "trainer.recaption"}   # backend -> module that registers it when imported
+
+
 def make_backend(cfg: RecaptionConfig) -> Recaptioner:
+    if cfg.backend not in BACKENDS and cfg.backend in LAZY_BACKENDS:
+        import importlib
+
+        importlib.import_module(LAZY_BACKENDS[cfg.backend])
     if cfg.backend not in BACKENDS:
         raise ValueError(f"no recaption backend {cfg.backend!r}; registered: {sorted(BACKENDS)}")
     return BACKENDS[cfg.backend](cfg)
@@ -106,7 +112,8 @@ def make_backend(cfg: RecaptionConfig) -> Recaptioner:
 def default_captioner_id(cfg: RecaptionConfig) -> str:
     if cfg.captioner_id:
         return cfg.captioner_id
-    model = cfg.openai.model if cfg.backend == "openai" else cfg.transformers.model
+    model = {"openai": cfg.openai.model, "transformers": cfg.transformers.model,
+             "trainer": cfg.trainer.checkpoint}[cfg.backend]
     return f"{cfg.backend}:{model}"
 
 

@@ -77,7 +77,8 @@ def corpus_pairs(data_dir: str) -> list[dict]:
     from media.fetch import MediaFetch
     from media.frames import item_frames
     from ingest.inputs import file_tasks
-    from schemas.config import InputConfig, load_config
+    from schemas.config import load_config
+    from synthetic.corpus import corpus_recipe
     from schemas.rejected import Rejected
 
     truth = {}
@@ -86,8 +87,7 @@ def corpus_pairs(data_dir: str) -> list[dict]:
             row = json.loads(line)
             if row["kind"] == "caption_image" and row["expect"] is None:
                 truth[row["id"]] = row["caption_correct"]
-    cfg = load_config().with_inputs([InputConfig(path=os.path.join(data_dir, "manifests"), source=None,
-                                                 format="auto")])
+    cfg = corpus_recipe(load_config(), data_dir)
     steps = [ValidateRows(cfg), MediaFetch(cfg)]
     pairs, seen = [], set()
     for spec in cfg.inputs:

@@ -15,6 +15,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from ingest.readers import FileTask, detect_format, folder_source
 from schemas.config import Config, InputConfig
+from schemas.strings import display_text
 
 _GLOB = re.compile(r"[*?\[]")
 
@@ -36,14 +37,14 @@ def source_name(spec: InputConfig, relpath: str) -> str:
     named by its stem, a glob by its root folder, and a folder by each top-level entry
     (`captions.jsonl` -> captions, `laion/part-1.parquet` -> laion)."""
     if spec.source:
-        return spec.source
+        return display_text(spec.source)
     pattern, root = input_pattern(spec)
     if pattern.endswith("/**") and pattern[:-3] == spec.path.rstrip("/"):
         return folder_source(relpath)
     if not _GLOB.search(spec.path):
-        base = posixpath.basename(spec.path)
+        base = display_text(posixpath.basename(spec.path))
         return base.split(".", 1)[0] or base
-    return posixpath.basename(root.rstrip("/")) or "input"
+    return display_text(posixpath.basename(root.rstrip("/"))) or "input"
 
 
 def _is_local_dir(path: str) -> bool:
@@ -71,9 +72,12 @@ def file_tasks(spec: InputConfig, cfg: Config, on_skip: Optional[Callable[[str],
             if on_skip is not None:
                 on_skip(meta.path)
             continue
-        rel = meta.path[len(root):].lstrip("/") if meta.path.startswith(root) else meta.path
+        # a file name that is not UTF-8 is shown escaped (schemas/strings.py); path stays the real one
+        rel = display_text(meta.path[len(root):].lstrip("/") if meta.path.startswith(root) else meta.path)
         yield FileTask(path=meta.path, relpath=rel, source=source_name(spec, rel), format=fmt,
                        base_dir=posixpath.dirname(meta.path),
                        max_row_bytes=cfg.ingest.max_row_bytes,
                        max_payload_bytes=cfg.ingest.max_payload_bytes,
-                       max_media_bytes=cfg.media.max_bytes)
+                       max_media_bytes=cfg.media.max_bytes,
+                       max_json_depth=cfg.ingest.max_json_depth,
+                       root=root, size=meta.size_in_bytes)

@@ -7,22 +7,41 @@ rather than losing it. Where the rest of a file cannot be delimited any more (a 
 broken mid-way, a truncated tar), the remainder becomes one rejected row that says so.
 
 Files are opened through Beam's `FileSystems`, so local paths, gs://, s3:// and the other
-registered schemes all work; .gz, .bz2 and .xz files are decompressed by extension.
+registered schemes all work; .gz, .bz2 and .xz files are decompressed by extension. A UTF-8
+byte-order mark at the start of a text file (or tar text member) is skipped, as is one at
+the start of a JSONL line or between JSON elements (files joined with `cat`).
+
+Shared machinery (opening, byte counting, row checks) is in ingest/files.py; the LLaVA JSON
+list reader in ingest/json_array.py. Every parsed row is checked before it leaves the reader
+(`payload_problem`): nesting deeper
+than `ingest.max_json_depth` (`too_deeply_nested`; deeper still, json itself raises
+RecursionError, caught per row) and strings holding lone surrogates (`invalid_unicode`)
+become error rows carrying only their raw bytes, so no later step (nor Beam's pickler) sees them.
+
+A reader that stops before the end of its file (garbage between JSON elements, a corrupt
+compressed block, a broken tar header, a Parquet footer that cannot be read) records on its
+last row how many bytes of the stored file it never delimited into rows (`unread_bytes`:
+the stored bytes it never received, plus, for uncompressed files, those received but not
+parsed; at least 1 whenever corrupt bytes stopped it, since a decompressor reads ahead; a
+file that merely ends early, a cut gzip or tar, was read to its end);
+the manifest sums them, and a run with unread input is never reported balanced.
 """
 from __future__ import annotations
 
-import bz2
-import gzip
 import json
 import lzma
 import posixpath
 import tarfile
 import zlib
-from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Iterator, Optional
 
+from ingest import files
+from ingest.files import (BOM, COMPRESSED_STEP, FileTask, RawRow, ReadState, Unreadable, loads_row,
+                          make_row, open_stored, parsed_row, payload_problem, read_step)
+from ingest.json_array import read_json_array
 from schemas.reasons import Reason
 from schemas.sample import member_order
+from schemas.strings import display_text
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff")
 VIDEO_EXTS = ("mp4", "webm", "mkv", "avi", "mov", "m4v", "mpg", "mpeg", "ts")
@@ -32,33 +51,8 @@ FORMAT_BY_SUFFIX = (
     (".ndjson", "jsonl"), (".json", "json"), (".json.gz", "json"),
     (".parquet", "parquet"), (".tar", "wds"), (".tar.gz", "wds"),
 )
-_CHUNK = 1 << 20
-
-
-@dataclass
-class RawRow:
-    source: str
-    source_ref: str                      # "relative/path:locator"
-    base_dir: str                        # relative media paths resolve against this folder
-    payload: Any = None                  # the parsed row (usually a dict)
-    error: Optional[tuple[Reason, str]] = None
-    raw: Optional[bytes] = None          # original bytes, kept when small (for rejected/)
-    raw_size: int = 0
-    inline: dict[str, bytes] = field(default_factory=dict, repr=False)  # media bytes keyed by URI
-
-
-@dataclass(frozen=True)
-class FileTask:
-    """One file to read, with what is needed to name its rows."""
-
-    path: str
-    relpath: str
-    source: str
-    format: str
-    base_dir: str
-    max_row_bytes: int
-    max_payload_bytes: int
-    max_media_bytes: int
+__all__ = ["BOM", "COMPRESSED_STEP", "FileTask", "RawRow", "detect_format", "folder_source",
+           "payload_problem", "read_file", "read_json_array", "read_jsonl", "read_parquet", "read_wds"]
 
 
 def detect_format(path: str) -> Optional[str]:
@@ -79,89 +73,67 @@ def read_file(task: FileTask) -> Iterator[RawRow]:
     """Dispatch on format; an unopenable file becomes one `unreadable_file` row."""
     reader = {"jsonl": read_jsonl, "json": read_json_array, "parquet": read_parquet,
               "wds": read_wds}[task.format]
+    state = ReadState(task)
     last = None
     try:
-        for row in reader(task):
+        for row in reader(task, state):
             last = row.source_ref
             yield row
-    except _Unreadable as e:
-        yield _row(task, task.relpath, error=(Reason.UNREADABLE_FILE, str(e)))
+    except Unreadable as e:
+        unread = max(1, state.unread())
+        yield make_row(task, task.relpath, error=(Reason.UNREADABLE_FILE, state.clean(
+                   f"{e}; the file is not read ({unread} bytes)")), unread=unread)
     except (OSError, EOFError, zlib.error, lzma.LZMAError) as e:  # gzip.BadGzipFile is an OSError
         # The bytes stop making sense mid-file (a corrupt gzip block, a dropped connection):
-        # what was read stands, and the rest of the file is one rejected row.
+        # what was read stands, and the rest of the file is one rejected row. A compressed
+        # stream cut short (EOFError) was read to its end: nothing is unread, as for a cut tar.
         where = f"after {last}" if last else "before the first row"
-        yield _row(task, f"{task.relpath}:rest", error=(Reason.UNREADABLE_FILE,
-                   f"read failed {where}: {type(e).__name__}: {e}; the rest of the file is not read"))
+        unread = state.unread() if isinstance(e, EOFError) else max(1, state.unread())
+        yield make_row(task, f"{task.relpath}:rest", error=(Reason.UNREADABLE_FILE, state.clean(
+                   f"read failed {where}: {type(e).__name__}: {e}; the rest of the file "
+                   f"({unread} bytes) is not read")), unread=unread)
     except Exception as e:  # noqa: BLE001 - a reader bug on odd bytes: report it, keep the job alive
         where = f"after {last}" if last else "before the first row"
-        yield _row(task, f"{task.relpath}:rest", error=(Reason.STEP_ERROR,
-                   f"reader raised {where}: {type(e).__name__}: {e}; the rest of the file is not read"))
-
-
-class _Unreadable(Exception):
-    pass
-
-
-def _open(path: str) -> BinaryIO:
-    """Open through Beam's FileSystems; decompress with Python's strict codecs (Beam's own
-    gzip reader treats a truncated stream as a clean end of file, which would lose rows)."""
-    from apache_beam.io.filesystem import CompressionTypes
-    from apache_beam.io.filesystems import FileSystems
-
-    try:
-        f = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
-    except Exception as e:  # noqa: BLE001 - any filesystem error means the same thing here
-        raise _Unreadable(f"{type(e).__name__}: {e}") from None
-    lower = path.lower()
-    if lower.endswith(".gz"):
-        return gzip.GzipFile(fileobj=f, mode="rb")
-    if lower.endswith(".bz2"):
-        return bz2.BZ2File(f, mode="rb")
-    if lower.endswith(".xz"):
-        return lzma.LZMAFile(f, mode="rb")
-    return f
-
-
-def _row(task: FileTask, ref: str, *, payload: Any = None, error=None, raw: Optional[bytes] = None,
-         raw_size: Optional[int] = None, inline: Optional[dict] = None) -> RawRow:
-    size = raw_size if raw_size is not None else (len(raw) if raw is not None else 0)
-    keep = raw if raw is not None and len(raw) <= task.max_payload_bytes else None
-    return RawRow(source=task.source, source_ref=ref, base_dir=task.base_dir, payload=payload,
-                  error=error, raw=keep, raw_size=size, inline=inline or {})
+        unread = max(1, state.unread())
+        yield make_row(task, f"{task.relpath}:rest", error=(Reason.STEP_ERROR, state.clean(
+                   f"reader raised {where}: {type(e).__name__}: {e}; the rest of the file "
+                   f"({unread} bytes) is not read")), unread=unread)
 
 
 # --- JSONL ------------------------------------------------------------------------------------
-def read_jsonl(task: FileTask) -> Iterator[RawRow]:
+def read_jsonl(task: FileTask, state: Optional[ReadState] = None) -> Iterator[RawRow]:
     """One row per non-blank line; ref is `relpath:LINE` (1-based)."""
-    with _open(task.path) as f:
+    with open_stored(task.path, state) as f:
         for line_no, line, size in _bounded_lines(f, task.max_row_bytes):
             ref = f"{task.relpath}:{line_no}"
             if line is None:
-                yield _row(task, ref, error=(Reason.ROW_TOO_LARGE,
+                yield make_row(task, ref, error=(Reason.ROW_TOO_LARGE,
                                              f"line is {size} bytes, more than ingest.max_row_bytes="
                                              f"{task.max_row_bytes}"), raw_size=size)
                 continue
+            if line.startswith(BOM):   # a file's first line, or files concatenated with `cat`
+                line = line[len(BOM):]
             if not line.strip():
                 continue  # blank lines (and the final newline) are layout, not rows
             try:
                 text = line.decode("utf-8")
             except UnicodeDecodeError as e:
-                yield _row(task, ref, error=(Reason.INVALID_UTF8, f"byte {e.start}: {e.reason}"), raw=line)
+                yield make_row(task, ref, error=(Reason.INVALID_UTF8, f"byte {e.start}: {e.reason}"), raw=line)
                 continue
-            try:
-                payload = json.loads(text)
-            except ValueError as e:
-                yield _row(task, ref, error=(Reason.MALFORMED_JSON, str(e)), raw=line)
+            payload, error = loads_row(text)
+            if error is not None:
+                yield make_row(task, ref, error=error, raw=line)
                 continue
-            yield _row(task, ref, payload=payload, raw=line)
+            yield parsed_row(task, ref, payload, line)
 
 
 def _bounded_lines(f: BinaryIO, max_bytes: int) -> Iterator[tuple[int, Optional[bytes], int]]:
     """(line number, line or None if longer than max_bytes, size in bytes), reading fixed-size
     blocks, so an oversized line is skipped without ever being held in memory."""
     line_no, buf, dropped = 0, bytearray(), -1   # dropped >= 0: inside an oversized line
+    read = read_step(f)
     while True:
-        block = f.read(_CHUNK)
+        block = read(files.CHUNK)   # a module attribute: tests shrink it
         if not block:
             break
         start = 0
@@ -190,151 +162,20 @@ def _bounded_lines(f: BinaryIO, max_bytes: int) -> Iterator[tuple[int, Optional[
         yield line_no + 1, bytes(buf).rstrip(b"\r"), len(buf)
 
 
-# --- JSON array (LLaVA) ------------------------------------------------------------------------
-def read_json_array(task: FileTask) -> Iterator[RawRow]:
-    """Stream the elements of a top-level JSON array (a lone object is one row); ref `relpath:INDEX`."""
-    decoder = json.JSONDecoder()
-    with _open(task.path) as f:
-        stream = _Utf8Stream(f)
-        try:
-            first = stream.peek_non_ws()
-        except UnicodeDecodeError as e:
-            yield _row(task, f"{task.relpath}:0", error=(Reason.INVALID_UTF8, str(e)))
-            return
-        if first is None:
-            return  # an empty file holds no rows
-        if first != "[":
-            # A single JSON object file is one row.
-            data = stream.read_all(task.max_row_bytes)
-            if data is None:
-                yield _row(task, f"{task.relpath}:0", error=(Reason.ROW_TOO_LARGE, "file is one value "
-                           f"larger than ingest.max_row_bytes={task.max_row_bytes}"))
-                return
-            try:
-                payload = json.loads(data)
-            except ValueError as e:
-                yield _row(task, f"{task.relpath}:0", error=(Reason.MALFORMED_JSON, str(e)), raw=data.encode())
-                return
-            yield _row(task, f"{task.relpath}:0", payload=payload, raw=data.encode())
-            return
-        stream.advance(1)
-        index = 0
-        expect_value = True
-        while True:
-            try:
-                ch = stream.peek_non_ws()
-            except UnicodeDecodeError as e:
-                yield _row(task, f"{task.relpath}:{index}", error=(Reason.INVALID_UTF8,
-                           f"{e}; elements from {index} on are not read"))
-                return
-            if ch is None:
-                yield _row(task, f"{task.relpath}:{index}", error=(Reason.MALFORMED_JSON,
-                           "file ends inside the array (no closing ']')"))
-                return
-            if ch == "]" and (index == 0 or not expect_value):
-                return
-            if not expect_value:
-                if ch != ",":
-                    yield _row(task, f"{task.relpath}:{index}", error=(Reason.MALFORMED_JSON,
-                               f"expected ',' or ']' after element {index - 1}, found {ch!r}; "
-                               f"elements from {index} on are not read"))
-                    return
-                stream.advance(1)
-                expect_value = True
-                continue
-            value, raw, err = stream.decode_value(decoder, task.max_row_bytes)
-            if err is not None:
-                reason = Reason.ROW_TOO_LARGE if err == "too_large" else Reason.MALFORMED_JSON
-                detail = (f"element {index} is larger than ingest.max_row_bytes={task.max_row_bytes}"
-                          if err == "too_large" else err)
-                yield _row(task, f"{task.relpath}:{index}", error=(reason, f"{detail}; elements from "
-                           f"{index} on are not read"))
-                return
-            yield _row(task, f"{task.relpath}:{index}", payload=value, raw=raw.encode())
-            index += 1
-            expect_value = False
-
-
-class _Utf8Stream:
-    """A growing text buffer over a binary file, for incremental JSON decoding."""
-
-    def __init__(self, f: BinaryIO) -> None:
-        import codecs
-
-        self._f = f
-        self._dec = codecs.getincrementaldecoder("utf-8")("strict")
-        self._buf = ""
-        self._pos = 0
-        self._eof = False
-
-    def _fill(self) -> bool:
-        if self._eof:
-            return False
-        chunk = self._f.read(_CHUNK)
-        if not chunk:
-            self._eof = True
-            self._buf += self._dec.decode(b"", final=True)
-            return False
-        if self._pos > _CHUNK:
-            self._buf, self._pos = self._buf[self._pos:], 0
-        self._buf += self._dec.decode(chunk)
-        return True
-
-    def peek_non_ws(self) -> Optional[str]:
-        while True:
-            while self._pos < len(self._buf) and self._buf[self._pos] in " \t\r\n":
-                self._pos += 1
-            if self._pos < len(self._buf):
-                return self._buf[self._pos]
-            if not self._fill():
-                return None
-
-    def advance(self, n: int) -> None:
-        self._pos += n
-
-    def read_all(self, limit: int) -> Optional[str]:
-        while self._fill():
-            if len(self._buf) - self._pos > limit:
-                return None
-        return self._buf[self._pos:]
-
-    def decode_value(self, decoder: json.JSONDecoder, limit: int):
-        """(value, raw text, None) or (None, None, error) where error is 'too_large' or a message."""
-        while True:
-            try:
-                value, end = decoder.raw_decode(self._buf, self._pos)
-            except ValueError as e:
-                if len(self._buf) - self._pos > limit:
-                    return None, None, "too_large"
-                try:
-                    more = self._fill()
-                except UnicodeDecodeError as ue:
-                    return None, None, f"invalid UTF-8: {ue}"
-                if more:
-                    continue
-                return None, None, str(e)
-            # A value that ends exactly at the buffer's end may be a number cut mid-way.
-            if end == len(self._buf) and not self._eof:
-                if self._fill():
-                    continue
-            if end - self._pos > limit:
-                return None, None, "too_large"
-            raw = self._buf[self._pos:end]
-            self._pos = end
-            return value, raw, None
-
-
 # --- Parquet ---------------------------------------------------------------------------------
-def read_parquet(task: FileTask) -> Iterator[RawRow]:
+def read_parquet(task: FileTask, state: Optional[ReadState] = None) -> Iterator[RawRow]:
     """One row per Parquet row; ref `relpath:ROW`. Embedded media bytes (HF Image/Video
     features: {"bytes": ..., "path": ...}) become inline media."""
     import pyarrow.parquet as pq
 
-    with _open(task.path) as f:
+    state = state or ReadState(task)
+    with open_stored(task.path) as f:     # Parquet seeks: the stream is not counted, nothing is read past a failure
         try:
             pf = pq.ParquetFile(f)
         except Exception as e:  # noqa: BLE001 - a broken footer: the file cannot be delimited
-            yield _row(task, task.relpath, error=(Reason.MALFORMED_PARQUET, f"{type(e).__name__}: {e}"))
+            unread = state.unread()
+            yield make_row(task, task.relpath, error=(Reason.MALFORMED_PARQUET, state.clean(
+                f"{type(e).__name__}: {e}; its rows cannot be delimited ({unread} bytes not read)")), unread=unread)
             return
         row = 0
         for rg in range(pf.num_row_groups):
@@ -343,16 +184,20 @@ def read_parquet(task: FileTask) -> Iterator[RawRow]:
                 records = pf.read_row_group(rg).to_pylist()
             except Exception as e:  # noqa: BLE001 - the group is lost; every row in it is reported
                 for i in range(n):
-                    yield _row(task, f"{task.relpath}:{row + i}",
+                    yield make_row(task, f"{task.relpath}:{row + i}",
                                error=(Reason.MALFORMED_PARQUET, f"row group {rg}: {type(e).__name__}: {e}"))
                 row += n
                 continue
             for rec in records:
                 ref = f"{task.relpath}:{row}"
-                inline = _lift_embedded_media(rec, f"{task.path}#{row}")
-                raw = json.dumps(rec, default=str, ensure_ascii=False).encode("utf-8")
-                yield _row(task, ref, payload=rec, raw=raw, inline=inline)
                 row += 1
+                problem = payload_problem(rec, task.max_json_depth)
+                if problem is not None:   # checked before json.dumps, which would recurse as deep
+                    yield make_row(task, ref, error=problem)
+                    continue
+                inline = _lift_embedded_media(rec, f"{task.relpath}#{row - 1}")
+                raw = json.dumps(rec, default=str, ensure_ascii=False).encode("utf-8", "backslashreplace")
+                yield make_row(task, ref, payload=rec, raw=raw, inline=inline)
 
 
 def _lift_embedded_media(rec: dict, uri_prefix: str) -> dict[str, bytes]:
@@ -382,21 +227,26 @@ def _lift_embedded_media(rec: dict, uri_prefix: str) -> dict[str, bytes]:
 
 
 # --- WebDataset tar ----------------------------------------------------------------------------
-def read_wds(task: FileTask) -> Iterator[RawRow]:
+def read_wds(task: FileTask, state: Optional[ReadState] = None) -> Iterator[RawRow]:
     """One row per sample (members sharing a key), as img2dataset / video2dataset write them:
-    KEY.jpg|png|mp4..., KEY.txt (caption), KEY.json (metadata or a full row). Ref `relpath#KEY`."""
-    with _open(task.path) as f:
+    KEY.jpg|png|mp4..., KEY.txt (caption), KEY.json (metadata or a full row). Ref `relpath#KEY`.
+    Member names that are not valid UTF-8 are shown escaped (schemas/strings.py)."""
+    state = state or ReadState(task)
+    with open_stored(task.path, state) as f:
         try:
             tar = tarfile.open(fileobj=f, mode="r|*")
         except (tarfile.TarError, EOFError, OSError) as e:
-            yield _row(task, task.relpath, error=(Reason.TRUNCATED_ARCHIVE, f"not a readable tar: {e}"))
+            state.consumed = 0    # nothing was delimited
+            unread = state.unread()
+            yield make_row(task, task.relpath, error=(Reason.TRUNCATED_ARCHIVE, state.clean(
+                f"not a readable tar: {e} ({unread} bytes not read)")), unread=unread)
             return
         key, members, errors = None, {}, []
         try:
             for info in tar:
                 if not info.isfile():
                     continue
-                name = info.name
+                name = display_text(info.name)
                 dirname, base = posixpath.split(name)
                 if "." not in base or base.startswith("."):
                     continue  # not a sample member (webdataset skips these too)
@@ -416,8 +266,10 @@ def read_wds(task: FileTask) -> Iterator[RawRow]:
                     raise EOFError(f"member {name} is cut short")
                 members[ext.lower()] = (name, data)
         except (tarfile.TarError, EOFError, OSError) as e:
-            yield _row(task, f"{task.relpath}#{key or '?'}", error=(Reason.TRUNCATED_ARCHIVE,
-                       f"archive breaks off in or after sample {key!r}: {e}; nothing after it is read"))
+            unread = state.unread()
+            yield make_row(task, f"{task.relpath}#{key or '?'}", error=(Reason.TRUNCATED_ARCHIVE, state.clean(
+                       f"archive breaks off in or after sample {key!r}: {e}; nothing after it is read "
+                       f"({unread} bytes)")), unread=unread)
             return
         if key is not None:
             yield _wds_row(task, key, members, errors)
@@ -426,22 +278,27 @@ def read_wds(task: FileTask) -> Iterator[RawRow]:
 def _wds_row(task: FileTask, key: str, members: dict, errors: list) -> RawRow:
     ref = f"{task.relpath}#{key}"
     if errors:
-        return _row(task, ref, error=errors[0])
+        return make_row(task, ref, error=errors[0])
     meta: dict[str, Any] = {}
     raw = b""
     if "json" in members:
         raw = members["json"][1]
         try:
-            meta = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as e:
-            return _row(task, ref, error=(Reason.MALFORMED_JSON, f"{key}.json: {e}"), raw=raw)
+            text = raw.decode("utf-8-sig")
+        except UnicodeDecodeError as e:
+            return make_row(task, ref, error=(Reason.INVALID_UTF8, f"{key}.json: {e}"), raw=raw)
+        meta, error = loads_row(text)
+        if error is None:
+            error = payload_problem(meta, task.max_json_depth, raw)
+        if error is not None:
+            return make_row(task, ref, error=(error[0], f"{key}.json: {error[1]}"), raw=raw)
         if not isinstance(meta, dict):
-            return _row(task, ref, error=(Reason.NOT_AN_OBJECT, f"{key}.json is not an object"), raw=raw)
+            return make_row(task, ref, error=(Reason.NOT_AN_OBJECT, f"{key}.json is not an object"), raw=raw)
     inline, images, videos = {}, [], []
     for ext, (name, data) in sorted(members.items(), key=lambda kv: member_order(kv[0])):
         kind = ext.rsplit(".", 1)[-1]
         if kind in IMAGE_EXTS or kind in VIDEO_EXTS:
-            uri = f"{task.path}#{name}"
+            uri = f"{task.relpath}#{name}"
             inline[uri] = data
             (images if kind in IMAGE_EXTS else videos).append(uri)
     payload = dict(meta)
@@ -451,9 +308,9 @@ def _wds_row(task: FileTask, key: str, members: dict, errors: list) -> RawRow:
         for ext in TEXT_EXTS:
             if ext in members:
                 try:
-                    payload["caption"] = members[ext][1].decode("utf-8")
+                    payload["caption"] = members[ext][1].decode("utf-8-sig")
                 except UnicodeDecodeError as e:
-                    return _row(task, ref, error=(Reason.INVALID_UTF8, f"{key}.{ext}: {e}"),
+                    return make_row(task, ref, error=(Reason.INVALID_UTF8, f"{key}.{ext}: {e}"),
                                 raw=members[ext][1])
                 raw += members[ext][1]
                 break
@@ -475,6 +332,5 @@ def _wds_row(task: FileTask, key: str, members: dict, errors: list) -> RawRow:
             payload["videos"] = videos
     payload.setdefault("id", payload.get("key", key))
     payload.pop("key", None)
-    return _row(task, ref, payload=payload, raw=raw,
+    return make_row(task, ref, payload=payload, raw=raw,
                 raw_size=len(raw) + sum(len(d) for _, d in members.values()), inline=inline)
-

@@ -46,16 +46,32 @@ def render_chat(messages: Sequence[Message], media: Sequence[MediaItem],
     return _render(messages, media, system_prompt, layout)[0]
 
 
-def _render(messages, media, system_prompt, layout) -> tuple[str, int]:
+def render_with_targets(messages: Sequence[Message], media: Sequence[MediaItem], system_prompt: Optional[str],
+                        layout: str = "keye_preview") -> tuple[str, list[tuple[int, int]]]:
+    """The rendered sample and the character spans the model is trained to produce: each
+    assistant turn's body (reasoning included) through its `<|im_end|>` (the trainer's labels)."""
+    text, _, targets = _render(messages, media, system_prompt, layout, with_targets=True)
+    return text, targets
+
+
+def _render(messages, media, system_prompt, layout, with_targets: bool = False):
     if layout not in LAYOUTS:
         raise ValueError(f"unknown chat layout {layout!r} ({', '.join(LAYOUTS)})")
-    out, pads = [], 0
+    out, pads, targets, at = [], 0, [], 0
     if system_prompt is not None and (not messages or messages[0].role != "system"):
         out.append(f"<|im_start|>system\n{system_prompt}<|im_end|>\n")
+        at = len(out[0])
     for m in messages:
         text, n = _body(m, media, layout)
         pads += n
-        out.append(f"<|im_start|>{m.role}\n{text}<|im_end|>\n")
+        turn = f"<|im_start|>{m.role}\n{text}<|im_end|>\n"
+        if m.role == "assistant":
+            head = len(f"<|im_start|>{m.role}\n")
+            targets.append((at + head, at + len(turn) - 1))
+        out.append(turn)
+        at += len(turn)
+    if with_targets:
+        return "".join(out), pads, targets
     return "".join(out), pads
 
 

@@ -82,6 +82,11 @@ class KeyeTokenizer:
     def decode(self, ids: list[int]) -> str:
         return self._enc.decode(ids)
 
+    def encode_with_offsets(self, text: str) -> tuple[list[int], list[int]]:
+        """Token ids of the NFC-normalised text and each token's start offset in it (characters)."""
+        ids = self.encode(text)
+        return ids, self._enc.decode_with_offsets(ids)[1]
+
 
 class HFTokenizer:
     """Any Hugging Face tokenizer from a local folder (or a hub id where the network allows)."""
@@ -100,6 +105,13 @@ class HFTokenizer:
 
     def decode(self, ids: list[int]) -> str:
         return self._tok.decode(ids)
+
+    def encode_with_offsets(self, text: str) -> tuple[list[int], list[int]]:
+        enc = self._tok(text, add_special_tokens=False, return_offsets_mapping=True)
+        return enc["input_ids"], [a for a, _ in enc["offset_mapping"]]
+
+    def token_id(self, token: str) -> int:
+        return self._tok.convert_tokens_to_ids(token)
 
 
 @functools.lru_cache(maxsize=4)

@@ -145,7 +145,7 @@ def pictures(sample: Sample, index: int, max_frames: int = 8, max_bytes: int = 1
                 return [sample.blobs[name]]
         from media.fetch import read_media
 
-        data = read_media(item.uri, max_bytes)
+        data = read_media(item.location or item.uri, max_bytes, shown=item.uri)   # location: in flight, absolute
         if isinstance(data, tuple):
             raise MediaUnavailable(f"media[{index}] {item.uri}: {data[0].value}: {data[1]}")
         return [data]

@@ -15,7 +15,7 @@ import sys
 import time
 from typing import Callable, Optional, Sequence
 
-from schemas.config import CONFIG_DIR, BenchmarkConfig, Config, ConfigError, InputConfig, load_config
+from schemas.config import CONFIG_DIR, Config, ConfigError, InputConfig, load_config
 from schemas.manifest import Manifest
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -43,12 +43,6 @@ def parse_args(pipeline: str, argv: Sequence[str]) -> tuple[argparse.Namespace, 
 def parse_input(text: str) -> InputConfig:
     source, path = (text.split("=", 1) if "=" in text.split("/", 1)[0] else (None, text))
     return InputConfig(path=path, source=source, format="auto")
-
-
-def with_benchmarks(cfg: Config, benchmarks: list[BenchmarkConfig]) -> Config:
-    import dataclasses
-
-    return dataclasses.replace(cfg, decontaminate=dataclasses.replace(cfg.decontaminate, benchmarks=list(benchmarks)))
 
 
 def with_generator(cfg: Config, base_url: str, model: str) -> Config:
@@ -91,14 +85,13 @@ def run(pipeline: str, builder: Callable, argv: Sequence[str]) -> Manifest:
     inputs = [parse_input(i) for i in args.input] or list(cfg.inputs)
     reasoner = None
     if not inputs and args.demo:
-        from synthetic.corpus import generate
+        from synthetic.corpus import corpus_recipe, generate
 
+        # Generated under the output folder; the shards do not depend on where that is
+        # (uris are relative to the input root, the recipe hash leaves locations out).
         sample_dir = os.path.join(out_dir, "sample_input")
         generate(sample_dir)
-        inputs = [InputConfig(path=os.path.join(sample_dir, "manifests"), source=None, format="auto")]
-        if not cfg.decontaminate.benchmarks:   # the corpus ships its own benchmark to decontaminate against
-            cfg = with_benchmarks(cfg, [BenchmarkConfig(name="synthbench",
-                                                        path=os.path.join(sample_dir, "benchmark", "bench.jsonl"))])
+        cfg = corpus_recipe(cfg, sample_dir)
         if pipeline == "build_mixture" and cfg.mixture.builders.generator.backend == "openai":
             # No capable model runs here: the mixture's generator is the synthetic reasoner (a test
             # double that knows this corpus, mixture/reasoner.py), served on a free loopback port.
@@ -107,7 +100,8 @@ def run(pipeline: str, builder: Callable, argv: Sequence[str]) -> Manifest:
             reasoner = server(sample_dir).start()
             cfg = with_generator(cfg, reasoner.base_url, reasoner.model_name)
             print(f"demo: synthetic reasoner (a test double, not a model) at {reasoner.base_url}", file=sys.stderr)
-    cfg = cfg.with_inputs(inputs)
+    else:
+        cfg = cfg.with_inputs(inputs)
     check_inputs(cfg.inputs)
     prepare_output(out_dir, args.overwrite or args.demo)
 
@@ -154,7 +148,11 @@ def summary(m: Manifest, out_dir: str) -> str:
     for kind, shards in sorted(m.shards.items()):
         size = sum(s.bytes for s in shards)
         lines.append(f"  {kind + ' shards':<18}{len(shards):>10,}   {size / 1e6:,.1f} MB")
-    lines.append(f"  {'balanced':<18}{'yes' if t.balanced else 'NO':>10}   -> {out_dir}/manifest.json")
+    if t.unread_bytes or t.unread_files:
+        lines.append(f"  {'unread input':<18}{t.unread_bytes:>10,}   bytes in {t.unread_files} file(s) no reader "
+                     f"could delimit into rows (see rejected/)")
+    state = "yes" if t.balanced else ("NO: input left unread" if t.rows_add_up else "NO")
+    lines.append(f"  {'balanced':<18}{state:>10}   -> {out_dir}/manifest.json")
     return "\n".join(lines)
 
 

@@ -2,7 +2,9 @@
 
 Input rows are counted where ingest emits them, kept and rejected rows where they are
 written, so `input_rows == kept + rejected` checks the whole pipeline. A run whose counts
-do not add up fails here instead of writing a manifest that hides lost rows.
+do not add up fails here instead of writing a manifest that hides lost rows. Bytes that a
+reader left undelimited (`RawRow.unread_bytes`) are summed too: such a run finishes, but
+its manifest says `balanced: false` (schemas/manifest.py).
 
 Pipelines that fan rows out (build_mixture) also pass a `Fanout`: which input rows were kept
 (an input row is kept when one of its derived rows is), what each builder made, and the share
@@ -20,6 +22,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from mixture.mixing import is_derived
 from pipelines.common import sum_tuples
+from pipelines.write import sum_pairs
 from schemas.config import Config
 from schemas.manifest import Derived, Manifest, ShardInfo, Totals, library_versions
 from schemas.version import PIPELINE_VERSION
@@ -96,7 +99,7 @@ class _WriteManifest(beam.DoFn):
     def __init__(self, out_dir: str, pipeline_name: str, cfg: Config) -> None:
         self.out_dir, self.pipeline_name, self.cfg = out_dir, pipeline_name, cfg
 
-    def process(self, _, input_rows, kept, rejected_by_reason, shards, fanout=None):
+    def process(self, _, input_rows, kept, rejected_by_reason, shards, unread, fanout=None):
         derived = None
         kept_rows = kept["kept"]
         if fanout is not None:
@@ -113,7 +116,8 @@ class _WriteManifest(beam.DoFn):
         totals = Totals(input_rows=input_rows, kept=kept_rows,
                         rejected=sum(rejected_by_reason.values()), rejected_by_reason=rejected_by_reason,
                         kept_by_task=kept["kept_by_task"], kept_by_source=kept["kept_by_source"],
-                        text_tokens=kept["text_tokens"], visual_tokens=kept["visual_tokens"])
+                        text_tokens=kept["text_tokens"], visual_tokens=kept["visual_tokens"],
+                        unread_bytes=unread[0], unread_files=unread[1])
         by_kind: dict[str, list[ShardInfo]] = {"parquet": [], "wds": [], "rejected": []}
         for s in sorted(shards, key=ShardInfo.sort_key):
             by_kind.setdefault(s.kind, []).append(s)
@@ -121,7 +125,7 @@ class _WriteManifest(beam.DoFn):
         rejected_written = sum(s.rows for s in by_kind["rejected"])
         rows_kept = kept["kept"]                       # rows written: input rows, or derived rows
         rows_rejected = totals.rejected + (derived.rejected if derived else 0)
-        if not totals.balanced or written != rows_kept or rejected_written != rows_rejected:
+        if not totals.rows_add_up or written != rows_kept or rejected_written != rows_rejected:
             raise RuntimeError(
                 f"row accounting does not add up: input {totals.input_rows}, kept {totals.kept} "
                 f"(rows written {written} of {rows_kept}), rejected {rows_rejected} (written {rejected_written})")
@@ -154,7 +158,10 @@ class WriteManifest(beam.PTransform):
                      | "ReasonKey" >> beam.Map(_derived_key)
                      | "CountReasons" >> beam.CombineGlobally(_CountBy()))
         shard_list = shards | "ListShards" >> beam.combiners.ToList()
-        side = [AS(input_rows), AS(kept_totals), AS(by_reason), AS(shard_list)]
+        unread = (raw_rows
+                  | "Unread" >> beam.Map(lambda r: (r.unread_bytes, 1 if r.unread_bytes else 0))
+                  | "SumUnread" >> beam.CombineGlobally(sum_pairs))
+        side = [AS(input_rows), AS(kept_totals), AS(by_reason), AS(shard_list), AS(unread)]
         if self.fanout is not None:
             f = self.fanout
             kept_inputs = f.kept_inputs | "CountKeptInputs" >> beam.combiners.Count.Globally()

@@ -22,7 +22,8 @@ from shards.writer import (atomic_write, bucket_of, cut, num_buckets, parquet_wr
                            shard_name, wds_writer, write_table)
 
 
-def _sum_pairs(pairs):
+def sum_pairs(pairs):
+    """Element-wise sum of (a, b) pairs: a CombineGlobally function."""
     rows = total = 0
     for r, b in pairs:
         rows += r
@@ -45,7 +46,7 @@ class _ShardedWrite(beam.PTransform):
         sized = pcoll | "Size" >> beam.Map(lambda x: (x, size(x)))
         buckets = (sized
                    | "RowsAndBytes" >> beam.Map(lambda xs: (1, xs[1]))
-                   | "Total" >> beam.CombineGlobally(_sum_pairs)
+                   | "Total" >> beam.CombineGlobally(sum_pairs)
                    | "Buckets" >> beam.Map(lambda t: num_buckets(t[0], t[1], max_rows, max_bytes)))
 
         def write_bucket(element):

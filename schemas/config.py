@@ -40,7 +40,14 @@ class InputConfig:
 class IngestConfig:
     max_row_bytes: int
     max_payload_bytes: int
+    max_json_depth: int
     media_root: Optional[str]
+    media_roots: list[str]
+
+    def __post_init__(self) -> None:
+        _check(1 <= self.max_json_depth <= 200, "ingest.max_json_depth", "in [1, 200]", self.max_json_depth)
+        for i, root in enumerate(self.media_roots):
+            _check(bool(root.strip()), f"ingest.media_roots[{i}]", "a non-empty path or URI prefix", root)
 
 
 @dataclass(frozen=True)
@@ -464,9 +471,16 @@ class TransformersBackendConfig:
 
 
 @dataclass(frozen=True)
+class TrainerBackendConfig:
+    checkpoint: Optional[str]       # a checkpoint folder of the bundled trainer (trainer/checkpoint.py)
+    device: str                     # auto | cpu | cuda | cuda:N
+    batch_size: int
+
+
+@dataclass(frozen=True)
 class RecaptionConfig:
     enabled: bool
-    backend: Literal["openai", "transformers"]
+    backend: Literal["openai", "transformers", "trainer"]
     captioner_id: Optional[str]     # recorded in provenance; null: "<backend>:<model>"
     image_prompt: str               # prompt ids: captioners/prompts/<id>.txt
     video_prompt: str
@@ -479,6 +493,7 @@ class RecaptionConfig:
     batch_rows: int                 # routed rows buffered per worker before their requests go out together
     openai: OpenAIBackendConfig
     transformers: TransformersBackendConfig
+    trainer: TrainerBackendConfig
 
     def __post_init__(self) -> None:
         if not self.video_fps or any(f <= 0 for f in self.video_fps):
@@ -737,13 +752,16 @@ class Config:
         return dataclasses.asdict(self)
 
     def hash(self) -> str:
-        """Hash of the recipe, recorded in every row's provenance, so rows can be matched to the
-        thresholds that kept them. Where things are is not the recipe: inputs (listed in the
-        manifest), benchmark file paths (their names stay) and model endpoints (`*.openai.base_url`:
-        the demo serves its reasoner on any free port) are left out, so the same recipe writes the
-        same rows wherever its files and servers are."""
+        """Hash of the recipe's rules, recorded in every row's provenance, so rows can be matched
+        to the thresholds that kept them. Where data lives is not a rule: inputs, media roots and
+        benchmark paths are left out (the manifest lists them), and so are model endpoints
+        (`*.openai.base_url`: the demo serves its reasoner on any free port), so moving a corpus,
+        the demo generating its corpus under another output folder, or another port does not
+        change a row's bytes."""
         recipe = {k: v for k, v in self.to_dict().items() if k != "inputs"}
-        recipe["decontaminate"]["benchmarks"] = [b["name"] for b in recipe["decontaminate"]["benchmarks"]]
+        recipe["ingest"] = {k: v for k, v in recipe["ingest"].items() if k not in ("media_root", "media_roots")}
+        recipe["decontaminate"] = dict(recipe["decontaminate"], benchmarks=[
+            b["name"] for b in recipe["decontaminate"]["benchmarks"]])
         _drop_key(recipe, "base_url")
         blob = json.dumps(recipe, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -795,13 +813,29 @@ def _check_score(key: str, name: str) -> None:
 # --- loading ---------------------------------------------------------------------------
 def load_config(path: Optional[str] = None, overrides: typing.Sequence[str] = ()) -> Config:
     """Load a recipe (default: configs/base.yaml), apply `key.path=value` overrides, validate."""
-    raw = _load_yaml_with_extends(path or os.path.join(CONFIG_DIR, "base.yaml"), seen=())
+    return load_recipe(Config, path or os.path.join(CONFIG_DIR, "base.yaml"), overrides)
+
+
+T = typing.TypeVar("T")
+
+
+def load_recipe(cls: type[T], path: str, overrides: typing.Sequence[str] = ()) -> T:
+    """The strict loader for any recipe dataclass (the pipeline's `Config`, the trainer's
+    `TrainConfig`): YAML with `extends`, `key.path=value` overrides, then every key checked
+    against `cls` (unknown, missing and mistyped keys fail, naming the key)."""
+    raw = _load_yaml_with_extends(path, seen=())
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r} must look like section.key=value")
         dotted, value = item.split("=", 1)
         _set_dotted(raw, dotted.strip(), yaml.safe_load(value) if value.strip() else None)
-    return _build(Config, raw, "")
+    return _build(cls, raw, "")
+
+
+def from_dict(cls: type[T], data: dict, where: str = "") -> T:
+    """A recipe dataclass (or one section, e.g. `MediaConfig`) from a plain dict, checked as on load:
+    how the trainer rebuilds the recipe a pipeline output recorded in its manifest."""
+    return _build(cls, data, where)
 
 
 def _load_yaml_with_extends(path: str, seen: tuple) -> dict:

@@ -35,7 +35,11 @@ Optional keys in every layout: `id` (kept as `source_id`), `task` (else inferred
 A video's speech transcript goes in `asr`: a key of the video part in the own layout
 ({"type": "video", "video": URI, "asr": "..."}), or a top-level key of a flat or LLaVA row
 (a string for the row's one video, or a list with one entry per video).
-Relative media URIs resolve against the manifest file's folder (or `ingest.media_root`).
+Relative media URIs resolve against the manifest file's folder (or `ingest.media_root`);
+`..` is normalised away (also in remote URIs), `file://` URIs become local paths. Each item
+keeps its resolved `location` (in flight) and, as `uri`, that place relative to the input
+root when it lies under it (outputs then do not depend on where the corpus sits). Which
+locations may be read at all (`ingest.media_roots`) is decided in ingest/validate.py.
 """
 from __future__ import annotations
 
@@ -43,10 +47,12 @@ import posixpath
 import re
 from dataclasses import dataclass
 from typing import Any, Optional, Union
+from urllib.parse import unquote
 
 from schemas.reasons import Reason
 from schemas.sample import (MEDIA_KINDS, MODES, TASKS, ContentPart, MediaItem, Message,
                             Provenance, Sample, sample_id)
+from schemas.strings import display_text
 
 LLAVA_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
                "system": "system"}
@@ -76,6 +82,7 @@ class RowContext:
     pipeline_version: str = ""
     config_hash: str = ""
     inline_uris: frozenset = frozenset()   # URIs whose bytes came with the row (tar members)
+    input_root: Optional[str] = None       # uris are stored relative to this folder; None: as resolved
 
 
 class _Bad(Exception):
@@ -119,7 +126,7 @@ def _normalize(payload: Any, ctx: RowContext) -> Sample:
     if task is not None and task not in TASKS:
         raise _Bad(Reason.UNKNOWN_TASK, f"task {task!r} is not one of {TASKS}")
     source_id = payload.get("id")
-    if source_id is not None and not isinstance(source_id, (str, int)):
+    if source_id is not None and (isinstance(source_id, bool) or not isinstance(source_id, (str, int))):
         raise _Bad(Reason.WRONG_TYPE, f"id must be a string or integer, got {type(source_id).__name__}")
 
     sample = Sample(
@@ -331,25 +338,58 @@ def _media_part(kind: str, uri: Any, where: str, media: list[MediaItem], ctx: Ro
         raise _Bad(Reason.WRONG_TYPE, f"{where} must be a non-empty URI string")
     if len(media) >= ctx.max_media_per_row:
         raise _Bad(Reason.TOO_MANY_MEDIA, f"more than {ctx.max_media_per_row} media items")
-    media.append(MediaItem(kind=kind, uri=resolve_uri(uri.strip(), ctx)))
+    location = resolve_uri(uri.strip(), ctx)
+    # a folder name that is not UTF-8 may sit in the location: the stored uri shows it escaped
+    media.append(MediaItem(kind=kind, uri=display_text(display_uri(location, ctx)), location=location))
     return ContentPart(kind, media_index=len(media) - 1)
 
 
 def resolve_uri(uri: str, ctx: RowContext) -> str:
+    """Where a media reference points: an inline URI as is, a remote URI or a local path with
+    `..` normalised away; relative references against ctx.base_dir."""
     if uri in ctx.inline_uris:
         return uri
+    if "\x00" in uri:
+        raise _Bad(Reason.UNSUPPORTED_URI, f"{uri[:200]!r}: a NUL character is no path")
+    if uri.startswith("file://"):
+        path = unquote(uri[len("file://"):])
+        if path.startswith("localhost/"):
+            path = path[len("localhost"):]
+        if not path.startswith("/"):
+            raise _Bad(Reason.UNSUPPORTED_URI, f"{uri[:200]!r}: file:// URIs must name a local absolute path")
+        return posixpath.normpath(path)
     if "://" in uri:
         if uri.startswith(READABLE_SCHEMES):
-            return uri[len("file://"):] if uri.startswith("file://") else uri
+            return normalize_remote(uri)
         raise _Bad(Reason.UNSUPPORTED_URI, f"{uri[:200]!r}: only local paths and "
                    f"{', '.join(READABLE_SCHEMES)} are read (download remote media first)")
     if uri.startswith("data:"):
         raise _Bad(Reason.UNSUPPORTED_URI, "inline data: URIs are not accepted; reference a file")
     if uri.startswith("/"):
-        return uri
+        return posixpath.normpath(uri)
     if "://" in ctx.base_dir:
-        return ctx.base_dir.rstrip("/") + "/" + posixpath.normpath(uri)
+        return normalize_remote(ctx.base_dir.rstrip("/") + "/" + uri)
     return posixpath.normpath(posixpath.join(ctx.base_dir, uri))
+
+
+def normalize_remote(uri: str) -> str:
+    """scheme://bucket/a/../b -> scheme://bucket/b: `..` never climbs above the bucket."""
+    scheme, rest = uri.split("://", 1)
+    bucket, _, path = rest.partition("/")
+    return f"{scheme}://{bucket}{posixpath.normpath('/' + path) if path else ''}"
+
+
+def display_uri(location: str, ctx: RowContext) -> str:
+    """The location as stored in the output: relative to the input root when it lies under
+    the same filesystem (local: `../media/a.jpg` for a sibling media folder; remote: only
+    below the root), else as resolved."""
+    root = ctx.input_root
+    if root is None or location in ctx.inline_uris:
+        return location
+    if "://" in root or "://" in location:
+        prefix = root.rstrip("/") + "/"
+        return location[len(prefix):] if "://" in root and location.startswith(prefix) else location
+    return posixpath.relpath(location, root or ".")
 
 
 def _text(value: Any, where: str, ctx: RowContext) -> str:

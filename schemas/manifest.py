@@ -3,6 +3,12 @@
 The pipeline itself builds the manifest from exact counts (Beam combiners), so it holds on
 any runner. The invariant `input_rows == kept + rejected` is checked when it is built; a run
 that breaks it fails rather than writing a manifest that does not add up.
+
+Rows can only be counted once a reader has delimited them. Where a reader had to stop early
+(a corrupt compressed block, garbage between JSON elements, an unreadable Parquet footer),
+the bytes it never delimited are counted in `unread_bytes` (and the files in `unread_files`):
+such a run is finished and its rows add up, but it is not `balanced`, since input rows may
+be missing from both sides.
 """
 from __future__ import annotations
 
@@ -34,11 +40,19 @@ class Totals:
     kept_by_source: dict[str, int] = field(default_factory=dict)
     text_tokens: int = 0
     visual_tokens: int = 0
+    unread_bytes: int = 0       # bytes of input files no reader could delimit into rows
+    unread_files: int = 0       # files with unread bytes (each has a rejected row naming them)
+
+    @property
+    def rows_add_up(self) -> bool:
+        """Every row a reader delimited is kept or rejected, once."""
+        return (self.input_rows == self.kept + self.rejected
+                and self.rejected == sum(self.rejected_by_reason.values()))
 
     @property
     def balanced(self) -> bool:
-        return (self.input_rows == self.kept + self.rejected
-                and self.rejected == sum(self.rejected_by_reason.values()))
+        """The rows add up and no input was left unread: every input row is accounted for."""
+        return self.rows_add_up and self.unread_bytes == 0 and self.unread_files == 0
 
 
 @dataclass

@@ -35,6 +35,8 @@ class Reason(str, enum.Enum):
     TRUNCATED_ARCHIVE = "truncated_archive"
     ROW_TOO_LARGE = "row_too_large"
     NOT_AN_OBJECT = "not_an_object"
+    TOO_DEEPLY_NESTED = "too_deeply_nested"
+    INVALID_UNICODE = "invalid_unicode"
     # validate: a row, but not one we can use
     WRONG_TYPE = "wrong_type"
     MISSING_FIELD = "missing_field"
@@ -46,6 +48,7 @@ class Reason(str, enum.Enum):
     TOO_MANY_MEDIA = "too_many_media"
     TOO_MANY_MESSAGES = "too_many_messages"
     UNSUPPORTED_URI = "unsupported_uri"
+    MEDIA_OUTSIDE_ROOT = "media_outside_root"
     # text
     EMPTY_TEXT = "empty_text"
     TEXT_TOO_SHORT = "text_too_short"
@@ -55,6 +58,7 @@ class Reason(str, enum.Enum):
     MISSING_MEDIA = "missing_media"
     EMPTY_MEDIA = "empty_media"
     MEDIA_TOO_LARGE = "media_too_large"
+    NOT_A_REGULAR_FILE = "not_a_regular_file"
     # media: decoding (robustness)
     NOT_A_VIDEO = "not_a_video"
     NOT_AN_IMAGE = "not_an_image"
@@ -117,6 +121,8 @@ REASON_DOCS: dict[Reason, str] = {
     Reason.TRUNCATED_ARCHIVE: "a tar archive ends in the middle of a member; the partial sample is rejected",
     Reason.ROW_TOO_LARGE: "a raw row is larger than ingest.max_row_bytes",
     Reason.NOT_AN_OBJECT: "a row is valid JSON but not an object",
+    Reason.TOO_DEEPLY_NESTED: "a row nests arrays / objects deeper than ingest.max_json_depth (anywhere, read or not)",
+    Reason.INVALID_UNICODE: "a row's strings hold a lone surrogate (JSON \"\\ud83d\"), which UTF-8 cannot hold",
     Reason.WRONG_TYPE: "a field has the wrong type (for example messages is a number)",
     Reason.MISSING_FIELD: "the row has no usable content: no messages, caption, question or text",
     Reason.UNKNOWN_ROLE: "a message role is not system, user or assistant",
@@ -127,6 +133,8 @@ REASON_DOCS: dict[Reason, str] = {
     Reason.TOO_MANY_MEDIA: "the row references more media items than validate.max_media_per_row",
     Reason.TOO_MANY_MESSAGES: "the conversation has more turns than validate.max_messages",
     Reason.UNSUPPORTED_URI: "a media reference uses a scheme Beam's FileSystems cannot read",
+    Reason.MEDIA_OUTSIDE_ROOT: "a media reference points outside ingest.media_roots (after .., file://, symlinks) "
+                               "or into /proc, /sys or /dev",
     Reason.EMPTY_TEXT: "after normalisation a turn that must hold text is empty",
     Reason.TEXT_TOO_SHORT: "total text is shorter than text.min_chars",
     Reason.TEXT_TOO_LONG: "total text is longer than text.max_chars",
@@ -134,6 +142,7 @@ REASON_DOCS: dict[Reason, str] = {
     Reason.MISSING_MEDIA: "a referenced media file does not exist",
     Reason.EMPTY_MEDIA: "a referenced media file has zero bytes",
     Reason.MEDIA_TOO_LARGE: "a media file is larger than media.max_bytes",
+    Reason.NOT_A_REGULAR_FILE: "a local media path is a folder, FIFO, socket or device at read time; never opened",
     Reason.NOT_A_VIDEO: "a video item's bytes are no media container FFmpeg knows, or a single still image",
     Reason.NOT_AN_IMAGE: "an image item's bytes are no image format Pillow knows",
     Reason.NO_VIDEO_STREAM: "the container holds no video stream (audio only, subtitles, cover art only)",
@@ -152,8 +161,10 @@ REASON_DOCS: dict[Reason, str] = {
     Reason.STATIC: "mean difference between consecutive sampled frames is below media.quality.min_motion",
     Reason.TOO_MANY_SCENE_CHANGES: "scene changes per minute above media.quality.max_scene_changes_per_min",
     Reason.EXACT_DUPLICATE: "same normalised text and media bytes as the row in dup_of",
-    Reason.NEAR_DUPLICATE: "text Jaccard (MinHash estimate) >= dedupe.near.threshold, transitively, with the row in dup_of",
-    Reason.SEMANTIC_DUPLICATE: "media embedding cosine >= dedupe.semantic.threshold, transitively, with the row in dup_of",
+    Reason.NEAR_DUPLICATE: "text Jaccard (MinHash estimate) >= dedupe.near.threshold, transitively, "
+                           "with the row in dup_of",
+    Reason.SEMANTIC_DUPLICATE: "media embedding cosine >= dedupe.semantic.threshold, transitively, "
+                               "with the row in dup_of",
     Reason.CONTAMINATED: "copies a benchmark item: detail is JSON naming the benchmark, item id and rule",
     Reason.LOW_CLIP_SCORE: "clip_score below the threshold of a score.rules entry whose action is drop",
     Reason.RECAPTION_FAILED: "every recaption request failed or came back empty after its retries",

@@ -9,6 +9,7 @@ import pyarrow as pa
 
 from schemas.reasons import Reason, Stage
 from schemas.sample import Sample
+from schemas.strings import display_text
 
 
 @dataclass
@@ -45,10 +46,14 @@ def reject(stage: Union[Stage, str], reason: Union[Reason, str], source: str, so
     kept); the rejected writer applies ingest.max_payload_bytes, in one place (`Rejected.capped`).
     payload_size records the original size when the payload itself was already dropped (by a reader)."""
     if isinstance(payload, str):
-        payload = payload.encode("utf-8", errors="surrogateescape")
+        payload = payload.encode("utf-8", errors="surrogatepass")
     size = len(payload) if payload is not None else payload_size
-    return Rejected(stage=Stage(stage).value, reason=Reason(reason).value, source=source,
-                    source_ref=source_ref, detail=detail[:2000], id=id, dup_of=dup_of,
+    # Every string here reaches a UTF-8 writer: names and error texts are shown escaped
+    # (schemas/strings.py), so a bad name costs nothing but its looks.
+    return Rejected(stage=Stage(stage).value, reason=Reason(reason).value, source=display_text(source),
+                    source_ref=display_text(source_ref), detail=display_text(detail[:2000]),
+                    id=None if id is None else display_text(id),
+                    dup_of=None if dup_of is None else display_text(dup_of),
                     payload=payload, payload_bytes=size)
 
 

@@ -47,7 +47,8 @@ class Message:
 @dataclass
 class MediaItem:
     kind: str                                   # image | video
-    uri: str                                    # where the bytes came from (path, gs://..., tar#member)
+    uri: str                                    # where the bytes came from, relative to the input root
+                                                # (as source_ref is) when under it: path, gs://..., tar#member
     sha256: Optional[str] = None                # of the original bytes
     num_bytes: Optional[int] = None
     source_width: Optional[int] = None          # decoded size, rotation applied
@@ -67,6 +68,10 @@ class MediaItem:
     source_member: Optional[str] = None         # member holding the original bytes, when they are kept
     stats: dict[str, Optional[float]] = field(default_factory=dict)  # schemas.scores.MEDIA_STAT_DOCS
     asr: Optional[str] = None                   # speech transcript of a video (input key "asr"); recaptions condition on it
+    # In flight only, never written: where the media stage reads the bytes (absolute, symlinks
+    # resolved). `uri` is the same place relative to the input root, so outputs do not depend
+    # on where the corpus sits; None: read `uri` itself.
+    location: Optional[str] = None
 
 
 @dataclass
@@ -154,6 +159,7 @@ class Sample:
         d.pop("embeddings")
         d["scores"] = {name: self.scores.get(name) for name in SCORE_NAMES}
         for item in d["media"]:
+            item.pop("location")
             unknown = set(item["stats"]) - set(MEDIA_STAT_NAMES)
             if unknown:
                 raise KeyError(f"unregistered media stats {sorted(unknown)}: add them to schemas/scores.py")

@@ -114,6 +114,27 @@ def generate(out_dir: str, seed: int = 0, scale: int = 1) -> dict:
     return _summary(rows, tree, len(bench))
 
 
+def corpus_recipe(cfg, root: str):
+    """`cfg` (a schemas.config.Config) set to read the corpus at root: its manifests as the
+    input, its media folder as an allowed media root (manifests name media as ../media/...,
+    outside the input's own folder), and its benchmark, synthbench, when the recipe names none."""
+    import dataclasses
+
+    from schemas.config import BenchmarkConfig, InputConfig
+
+    ingest = dataclasses.replace(cfg.ingest, media_roots=[*cfg.ingest.media_roots, corpus_media_root(root)])
+    cfg = dataclasses.replace(cfg, ingest=ingest)
+    if not cfg.decontaminate.benchmarks:
+        bench = BenchmarkConfig(name="synthbench", path=os.path.join(root, "benchmark", "bench.jsonl"))
+        cfg = dataclasses.replace(cfg, decontaminate=dataclasses.replace(cfg.decontaminate, benchmarks=[bench]))
+    return cfg.with_inputs([InputConfig(path=os.path.join(root, "manifests"), source=None, format="auto")])
+
+
+def corpus_media_root(root: str) -> str:
+    """The corpus's media folder: what `ingest.media_roots` must allow for its manifests."""
+    return os.path.join(root, "media")
+
+
 # --- rows and the output tree ------------------------------------------------------------------
 @dataclass
 class Row:

@@ -50,3 +50,22 @@ def tiny_vlm(tmp_path_factory):
     from captioners.tiny_vlm import build
 
     return build(str(tmp_path_factory.mktemp("tiny_vlm") / "tiny-vlm"))
+
+
+@pytest.fixture(scope="session")
+def trainer_data(tmp_path_factory):
+    """A demo-like pipeline output (the synthetic corpus through configs/demo.yaml) for the trainer's tests:
+    (output folder, corpus folder)."""
+    from pipelines.build_mixture import build_mixture
+    from pipelines.launch import run
+    from schemas.config import CONFIG_DIR
+    from synthetic.corpus import generate
+
+    corpus = tmp_path_factory.mktemp("trainer_corpus")
+    generate(str(corpus))
+    out = tmp_path_factory.mktemp("trainer_data")
+    bench = f"decontaminate.benchmarks=[{{name: synthbench, path: {corpus / 'benchmark' / 'bench.jsonl'}}}]"
+    run("build_mixture", build_mixture, ["--config", os.path.join(CONFIG_DIR, "demo.yaml"), "--input",
+                                         str(corpus / "manifests"), "--output", str(out), "--progress_s", "0",
+                                         "--set", bench])
+    return out, corpus

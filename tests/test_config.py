@@ -60,6 +60,12 @@ def test_hash_tracks_thresholds_not_inputs():
     assert cfg.hash() != load_config(None, ["text.min_chars=2"]).hash()
     moved = cfg.with_inputs([InputConfig(path="/elsewhere", source=None, format="auto")])
     assert moved.hash() == cfg.hash()
+    # where data lives is no rule either: media roots and benchmark paths (the demo's corpus sits in its output folder)
+    bench = "decontaminate.benchmarks=[{name: b, path: %s}]"
+    a = load_config(None, ["ingest.media_roots=[/a/media]", "ingest.media_root=/a", bench % "/a/b.jsonl"])
+    b = load_config(None, ["ingest.media_roots=[/b/media]", bench % "/b/b.jsonl"])
+    assert a.hash() == b.hash() != load_config(None, [bench % "/a/b.jsonl", "ingest.max_json_depth=8"]).hash()
+    assert a.hash() != load_config(None, ["decontaminate.benchmarks=[{name: other, path: /a/b.jsonl}]"]).hash()
 
 
 @pytest.mark.parametrize("override, message", [

@@ -42,7 +42,8 @@ def test_flat_layouts_and_task_inference():
     assert ok({"video": "v.mp4", "caption": "a dog runs"}).task == "video"
     assert ok({"image": "a.jpg", "question": "How many?", "answer": "3"}).task == "vqa"
     assert ok({"text": "plain text"}).task == "text"
-    assert ok({"image": "a.jpg", "question": "Where?", "answer": "<|box_start|>[[1,2,3,4]]<|box_end|>"}).task == "grounding"
+    box = "<|box_start|>[[1,2,3,4]]<|box_end|>"
+    assert ok({"image": "a.jpg", "question": "Where?", "answer": box}).task == "grounding"
     assert ok({"image": "a.jpg", "caption": "x", "task": "ocr"}).task == "ocr"
     assert ok({"text": "x", "mode": "think"}).task == "cold_start"
     inter = ok({"messages": [{"role": "user", "content": [
@@ -118,3 +119,41 @@ def test_video_asr_transcripts():
     assert bad({"videos": ["a.mp4", "b.mp4"], "caption": "x", "asr": "one for two"}).reason == Reason.WRONG_TYPE
     assert bad({"video": "a.mp4", "caption": "x", "asr": 5}).reason == Reason.WRONG_TYPE
     assert ok({"image": "a.png", "caption": "x"}).media[0].asr is None
+
+
+@pytest.mark.parametrize("value", [True, False, 1.5, float("nan"), [1], {"a": 1}])
+def test_id_must_be_a_string_or_an_integer_and_bool_is_neither(value):
+    """Regression: `{"id": true}` passed the integer check and became id "True"."""
+    assert bad({"id": value, "text": "t"}).reason == Reason.WRONG_TYPE
+    assert ok({"id": 10**100, "text": "t"}).source_id == str(10**100)
+
+
+@pytest.mark.parametrize("uri, location", [
+    ("a/../../img/x.png", "/data/img/x.png"),
+    ("/data/manifests/../../etc/passwd", "/etc/passwd"),
+    ("file:///data/media/a%20b.png", "/data/media/a b.png"),
+    ("file://localhost/data/a.png", "/data/a.png"),
+    ("gs://bucket/m/../../x.png", "gs://bucket/x.png"),
+    ("gs://bucket/../../other/x.png", "gs://bucket/other/x.png"),
+])
+def test_locations_are_normalised(uri, location):
+    assert ok({"image": uri, "caption": "c"}).media[0].location == location
+
+
+@pytest.mark.parametrize("uri", ["file://otherhost/etc/passwd", "a\x00.png", "ftp://h/a.png"])
+def test_unreadable_uris_are_rejected(uri):
+    assert bad({"image": uri, "caption": "c"}).reason == Reason.UNSUPPORTED_URI
+
+
+def test_uris_are_stored_relative_to_the_input_root():
+    """The output must not depend on where the corpus sits (the demo's shards differed by output folder)."""
+    s = ok({"images": ["a.jpg", "../media/b.jpg", "gs://bucket/c.jpg"], "caption": "c"},
+           base_dir="/corpus/manifests/sub", input_root="/corpus/manifests")
+    assert [m.uri for m in s.media] == ["sub/a.jpg", "media/b.jpg", "gs://bucket/c.jpg"]
+    assert [m.location for m in s.media] == ["/corpus/manifests/sub/a.jpg", "/corpus/manifests/media/b.jpg",
+                                             "gs://bucket/c.jpg"]
+    s = ok({"image": "../media/b.jpg", "caption": "c"}, base_dir="/corpus/manifests", input_root="/corpus/manifests")
+    assert s.media[0].uri == "../media/b.jpg"
+    r = ok({"image": "x/a.jpg", "caption": "c"}, base_dir="gs://b/in", input_root="gs://b/in")
+    assert r.media[0].uri == "x/a.jpg" and r.media[0].location == "gs://b/in/x/a.jpg"
+    assert "location" not in s.to_row()["media"][0]

@@ -46,9 +46,12 @@ def reasoner(corpus):
 
 
 def run_demo(corpus_root, out, reasoner, *beam_args):
+    from synthetic.corpus import corpus_media_root
+
     bench = f"decontaminate.benchmarks=[{{name: synthbench, path: {corpus_root / 'benchmark' / 'bench.jsonl'}}}]"
+    media = f"ingest.media_roots={json.dumps([corpus_media_root(str(corpus_root))])}"   # manifests name ../media/...
     argv = ["--config", DEMO, "--input", str(corpus_root / "manifests"), "--output", str(out), "--progress_s", "0",
-            "--set", bench, "--set", f"mixture.builders.generator.openai.base_url={reasoner.base_url}",
+            "--set", bench, "--set", media, "--set", f"mixture.builders.generator.openai.base_url={reasoner.base_url}",
             "--set", f"mixture.builders.generator.openai.model={reasoner.model_name}", *beam_args]
     for o in FAST:
         argv += ["--set", o]

@@ -42,10 +42,13 @@ def corpus(tmp_path_factory):
 
 
 def run_demo(corpus_root, out, *beam_args):
+    from synthetic.corpus import corpus_media_root
+
     bench = f"decontaminate.benchmarks=[{{name: synthbench, path: {corpus_root / 'benchmark' / 'bench.jsonl'}}}]"
+    media = f"ingest.media_roots={json.dumps([corpus_media_root(str(corpus_root))])}"   # manifests name ../media/...
     return run("curate", build_curate, ["--config", DEMO, "--input", str(corpus_root / "manifests"),
                                         "--output", str(out), "--progress_s", "0", "--set", bench,
-                                        *beam_args])
+                                        "--set", media, *beam_args])
 
 
 @pytest.fixture(scope="session")

@@ -149,6 +149,12 @@ def plant(root):
     line({"images": ["../media/ok.png"] * 4, "caption": "four"}, "validate", Reason.TOO_MANY_MEDIA)
     line({"messages": [{"role": "user", "content": "hi"}] * 7}, "validate", Reason.TOO_MANY_MESSAGES)
     line({"image": "https://example.com/a.jpg", "caption": "remote"}, "validate", Reason.UNSUPPORTED_URI)
+    line(b'{"id": "x-\\ud83d", "text": "a b c d"}', "ingest", Reason.INVALID_UNICODE)
+    line(('{"text": "deep", "unread": %s}' % ("[" * 600 + "]" * 600)).encode(), "ingest", Reason.TOO_DEEPLY_NESTED)
+    (root / "outside.png").write_bytes(_png(48, 48))
+    line({"image": "../outside.png", "caption": "not under a media root"}, "validate", Reason.MEDIA_OUTSIDE_ROOT)
+    os.mkfifo(media / "fifo.png")
+    line({"image": "../media/fifo.png", "caption": "a FIFO"}, "media", Reason.NOT_A_REGULAR_FILE)
     line({"image": "../media/ok.png", "caption": "  \u200b\x00 "}, "text", Reason.EMPTY_TEXT)
     line({"text": "ab"}, "text", Reason.TEXT_TOO_SHORT)
     line({"text": _words(800, 1)}, "text", Reason.TEXT_TOO_LONG)
@@ -212,7 +218,8 @@ def planted_run(tmp_path_factory):
     expect = plant(root)
     out = root / "out"
     argv = ["--input", str(root / "in"), "--output", str(out), "--progress_s", "0",
-            "--set", f"recaption.openai.base_url=http://127.0.0.1:{free_port()}/v1"]
+            "--set", f"recaption.openai.base_url=http://127.0.0.1:{free_port()}/v1",
+            "--set", f"ingest.media_roots={json.dumps([str(root / 'media')])}"]    # rows name ../media/...
     for o in OVERRIDES + [f"decontaminate.benchmarks=[{{name: evalset, path: {root / 'bench'}}}]"]:
         argv += ["--set", o]
     before = os.environ.get(FAULT_ENV)
@@ -284,7 +291,10 @@ def test_each_planted_row_rejected_with_its_reason(planted_run):
 def test_manifest_adds_up(planted_run):
     expect, manifest, _ = planted_run
     t = manifest.totals
-    assert t.balanced and t.rejected == len(expect)
+    assert t.rows_add_up and t.rejected == len(expect)
+    # broken.parquet's rows cannot be delimited: its bytes are unread, so the run is not balanced
+    # (bad.jsonl.gz is a gzip stream cut short: read to its end, like a cut tar)
+    assert t.unread_files == 1 and t.unread_bytes == len(b"PAR1 not really") and not t.balanced
     # one of the duplicate captions, the text row, the parquet row, tar sample a, the longer of
     # the near-duplicate texts, the larger of the two pictures
     assert t.kept == 6

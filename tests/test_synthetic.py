@@ -25,10 +25,10 @@ from ingest.readers import read_file
 from ingest.inputs import file_tasks
 from ingest.validate import ValidateRows
 from media.fetch import MediaFetch
-from schemas.config import InputConfig, load_config
+from schemas.config import load_config
 from schemas.rejected import Rejected
 from schemas.sample import sample_id
-from synthetic.corpus import CURRENT_DETECTOR, generate
+from synthetic.corpus import CURRENT_DETECTOR, corpus_recipe, generate
 from synthetic.language import jaccard
 
 
@@ -45,8 +45,8 @@ def corpus(tmp_path_factory):
 def pipeline(corpus):
     """(source, source_ref) -> {"task", "rejected", "sample", "dup_kept"}: the curation stages
     in pipelines/curate.py order (validate, text, media, exact dedupe), run without Beam."""
-    spec = InputConfig(path=os.path.join(corpus[0], "manifests"), source=None, format="auto")
-    cfg = load_config().with_inputs([spec])
+    cfg = corpus_recipe(load_config(), corpus[0])     # its manifests, and its media folder as a media root
+    (spec,) = cfg.inputs
     steps = [TextFilter(cfg), MediaFetch(cfg)]
     validate = ValidateRows(cfg)
     outcome, survivors = {}, []

@@ -1,0 +1,208 @@
+"""`python -m trainer.evidence --work DIR`: does the engine's output train a model?
+
+    make_sample --scale S (seed 0) ─ build_mixture (configs/demo.yaml) ─▶ DIR/data   (subprocesses:
+                                                                                    the trainer never imports Beam)
+    tiny model ─ stage 1 (projector only) ─▶ stage 2 (all parameters, from stage 1)
+    held-out: the corpus generator with another seed (seed 1): its correct image and video captions
+    caption each held-out picture (trainer.generate: the pipeline's media code, the data's chat layout)
+    score per attribute against the truth: F1 of the colours, shapes and motion directions named
+
+Chance is measured, not assumed: each held-out item scored against the true caption of another
+held-out item (a fluent caption that ignores the picture), plus 1/K for K possible values.
+Prints one JSON report; README ("Evidence") holds a run's table.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from typing import Optional
+
+COLOURS = ("red", "green", "blue", "yellow", "purple", "orange")
+SHAPES = ("circle", "square", "triangle")
+DIRECTIONS = ("left to right", "right to left", "top to bottom", "bottom to top")
+# Scored per kind: the issue's attributes (colour, shape, direction), plus the background, the picture's
+# largest area (does the model read the picture at all?).
+KIND_ATTRS = (("image", ("colour", "shape", "background")), ("video", ("colour", "shape", "direction", "background")))
+PAIR = re.compile(rf"\b({'|'.join(COLOURS)}) ({'|'.join(SHAPES)})\b")
+MOTION = re.compile(rf"\b({'|'.join(SHAPES)}) (moves from ({'|'.join(DIRECTIONS)})|stays still)")
+BACKGROUNDS = ("white", "light gray", "cream", "pale blue", "dark gray")
+BACKGROUND = re.compile(rf" on an? ({'|'.join(BACKGROUNDS)}) (?:gradient )?background")
+
+
+def attributes(caption: str) -> dict[str, set]:
+    """What a caption says: colours and shapes of the named shapes, and directions of motion
+    ("still" for a shape that stays still). The background phrase is dropped first (its
+    "pale blue" is not a shape's colour)."""
+    low = caption.lower()
+    text = low.split(" on a ")[0]
+    pairs = PAIR.findall(text)
+    return {"colour": {c for c, _ in pairs}, "shape": {k for _, k in pairs},
+            "direction": {d or "still" for _, _, d in MOTION.findall(text)},
+            "background": set(BACKGROUND.findall(low)[:1])}
+
+
+def f1(pred: set, true: set) -> float:
+    if not pred and not true:
+        return 1.0
+    hit = len(pred & true)
+    return 0.0 if hit == 0 else 2 * hit / (len(pred) + len(true))
+
+
+def score(captions: list[str], truths: list[str], attrs: tuple[str, ...]) -> dict[str, float]:
+    out = {}
+    for a in attrs:
+        vals = [f1(attributes(c)[a], attributes(t)[a]) for c, t in zip(captions, truths)]
+        out[a] = round(sum(vals) / max(1, len(vals)), 4)
+    return out
+
+
+def heldout(root: str, seed: int, images: int, videos: int) -> list[dict]:
+    """Correct caption rows of the corpus generated with `seed`: [{kind, path, caption}]."""
+    from synthetic.corpus import generate
+
+    if not os.path.exists(os.path.join(root, "truth.jsonl")):
+        generate(root, seed=seed, scale=max(1, -(-images // 36), -(-videos // 8)))
+    good = set()
+    for line in open(os.path.join(root, "truth.jsonl"), encoding="utf-8"):
+        t = json.loads(line)
+        if t["caption_correct"] and not (t["media_defect"] or t["scene_cut"] or t["near_dup_of"] or t["dup_group"]):
+            good.add(t["source_ref"])
+    items = {"image": [], "video": []}
+    for name in ("captions.jsonl", "videos.jsonl"):
+        for i, line in enumerate(open(os.path.join(root, "manifests", name), encoding="utf-8"), start=1):
+            row = json.loads(line)
+            if f"{name}:{i}" not in good or "caption" not in row:
+                continue
+            kind = "image" if "image" in row else "video"
+            path = os.path.normpath(os.path.join(root, "manifests", row[kind]))
+            items[kind].append({"kind": kind, "path": path, "caption": row["caption"], "id": row["id"]})
+    return items["image"][:images] + items["video"][:videos]
+
+
+def caption_all(checkpoint: str, items: list[dict], max_new_tokens: int) -> list[str]:
+    from trainer.generate import Generator
+
+    gen = Generator(checkpoint)
+    return [gen.answer_file(it["path"], it["kind"], "", max_new_tokens=max_new_tokens) for it in items]
+
+
+def evaluate(checkpoint: str, items: list[dict], max_new_tokens: int) -> dict:
+    caps = caption_all(checkpoint, items, max_new_tokens)
+    out = {"examples": [{"id": it["id"], "truth": it["caption"], "caption": c} for it, c in zip(items, caps)][:6]}
+    for kind, attrs in KIND_ATTRS:
+        sel = [(c, it["caption"]) for c, it in zip(caps, items) if it["kind"] == kind]
+        out[kind] = score([c for c, _ in sel], [t for _, t in sel], attrs)
+    return out
+
+
+def chance(items: list[dict]) -> dict:
+    """Each item scored against the next item's true caption (same kind), and 1/K."""
+    out = {"uniform": {"colour": round(1 / len(COLOURS), 4), "shape": round(1 / len(SHAPES), 4),
+                       "direction": round(1 / len(DIRECTIONS), 4), "background": round(1 / len(BACKGROUNDS), 4)}}
+    for kind, attrs in KIND_ATTRS:
+        truths = [it["caption"] for it in items if it["kind"] == kind]
+        out[f"{kind}_other_caption"] = score(truths[1:] + truths[:1], truths, attrs)
+    return out
+
+
+def run(cmd: list[str]) -> None:
+    print("+", " ".join(cmd), file=sys.stderr)
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+
+
+def build_data(work: str, scale: int) -> str:
+    corpus, data = os.path.join(work, "corpus"), os.path.join(work, "data")
+    if not os.path.exists(os.path.join(data, "manifest.json")):
+        run([sys.executable, "-m", "pipelines.make_sample", "--output", corpus, "--scale", str(scale)])
+        bench = os.path.join(corpus, "benchmark", "bench.jsonl")
+        run([sys.executable, "-m", "pipelines.build_mixture", "--config", os.path.join("configs", "demo.yaml"),
+             "--input", os.path.join(corpus, "manifests"), "--output", data, "--progress_s", "0",
+             "--set", f"decontaminate.benchmarks=[{{name: synthbench, path: {bench}}}]"])
+    return data
+
+
+def untrained(work: str, data: str, seed: int) -> str:
+    """The stage-1 recipe's model before any step, saved as a checkpoint (the 'before' row)."""
+    from keye.tokenizer import load_tokenizer
+    from schemas.train import load_train_config
+    from trainer.data import data_vocab, open_sources
+    from trainer.model import build_model, save_weights
+
+    folder = os.path.join(work, "untrained")
+    cfg = load_train_config(os.path.join("configs", "train_tiny_stage1.yaml"), [f"run.seed={seed}"])
+    tok = load_tokenizer(cfg.model.tokenizer)
+    sources = open_sources([(data, 1.0)])
+    model = build_model(cfg.model, tok, "cpu", cfg.run.seed, data_vocab(sources, tok))
+    save_weights(model, folder, cfg.model.tokenizer, cfg.model.merge, sources[0].folder.render_info())
+    return folder
+
+
+def train_stage(recipe: str, run_dir: str, data: str, overrides: list[str]) -> str:
+    from schemas.train import load_train_config
+    from trainer.checkpoint import latest
+    from trainer.train import train
+
+    cfg = load_train_config(os.path.join("configs", recipe), overrides)
+    if not (latest(run_dir) or "").endswith(f"step-{cfg.optim.max_steps:06d}"):
+        train(cfg, run_dir, [(data, 1.0)])
+    return latest(run_dir)
+
+
+def rescore(work: str, max_new_tokens: int = 40) -> dict:
+    """Score the checkpoints of a finished `--work` folder again (after a scoring change)."""
+    from trainer.checkpoint import latest
+
+    with open(os.path.join(work, "evidence.json"), encoding="utf-8") as f:
+        report = json.load(f)
+    items = heldout(os.path.join(work, "heldout"), 1, report["heldout"]["images"], report["heldout"]["videos"])
+    report["chance"] = chance(items)
+    for key, ckpt in (("before", os.path.join(work, "untrained")), ("after_stage1", latest(os.path.join(work, "stage1"))),
+                      ("after_stage2", latest(os.path.join(work, "stage2")))):
+        report[key] = evaluate(ckpt, items, max_new_tokens)
+    return report
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m trainer.evidence", description=__doc__.split("\n")[0])
+    ap.add_argument("--work", required=True, help="folder for the data, runs and report (reused when rerun)")
+    ap.add_argument("--scale", type=int, default=6, help="synthetic corpus scale for the training data")
+    ap.add_argument("--stage1-steps", type=int, default=40)
+    ap.add_argument("--stage2-steps", type=int, default=800)
+    ap.add_argument("--pack-length", type=int, default=1024, help="shorter packs: more optimizer steps per CPU second")
+    ap.add_argument("--images", type=int, default=40, help="held-out images")
+    ap.add_argument("--videos", type=int, default=16, help="held-out videos")
+    ap.add_argument("--max-new-tokens", type=int, default=40)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    t0 = time.time()
+    data = build_data(args.work, args.scale)
+    items = heldout(os.path.join(args.work, "heldout"), seed=1, images=args.images, videos=args.videos)
+    before = untrained(args.work, data, args.seed)
+    seed = [f"run.seed={args.seed}", "run.tensorboard=false", "run.progress=never",
+            f"data.pack_length={args.pack_length}", "run.checkpoint_every=200"]
+    s1 = train_stage("train_tiny_stage1.yaml", os.path.join(args.work, "stage1"), data,
+                     seed + [f"optim.max_steps={args.stage1_steps}"])
+    s2 = train_stage("train_tiny.yaml", os.path.join(args.work, "stage2"), data,
+                     seed + [f"optim.max_steps={args.stage2_steps}", f"model.init={s1}"])
+    t_train = time.time() - t0
+    report = {"heldout": {"images": sum(i["kind"] == "image" for i in items),
+                          "videos": sum(i["kind"] == "video" for i in items)},
+              "chance": chance(items),
+              "before": evaluate(before, items, args.max_new_tokens),
+              "after_stage1": evaluate(s1, items, args.max_new_tokens),
+              "after_stage2": evaluate(s2, items, args.max_new_tokens),
+              "seconds": {"data_and_training": round(t_train), "total": round(time.time() - t0)}}
+    with open(os.path.join(args.work, "evidence.json"), "w", encoding="utf-8") as f:
+        json.dump(report, f, indent=1)
+    print(json.dumps(report, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
