@@ -4,7 +4,7 @@
 
 After curation with `media.output.keep: frames` a row holds the frames the curation recipe
 sampled, not the video (with `original` or `both` its bytes are still there and are used): each
-variant fetches the original bytes again from the item's `uri`
+variant fetches the original bytes again from where the item's `uri` was resolved (`location`)
 (a file, any Beam filesystem, or a member of a tar: `path.tar#member`) and runs the media
 stage's own step (decode in an isolated worker, `fixed` sampling at N frames, smart_resize,
 stats, JPEG members), so a variant's visual tokens are exact for its frame count. The variants
@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import tarfile
-from typing import Union
+from typing import Optional, Union
 
 from filters.base import reject_sample
 from filters.media import MediaFilter
@@ -30,11 +30,13 @@ from schemas.sample import Sample
 
 
 # --- fetching the original bytes again ---------------------------------------------------------------------
-def refetch(uri: str, max_bytes: int) -> Union[bytes, tuple[Reason, str]]:
-    """The bytes at uri, including a member of a tar archive (`path.tar#member`)."""
-    if "#" not in uri:
-        return read_media(uri, max_bytes)
-    path, member = uri.split("#", 1)
+def refetch(location: str, max_bytes: int, shown: Optional[str] = None) -> Union[bytes, tuple[Reason, str]]:
+    """The bytes at an item's location (`MediaItem.location`: where validate resolved its uri),
+    including a member of a tar archive (`path.tar#member`); details name it by `shown` (its uri)."""
+    uri = shown or location
+    if "#" not in location:
+        return read_media(location, max_bytes, shown=uri)
+    path, member = location.split("#", 1)
     from apache_beam.io.filesystem import CompressionTypes
     from apache_beam.io.filesystems import FileSystems
 
@@ -87,7 +89,7 @@ class VideoVariants:
             if item.source_member and item.source_member in row.blobs:   # keep: original | both
                 originals.append(row.blobs[item.source_member])
                 continue
-            data = refetch(item.uri, self.max_bytes)
+            data = refetch(item.location or item.uri, self.max_bytes, shown=item.uri)
             if isinstance(data, tuple):
                 return reject_sample(row, Stage.MEDIA, data[0], f"media[{i}] {data[1]}")
             originals.append(data)

@@ -62,7 +62,7 @@ def test_video_variants_at_16_and_32_frames(video_file, where):
     curated = _curated(payload, video_file, cfg)
     assert curated.media[0].source_member is None and len(curated.media[0].frame_timestamps) not in (16, 32)
     if where == "tar":
-        curated.media[0].uri = f"{video_file / 'shard.tar'}#k1.mp4"
+        curated.media[0].uri = curated.media[0].location = f"{video_file / 'shard.tar'}#k1.mp4"
     row = _built(curated, "vnothink", "no_think")
     variants = VideoVariants(make_cfg(*CFG, "media.quality.min_motion=0.5"))   # curation judged it: not again
     variants.setup()
