@@ -5,6 +5,13 @@ and multi-processing at the largest scale), against the very same stage function
 a plain Python loop over the same rows (read -> validate -> text -> media -> exact dedupe ->
 tokens -> write the same shards). The ratio pipeline / loop is Beam's overhead here; timing
 two corpus scales splits it into a fixed start-up cost and a per-row (marginal) ratio.
+
+It also measures what crosses each shuffle per row: in the Beam run, bytes into every
+GroupByKey as the runner counted them (manifest.json `shuffles`, the stages this benchmark runs);
+in the loop, the encoded size (pickle, as Beam's fallback coder writes a Sample) of the element
+each shuffle of the full pipeline moves, split into media bytes
+(`Sample.blobs`: sampled JPEG frames, re-encoded images) and the rest (the row's metadata,
+scores, in-flight vectors). SHUFFLES lists which shuffles move whole rows.
 """
 from __future__ import annotations
 
@@ -22,6 +29,33 @@ from bench.common import best_of, emit, peak_rss_mb, ratio
 # measure those stages).
 SAME_STAGES = ["dedupe.near.enabled=false", "dedupe.semantic.enabled=false", "decontaminate.enabled=false",
                "score.enabled=false"]
+
+
+# Shuffles of the curate pipeline and what each moves per row (pipelines/*.py): "raw" the input
+# row, "row" the whole Sample (blobs included when the media stage has run), "key" a small key.
+SHUFFLES = [("ingest/SpreadRows", "raw"), ("media/Spread (before decoding)", "row_before_media"),
+            ("exact_dedupe/GroupByContent", "row"), ("near_dedupe/JoinById", "row"),
+            ("near_dedupe/GroupBuckets", "key"), ("semantic_dedupe/JoinById", "row"),
+            ("write/GroupBucket", "row")]
+
+
+def shuffle_bytes(raw_sizes: list[int], before_sizes: list[int], after: list) -> dict:
+    """Mean bytes per row each shuffle moves, and the media share of them."""
+    import pickle
+
+    def mean(xs):
+        return round(sum(xs) / max(1, len(xs)), 1)
+
+    row = [len(pickle.dumps(s, protocol=pickle.HIGHEST_PROTOCOL)) for s in after]
+    blobs = [sum(len(b) for b in s.blobs.values()) for s in after]
+    sizes = {"raw": mean(raw_sizes), "row_before_media": mean(before_sizes),
+             "row": mean(row), "key": 64.0}
+    per = {name: sizes[kind] for name, kind in SHUFFLES}
+    return {"per_shuffle": per, "row_bytes": mean(row), "row_media_bytes": mean(blobs),
+            "row_metadata_bytes": round(mean(row) - mean(blobs), 1),
+            "total_per_row": round(sum(per.values()), 1),
+            "total_per_row_without_media_in_shuffles": round(sum(per.values()) - mean(blobs) * sum(
+                1 for _, kind in SHUFFLES if kind == "row"), 1)}
 
 
 def plain_loop(cfg, out_dir: str) -> dict:
@@ -43,13 +77,19 @@ def plain_loop(cfg, out_dir: str) -> dict:
     tokens = TokenAccounting(cfg)
     for s in steps + [tokens]:
         s.setup()
+    import pickle
+
     rows, rejected, by_key = 0, [], {}
+    raw_sizes, before_media = [], []
     for spec in cfg.inputs:
         for task in file_tasks(spec, cfg):
             for raw in read_file(task):
                 rows += 1
+                raw_sizes.append(len(pickle.dumps(raw, protocol=5)))
                 item = raw
                 for step in steps:
+                    if isinstance(step, MediaFilter):
+                        before_media.append(len(pickle.dumps(item, protocol=5)))   # the step may fill it in place
                     item = step(item)
                     if isinstance(item, Rejected):
                         rejected.append(item)
@@ -76,7 +116,8 @@ def plain_loop(cfg, out_dir: str) -> dict:
     rej_rows = [r.to_row() for r in rejected]
     atomic_write(out_dir, "rejected/part-00000-000.parquet", "rejected", len(rej_rows),
                  parquet_writer(rej_rows, REJECTED_SCHEMA, o.parquet_compression, o.parquet_row_group_rows))
-    return {"input_rows": rows, "kept": len(final), "rejected": rows - len(final)}
+    return {"input_rows": rows, "kept": len(final), "rejected": rows - len(final),
+            "shuffle_bytes": shuffle_bytes(raw_sizes, before_media, final)}
 
 
 def main(argv=None) -> dict:
@@ -122,7 +163,10 @@ def main(argv=None) -> dict:
             point = {"scale": scale, "input_rows": loop["input_rows"], "kept": loop["kept"],
                      "plain_loop_s": round(loop_s, 3), "direct_in_process_s": round(beam_s, 3),
                      "samples_per_s": round(loop["input_rows"] / beam_s, 1),
-                     "beam_overhead_ratio": ratio(beam_s, loop_s)}
+                     "beam_overhead_ratio": ratio(beam_s, loop_s), "shuffle_bytes_per_row": loop["shuffle_bytes"],
+                     "beam_shuffle_bytes_per_input_row": {
+                         name: round(v["bytes"] / max(1, manifest.totals.input_rows), 1)
+                         for name, v in manifest.shuffles.items()}}
             if args.workers and scale == max(int(x) for x in args.scales.split(",")):
                 mp_s, _ = best_of(lambda: beam_run(["--direct_running_mode=multi_processing",
                                                     f"--direct_num_workers={args.workers}"]), args.repeat)

@@ -1,4 +1,4 @@
-# Worker image for Dataflow (--sdk_container_image) and Flink/Spark (--environment_type=DOCKER).
+# CPU worker image for Dataflow (--sdk_container_image) and Flink/Spark (--environment_type=DOCKER).
 # The Beam SDK base image supplies the worker boot binary; the pinned requirements are baked in
 # so workers start in seconds instead of installing torch on every VM.
 #   docker build -f docker/worker.Dockerfile -t REGION-docker.pkg.dev/PROJECT/REPO/keye-engine:0.1.0 .

@@ -66,7 +66,9 @@ def file_tasks(spec: InputConfig, cfg: Config, on_skip: Optional[Callable[[str],
     """The files one input names, in path order; files that are no manifest (media beside the
     manifests) are passed to `on_skip`."""
     pattern, root = input_pattern(spec)
-    for meta in sorted(FileSystems.match([pattern])[0].metadata_list, key=lambda m: m.path):
+    # spec.files: one partition of a resumable run (pipelines/resume.py) matches its own files only
+    found = [m for r in FileSystems.match(list(spec.files) if spec.files else [pattern]) for m in r.metadata_list]
+    for meta in sorted(found, key=lambda m: m.path):
         fmt = spec.format if spec.format != "auto" else detect_format(meta.path)
         if fmt is None:
             if on_skip is not None:

@@ -1,7 +1,7 @@
 """`python -m pipelines.export --format swift|llava OUT_DIR`: the kept rows of a pipeline's output
 as messages JSONL in a trainer's layout (mixture/export.py), with the images and frames beside it.
 
-    OUT_DIR/manifest.json --list shards--> (parquet n, wds n) pairs --Reshuffle--> ExportShard
+    OUT_DIR/shards.parquet --list shards--> (parquet n, wds n) pairs --Reshuffle--> ExportShard
         --> DEST/part-BBBBB-PPP.jsonl + DEST/media/<id>/... --> DEST/export.json (parts, rows, sha256)
 
 Parquet shard n and WebDataset shard n hold the same rows in the same order, so one worker
@@ -89,8 +89,7 @@ def _write_summary(parts: list, dest: str, fmt: str, source_rows: int) -> str:
 
 def build_export(p: beam.Pipeline, out_dir: str, fmt: str, dest: Optional[str] = None):
     """Export the kept rows of out_dir (a finished run: its manifest lists the shards)."""
-    with FileSystems.open(FileSystems.join(out_dir, "manifest.json")) as f:
-        manifest = Manifest.from_json(f.read().decode("utf-8"))
+    manifest = Manifest.load(out_dir)        # the shard list is DIR/shards.parquet
     if not manifest.shards.get("wds"):
         raise SystemExit(f"{out_dir}: no WebDataset shards (output.write_wds is off); media cannot be exported")
     stems = sorted(s.path.split("/", 1)[1][:-len(".tar")] for s in manifest.shards["wds"])

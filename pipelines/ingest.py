@@ -29,6 +29,7 @@ class ExpandInputs(beam.DoFn):
 class ReadFiles(beam.DoFn):
     def process(self, task: FileTask):
         stage_counter(Stage.INGEST.value, "files").inc()
+        progress.count(Stage.INGEST.value, progress.FILES)
         for row in read_file(task):
             stage_counter(Stage.INGEST.value, "rows").inc()
             progress.count(Stage.INGEST.value, "kept")

@@ -15,12 +15,15 @@ import sys
 import time
 from typing import Callable, Optional, Sequence
 
+from pipelines.manifest import write_manifest
 from schemas.config import CONFIG_DIR, Config, ConfigError, InputConfig, load_config
 from schemas.manifest import Manifest
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LOCAL_RUNNERS = {"directrunner", "fnapirunner", "bundlebaseddirectrunner", "switchingdirectrunner"}
-OUTPUT_PARTS = ("parquet", "wds", "rejected", "embeddings", "manifest.json", "export")
+ENGINES = ("fnapi", "prism", "beam")
+OUTPUT_PARTS = ("parquet", "wds", "rejected", "embeddings", "manifest.json", "shards.parquet", "report.html",
+                "run.json", "partitions", "completions")
 
 
 def parse_args(pipeline: str, argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -35,8 +38,18 @@ def parse_args(pipeline: str, argv: Sequence[str]) -> tuple[argparse.Namespace, 
     ap.add_argument("--demo", action="store_true",
                     help="without --input: build the synthetic sample corpus and run on it")
     ap.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    ap.add_argument("--resume", action="store_true",
+                    help="continue an interrupted partitioned run (output.partition_files > 0) in --output: "
+                         "completed partitions are kept, a changed recipe is refused")
+    ap.add_argument("--partitions_in_flight", type=int, default=1,
+                    help="partitioned runs: how many partition pipelines run at once (Dataflow/Flink: jobs)")
+    ap.add_argument("--engine", choices=ENGINES, default="fnapi",
+                    help="which engine runs a local (DirectRunner) run: fnapi (default: Beam's FnApiRunner, the engine "
+                         "the tests use), prism (Beam's Go runner, downloaded on first use) or beam (Beam's own "
+                         "choice: Prism where it supports the pipeline and can be downloaded, else the FnApiRunner)")
     ap.add_argument("--progress_s", type=float, default=5.0,
-                    help="local runs: print per-stage counts every N seconds (0: off)")
+                    help="local runs on a terminal: per-stage rows, rows/s and time left every N seconds "
+                         "(0: off; always off when stderr is not a terminal or CI is set)")
     return ap.parse_known_args(list(argv))
 
 
@@ -62,14 +75,19 @@ def prepare_output(out_dir: str, overwrite: bool) -> None:
     if existing and not overwrite:
         raise SystemExit(f"{out_dir} already holds {', '.join(existing)}; pass --overwrite to replace it")
     if existing:
-        FileSystems.delete([FileSystems.join(out_dir, p) for p in existing])
+        from pipelines.resume import delete_tree
+
+        for part in existing:
+            path = FileSystems.join(out_dir, part)
+            if part.endswith((".json", ".parquet", ".html")):
+                FileSystems.delete([path])
+            else:
+                delete_tree(path)
     if "://" not in out_dir:
         os.makedirs(out_dir, exist_ok=True)
 
 
 def run(pipeline: str, builder: Callable, argv: Sequence[str]) -> Manifest:
-    import apache_beam as beam
-    from apache_beam.io.filesystems import FileSystems
     from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
     from pipelines import progress
@@ -103,37 +121,155 @@ def run(pipeline: str, builder: Callable, argv: Sequence[str]) -> Manifest:
     else:
         cfg = cfg.with_inputs(inputs)
     check_inputs(cfg.inputs)
-    prepare_output(out_dir, args.overwrite or args.demo)
 
     options = PipelineOptions(beam_argv)
     runner = (options.view_as(StandardOptions).runner or "DirectRunner").rsplit(".", 1)[-1]
     # Local worker subprocesses must import this project even when it is not pip-installed.
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [PROJECT_ROOT, os.environ.get("PYTHONPATH")]))
-    if args.progress_s > 0 and runner.lower() in LOCAL_RUNNERS:
-        progress.enable(args.progress_s)
+    if runner.lower() in LOCAL_RUNNERS and progress.wanted(args.progress_s):
+        from pipelines.resume import list_input_files
+
+        progress.enable(args.progress_s, total_files=len(list_input_files(cfg)))
 
     started = time.time()
+    # --engine decides what "DirectRunner" means; a runner named explicitly (FnApiRunner,
+    # BundleBasedDirectRunner, PrismRunner, Dataflow, ...) is used as named. One runner object per
+    # pipeline: partitions in flight do not share one.
+    local = runner.lower() in ("directrunner", "switchingdirectrunner")
+    engine_name = type(local_engine(args.engine, options)).__name__ if local else runner
+    run_one = lambda part_cfg, part_dir: run_pipeline(builder, part_cfg, part_dir, options,
+                                                      local_engine(args.engine, options) if local else None)
     try:
-        p = beam.Pipeline(options=options)
-        builder(p, cfg, out_dir)
-        result = p.run()
-        state = result.wait_until_finish()
+        if cfg.output.partition_files > 0:
+            from pipelines.resume import run_partitions, stderr_say
+
+            if not args.resume:
+                prepare_output(out_dir, args.overwrite or args.demo)
+            manifest = run_partitions(pipeline, cfg, out_dir, args.resume, run_one, stderr_say, args.partitions_in_flight)
+        else:
+            if args.resume:
+                raise SystemExit("--resume needs a partitioned run: set output.partition_files > 0 "
+                                 "(README, 'Resume')")
+            prepare_output(out_dir, args.overwrite or args.demo)
+            manifest = run_one(cfg, out_dir)
     finally:
         if reasoner is not None:
             reasoner.stop()
-    wall = time.time() - started
-    if str(state).rsplit(".", 1)[-1] != "DONE":
-        raise SystemExit(f"pipeline ended in state {state}")
-
-    manifest_path = FileSystems.join(out_dir, "manifest.json")
-    with FileSystems.open(manifest_path) as f:
-        manifest = Manifest.from_json(f.read().decode("utf-8"))
-    manifest.run = {"runner": runner, "wall_s": round(wall, 3), "beam_args": list(beam_argv),
+    manifest.run = {"runner": runner, "engine": engine_name,
+                    "wall_s": round(time.time() - started, 3), "beam_args": list(beam_argv),
                     "finished_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
-    with FileSystems.create(manifest_path) as f:
-        f.write(manifest.to_json().encode("utf-8"))
+    write_manifest(out_dir, manifest)
+    try:
+        from pipelines.report import write_report
+
+        write_report(out_dir)
+    except Exception as e:  # noqa: BLE001 - the data is written and accounted; a report bug must not fail the run
+        print(f"report.html not written ({type(e).__name__}: {e}); "
+              f"rerun `python -m pipelines.report {out_dir}`", file=sys.stderr)
     print(summary(manifest, out_dir), file=sys.stderr)
     return manifest
+
+
+def local_engine(engine: str, options):
+    """The runner object of a local run. Beam's DirectRunner tries to download and start Prism and
+    falls back to the FnApiRunner when that fails, so without this the same command would run on
+    different engines on machines with and without network."""
+    if engine == "prism":
+        from apache_beam.runners.portability.prism_runner import PrismRunner
+
+        return PrismRunner()
+    if engine == "beam":
+        from apache_beam.runners.direct.direct_runner import DirectRunner
+
+        return DirectRunner()
+    from apache_beam.portability.api import beam_provision_api_pb2
+    from apache_beam.runners.portability.fn_api_runner import fn_runner
+    from apache_beam.runners.portability.portable_runner import JobServiceHandle
+
+    encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
+    return fn_runner.FnApiRunner(provision_info=fn_runner.ExtendedProvisionInfo(
+        beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded)))
+
+
+def run_pipeline(builder: Callable, cfg: Config, out_dir: str, options, engine=None) -> Manifest:
+    """One Beam pipeline into out_dir; its manifest with the run's Beam counters added."""
+    import apache_beam as beam
+
+    p = beam.Pipeline(runner=engine, options=options)
+    builder(p, cfg, out_dir)
+    result = p.run()
+    state = result.wait_until_finish()
+    if str(state).rsplit(".", 1)[-1] != "DONE":
+        raise SystemExit(f"pipeline ended in state {state}")
+    manifest = Manifest.load(out_dir)
+    manifest.counters, manifest.distributions = beam_metrics(result)
+    manifest.shuffles = shuffle_bytes(p, result)
+    write_manifest(out_dir, manifest)
+    return manifest
+
+
+GBK_URN = "beam:transform:group_by_key:v1"
+COMBINE_URN = "beam:transform:combine_per_key:v1"
+
+
+def shuffle_bytes(p, result) -> dict[str, dict[str, int]]:
+    """Elements and bytes into every shuffle (GroupByKey, Reshuffle, CoGroupByKey; not combines) of a run, from the
+    runner's per-PCollection element counts and sampled encoded sizes (bytes = mean sampled size x
+    elements). The FnApiRunner reports them; other runners show theirs in their own UI: {} here."""
+    try:
+        infos = result.monitoring_metrics().monitoring_infos()
+    except Exception:  # noqa: BLE001 - not every runner has monitoring infos
+        return {}
+    transforms = p.to_runner_api().components.transforms
+    lifted = {sub for t in transforms.values() if t.spec.urn == COMBINE_URN for sub in t.subtransforms}
+    feeds: dict[str, str] = {}
+    for tid, t in transforms.items():
+        # a combine's GroupByKey moves accumulators (runners lift the combine), not its input: skipped
+        if t.spec.urn == GBK_URN and len(t.inputs) == 1 and tid not in lifted:
+            feeds[next(iter(t.inputs.values()))] = t.unique_name
+    elements: dict[str, int] = {}
+    mean_size: dict[str, float] = {}
+    for mi in infos:
+        name = feeds.get(mi.labels.get("PCOLLECTION", ""))
+        if name is None:
+            continue
+        if mi.urn == "beam:metric:element_count:v1":
+            from apache_beam.metrics.monitoring_infos import extract_counter_value
+
+            elements[name] = elements.get(name, 0) + int(extract_counter_value(mi))
+        elif mi.urn == "beam:metric:sampled_byte_size:v1":
+            from apache_beam.metrics.monitoring_infos import extract_distribution
+
+            count, total, _, _ = extract_distribution(mi)
+            if count:
+                mean_size[name] = total / count
+    return {name: {"elements": n, "bytes": round(n * mean_size.get(name, 0.0))}
+            for name, n in sorted(elements.items()) if n}
+
+
+def beam_metrics(result) -> tuple[dict[str, int], dict[str, dict[str, float]]]:
+    """Counters and distributions a run kept ("namespace:name", summed over steps); committed values
+    where the runner has them, else attempted."""
+    counters: dict[str, int] = {}
+    dists: dict[str, dict[str, float]] = {}
+    try:
+        found = result.metrics().query()
+    except Exception:  # noqa: BLE001 - a runner without metrics support must not fail a finished run
+        return counters, dists
+    for c in found.get("counters", []):
+        key = f"{c.key.metric.namespace}:{c.key.metric.name}"
+        value = c.committed if c.committed is not None else c.attempted
+        counters[key] = counters.get(key, 0) + int(value or 0)
+    for d in found.get("distributions", []):
+        v = d.committed if d.committed is not None else d.attempted
+        if v is None or not v.count:
+            continue
+        key = f"{d.key.metric.namespace}:{d.key.metric.name}"
+        acc = dists.setdefault(key, {"count": 0, "sum": 0, "min": v.min, "max": v.max})
+        acc["count"] += v.count
+        acc["sum"] += v.sum
+        acc["min"], acc["max"] = min(acc["min"], v.min), max(acc["max"], v.max)
+    return dict(sorted(counters.items())), dict(sorted(dists.items()))
 
 
 def summary(m: Manifest, out_dir: str) -> str:
@@ -145,9 +281,8 @@ def summary(m: Manifest, out_dir: str) -> str:
              f"  {'rejected':<18}{t.rejected:>10,}"]
     for key, n in sorted(t.rejected_by_reason.items(), key=lambda kv: (-kv[1], kv[0])):
         lines.append(f"    {key:<36}{n:>10,}")
-    for kind, shards in sorted(m.shards.items()):
-        size = sum(s.bytes for s in shards)
-        lines.append(f"  {kind + ' shards':<18}{len(shards):>10,}   {size / 1e6:,.1f} MB")
+    for kind, info in m.summary().items():
+        lines.append(f"  {kind + ' shards':<18}{info['shards']:>10,}   {info['bytes'] / 1e6:,.1f} MB")
     if t.unread_bytes or t.unread_files:
         lines.append(f"  {'unread input':<18}{t.unread_bytes:>10,}   bytes in {t.unread_files} file(s) no reader "
                      f"could delimit into rows (see rejected/)")

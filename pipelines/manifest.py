@@ -1,4 +1,5 @@
-"""Manifest stage: exact totals from Beam combiners, written once as DIR/manifest.json.
+"""Manifest stage: exact totals from Beam combiners, written once as DIR/manifest.json, with the
+shard list in DIR/shards.parquet.
 
 Input rows are counted where ingest emits them, kept and rejected rows where they are
 written, so `input_rows == kept + rejected` checks the whole pipeline. A run whose counts
@@ -24,13 +25,16 @@ from mixture.mixing import is_derived
 from pipelines.common import sum_tuples
 from pipelines.write import sum_pairs
 from schemas.config import Config
-from schemas.manifest import Derived, Manifest, ShardInfo, Totals, library_versions
+from schemas.manifest import (MANIFEST_FILE, Derived, SHARD_INDEX_FILE, Manifest, ShardInfo, Totals, library_versions,
+                              shard_index_table)
 from schemas.version import PIPELINE_VERSION
+from shards.writer import atomic_write, write_table
 
 
 class _KeptTotals(beam.CombineFn):
+    # [rows, text tokens, visual tokens, rows by task, rows by source, tokens by task, tokens by mode]
     def create_accumulator(self):
-        return [0, 0, 0, collections.Counter(), collections.Counter()]
+        return [0, 0, 0] + [collections.Counter() for _ in range(4)]
 
     def add_input(self, acc, s):
         acc[0] += 1
@@ -38,6 +42,8 @@ class _KeptTotals(beam.CombineFn):
         acc[2] += s.visual_tokens
         acc[3][s.task] += 1
         acc[4][s.source] += 1
+        acc[5][s.task] += s.text_tokens + s.visual_tokens
+        acc[6][s.mode or "none"] += s.text_tokens + s.visual_tokens
         return acc
 
     def merge_accumulators(self, accs):
@@ -45,13 +51,14 @@ class _KeptTotals(beam.CombineFn):
         for a in accs:
             for i in range(3):
                 out[i] += a[i]
-            out[3].update(a[3])
-            out[4].update(a[4])
+            for i in range(3, 7):
+                out[i].update(a[i])
         return out
 
     def extract_output(self, acc):
-        return {"kept": acc[0], "text_tokens": acc[1], "visual_tokens": acc[2],
-                "kept_by_task": dict(sorted(acc[3].items())), "kept_by_source": dict(sorted(acc[4].items()))}
+        by = lambda c: dict(sorted(c.items()))
+        return {"kept": acc[0], "text_tokens": acc[1], "visual_tokens": acc[2], "kept_by_task": by(acc[3]),
+                "kept_by_source": by(acc[4]), "tokens_by_task": by(acc[5]), "tokens_by_mode": by(acc[6])}
 
 
 class _CountBy(beam.CombineFn):
@@ -116,6 +123,7 @@ class _WriteManifest(beam.DoFn):
         totals = Totals(input_rows=input_rows, kept=kept_rows,
                         rejected=sum(rejected_by_reason.values()), rejected_by_reason=rejected_by_reason,
                         kept_by_task=kept["kept_by_task"], kept_by_source=kept["kept_by_source"],
+                        tokens_by_task=kept["tokens_by_task"], tokens_by_mode=kept["tokens_by_mode"],
                         text_tokens=kept["text_tokens"], visual_tokens=kept["visual_tokens"],
                         unread_bytes=unread[0], unread_files=unread[1])
         by_kind: dict[str, list[ShardInfo]] = {"parquet": [], "wds": [], "rejected": []}
@@ -135,10 +143,16 @@ class _WriteManifest(beam.DoFn):
             inputs=[{"path": i.path, "source": i.source, "format": i.format} for i in self.cfg.inputs],
             totals=totals, shards=by_kind, versions=library_versions(), derived=derived,
             mixture=fanout["shares"] if fanout is not None else None)
-        path = FileSystems.join(self.out_dir, "manifest.json")
-        with FileSystems.create(path) as f:
-            f.write(manifest.to_json().encode("utf-8"))
-        yield path
+        yield write_manifest(self.out_dir, manifest)
+
+
+def write_manifest(out_dir: str, manifest: Manifest) -> str:
+    """DIR/shards.parquet (the shard list) then DIR/manifest.json, each renamed into place."""
+    atomic_write(out_dir, SHARD_INDEX_FILE, "index", 0,
+                 lambda f: write_table(shard_index_table([s for v in manifest.shards.values() for s in v]),
+                                       f, "zstd", 100_000))
+    atomic_write(out_dir, MANIFEST_FILE, "manifest", 0, lambda f: f.write(manifest.to_json().encode("utf-8")))
+    return FileSystems.join(out_dir, MANIFEST_FILE)
 
 
 class WriteManifest(beam.PTransform):

@@ -1,7 +1,9 @@
 """Text near-duplicate removal: MinHash -> LSH buckets -> verified pairs -> connected components.
 
     rows --Sign (batched, vectorised)--> (node, signature, scope)
-         --Band--> ((band, band hash, scope), (node, signature))    one element per band
+         --Band--> ((band, band hash, scope), node)    one element per band, ids only
+         --GroupByKey--> buckets of 2+ --> (node, bucket)
+         + (node, b-bit signature) --CoGroupByKey on node--> (bucket, (node, signature))
          --GroupByKey--> bucket --Verify--> star edges between verified members
          --ConnectedComponents (pipelines/clusters.py)--> (id, (representative, size))
     rows + assignments --CoGroupByKey on id--> kept / rejected near_duplicate with dup_of
@@ -9,11 +11,13 @@
 What each worker holds: Sign holds one batch of rows; Verify holds one bucket, at most
 `max_bucket_size` signatures (a larger bucket is streamed twice against one pivot: O(1) memory,
 counted in near_dedupe/giant_buckets); the components hold one node's neighbourhood per key;
-the final join holds one id's row. No step sees all signatures or all pairs. Signatures (512
-bytes at 128 permutations) ride in the bucket values so candidates are verified where they
-meet, without joining rows back; by default only their lowest 8 bits travel (b-bit MinHash,
-128 bytes, corrected for chance agreement: `verify_bits`); with `verify: false` only node keys
-travel (NeMo Curator's choice: every bucket is a cluster).
+the final join holds one id's row. No step sees all signatures or all pairs. Buckets are
+first formed from node keys alone; each row's signature then joins, once, the buckets of two or
+more it sits in (not once per band: 20x fewer signature bytes shuffled), so candidates are
+verified where they meet, without joining rows back. Only the signatures' lowest 8 bits travel
+(b-bit MinHash, 128 bytes at 128 permutations, corrected for chance agreement: `verify_bits`);
+with `verify: false` only node keys travel, in one shuffle (NeMo Curator's choice: every bucket
+is a cluster).
 
 The text compared is every text of the row (captions, questions, answers, reasoning, ASR
 turns), in order. With `scope: same_media` (the default) the bucket key also holds a hash of
@@ -105,20 +109,53 @@ class _Sign(beam.DoFn):
             yield TaggedOutput(SIGS, (node_key(s.scores.get(cfg.quality_score), s.id), sig.tobytes(), scope))
 
 
-def _bands(cfg: NearDedupeConfig):
+def _bands(cfg: NearDedupeConfig, with_signatures: bool):
+    """A batch of (node, signature, scope) -> (bucket key, value) per band; the value is (node,
+    b-bit signature) or, for the id-only first pass, the node alone."""
     b, r = optimal_bands(cfg.threshold, cfg.num_perm, cfg.false_positive_weight, cfg.false_negative_weight)
     verify, bits = cfg.verify, cfg.verify_bits
 
     def explode(batch):
         sigs = np.frombuffer(b"".join(s for _, s, _ in batch), dtype=np.uint32).reshape(len(batch), -1)
         keys = band_hashes(sigs, b, r)
-        short = low_bits(sigs, bits) if verify else None
+        short = low_bits(sigs, bits) if verify and with_signatures else None
         for i, (node, _, scope) in enumerate(batch):
-            value = (node, short[i].tobytes() if verify else b"")
+            value = (node, short[i].tobytes() if short is not None else b"") if with_signatures else node
             for band in range(b):
                 yield band.to_bytes(2, "big") + int(keys[i, band]).to_bytes(8, "big") + scope, value
 
     return explode
+
+
+def _short_signatures(cfg: NearDedupeConfig):
+    """A batch of (node, signature, scope) -> (node, b-bit signature): each row's once."""
+    def short(batch):
+        sigs = np.frombuffer(b"".join(s for _, s, _ in batch), dtype=np.uint32).reshape(len(batch), -1)
+        for (node, _, _), sig in zip(batch, low_bits(sigs, cfg.verify_bits)):
+            yield node, sig.tobytes()
+    return short
+
+
+def _shared_buckets(element):
+    """(bucket key, nodes) -> (node, bucket key) for every member of a bucket of two or more (a node
+    sits in a bucket once: band index is in the key). Streams: a giant bucket is never held."""
+    bucket, nodes = element
+    it = iter(nodes)
+    head = list(itertools.islice(it, 2))
+    if len(head) < 2:
+        return
+    for node in itertools.chain(head, it):
+        yield node, bucket
+
+
+def _to_buckets(element):
+    """(node, {signature, buckets}) -> (bucket key, (node, signature)) per bucket it shares."""
+    node, grouped = element
+    sigs = list(grouped["signature"])
+    if not sigs:
+        return
+    for bucket in grouped["bucket"]:
+        yield bucket, (node, sigs[0])
 
 
 class _Verify(beam.DoFn):
@@ -191,9 +228,21 @@ class CandidateEdges(beam.PTransform):
 
     def expand(self, sigs):
         cfg = self.cfg
-        return (sigs
-                | "BatchSigs" >> beam.BatchElements(min_batch_size=64, max_batch_size=cfg.batch_size)
-                | "Bands" >> beam.FlatMap(_bands(cfg))
+        batched = sigs | "BatchSigs" >> beam.BatchElements(min_batch_size=64, max_batch_size=cfg.batch_size)
+        if not cfg.verify:    # node keys alone travel: one shuffle
+            buckets = batched | "Bands" >> beam.FlatMap(_bands(cfg, with_signatures=True))
+        else:
+            # Node keys are grouped by band first; each row's signature then travels once, to the
+            # buckets of two or more it shares, instead of once per band (20x) to every bucket.
+            shared = (batched
+                      | "BandIds" >> beam.FlatMap(_bands(cfg, with_signatures=False))
+                      | "GroupIds" >> beam.GroupByKey()
+                      | "SharedBuckets" >> beam.FlatMap(_shared_buckets))
+            short = batched | "ShortSigs" >> beam.FlatMap(_short_signatures(cfg))
+            buckets = ({"signature": short, "bucket": shared}
+                       | "SigsToBuckets" >> beam.CoGroupByKey()
+                       | "ToBuckets" >> beam.FlatMap(_to_buckets))
+        return (buckets
                 | "GroupBuckets" >> beam.GroupByKey()
                 | "Verify" >> beam.ParDo(_Verify(cfg)))
 

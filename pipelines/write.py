@@ -49,17 +49,17 @@ class _ShardedWrite(beam.PTransform):
                    | "Total" >> beam.CombineGlobally(sum_pairs)
                    | "Buckets" >> beam.Map(lambda t: num_buckets(t[0], t[1], max_rows, max_bytes)))
 
-        def write_bucket(element):
+        def write_bucket(element, n):
             bucket, items = element
             ordered = sorted(items, key=lambda xs: sort_key(xs[0]))
             for piece_no, piece in enumerate(cut(ordered, lambda xs: xs[1], max_rows, max_bytes)):
-                yield from write_piece(shard_name(bucket, piece_no), [x for x, _ in piece])
+                yield from write_piece(shard_name(bucket, piece_no, n), [x for x, _ in piece])
 
+        n = beam.pvalue.AsSingleton(buckets)
         return (sized
-                | "Bucket" >> beam.Map(lambda xs, n: (bucket_of(key(xs[0]), n), xs),
-                                       n=beam.pvalue.AsSingleton(buckets))
+                | "Bucket" >> beam.Map(lambda xs, n: (bucket_of(key(xs[0]), n), xs), n=n)
                 | "GroupBucket" >> beam.GroupByKey()
-                | "WriteBucket" >> beam.FlatMap(write_bucket))
+                | "WriteBucket" >> beam.FlatMap(write_bucket, n=n))
 
 
 class WriteSamples(beam.PTransform):

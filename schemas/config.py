@@ -34,6 +34,9 @@ class InputConfig:
     path: str                       # file, directory or glob; any Beam FileSystems scheme
     source: Optional[str]           # name recorded in each row; default: derived from path
     format: Literal["auto", "jsonl", "json", "parquet", "wds"]
+    # Only these matched files (full paths), when not empty: how a resumable run (output.partition_files)
+    # gives each partition its files while sources and source_refs stay those of the whole input.
+    files: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -703,6 +706,10 @@ class OutputConfig:
     parquet_compression: Literal["zstd", "snappy", "gzip", "none"]
     parquet_row_group_rows: int
     write_wds: bool
+    partition_files: int
+
+    def __post_init__(self) -> None:
+        _check(self.partition_files >= 0, "output.partition_files", ">= 0", self.partition_files)
 
 
 @dataclass(frozen=True)
@@ -889,11 +896,13 @@ def _build(cls: type, data: Any, where: str) -> Any:
             close = difflib.get_close_matches(str(key), names, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise ConfigError(f"unknown key {_join(where, key)!r}{hint}")
-    missing = [n for n in names if n not in data]
+    optional = {f.name for f in dataclasses.fields(cls)
+                if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING}
+    missing = [n for n in names if n not in data and n not in optional]
     if missing:
         raise ConfigError(f"missing key {_join(where, missing[0])!r}: every key must be set "
                           f"(configs/base.yaml holds them all)")
-    return cls(**{n: _coerce(hints[n], data[n], _join(where, n)) for n in names})
+    return cls(**{n: _coerce(hints[n], data[n], _join(where, n)) for n in names if n in data})
 
 
 def _coerce(tp: Any, value: Any, where: str) -> Any:
@@ -912,6 +921,10 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
         if value not in args:
             raise ConfigError(f"{where}: must be one of {list(args)}, got {value!r}")
         return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {type(value).__name__}")
+        return tuple(_coerce(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
     if origin is list:
         if not isinstance(value, list):
             raise ConfigError(f"{where}: expected a list, got {type(value).__name__}")

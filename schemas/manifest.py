@@ -4,6 +4,11 @@ The pipeline itself builds the manifest from exact counts (Beam combiners), so i
 any runner. The invariant `input_rows == kept + rejected` is checked when it is built; a run
 that breaks it fails rather than writing a manifest that does not add up.
 
+manifest.json stays small at any corpus size: totals, recipe, versions, Beam counters and a
+per-kind shard summary. The list of shards (hundreds of thousands at 600B tokens) is the
+Parquet index `DIR/shards.parquet` (SHARD_INDEX_SCHEMA: kind, path, rows, bytes, sha256;
+paths relative to DIR); `Manifest.load(DIR)` reads both.
+
 Rows can only be counted once a reader has delimited them. Where a reader had to stop early
 (a corrupt compressed block, garbage between JSON elements, an unreadable Parquet footer),
 the bytes it never delimited are counted in `unread_bytes` (and the files in `unread_files`):
@@ -16,6 +21,13 @@ import json
 import platform
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
+
+import pyarrow as pa
+
+MANIFEST_FILE = "manifest.json"
+SHARD_INDEX_FILE = "shards.parquet"
+SHARD_INDEX_SCHEMA = pa.schema([("kind", pa.string()), ("path", pa.string()), ("rows", pa.int64()),
+                                ("bytes", pa.int64()), ("sha256", pa.string())])
 
 
 @dataclass
@@ -38,6 +50,8 @@ class Totals:
     rejected_by_reason: dict[str, int] = field(default_factory=dict)   # "stage/reason" -> rows
     kept_by_task: dict[str, int] = field(default_factory=dict)
     kept_by_source: dict[str, int] = field(default_factory=dict)
+    tokens_by_task: dict[str, int] = field(default_factory=dict)   # text + visual tokens of kept rows
+    tokens_by_mode: dict[str, int] = field(default_factory=dict)   # by Sample.mode ("none": no mode)
     text_tokens: int = 0
     visual_tokens: int = 0
     unread_bytes: int = 0       # bytes of input files no reader could delimit into rows
@@ -91,11 +105,19 @@ class Manifest:
     shards: dict[str, list[ShardInfo]]
     versions: dict[str, str]
     run: Optional[dict[str, Any]] = None     # runner, wall time: added by the launcher, not deterministic
+    counters: dict[str, int] = field(default_factory=dict)   # Beam counters "namespace:name" -> value
+    distributions: dict[str, dict[str, float]] = field(default_factory=dict)  # name -> count/sum/min/max
+    shuffles: dict[str, dict[str, int]] = field(default_factory=dict)   # GroupByKey -> elements, bytes in
+    partitions: Optional[dict[str, Any]] = None  # resumable runs: partition count and files per partition
+    shard_summary: dict[str, dict[str, int]] = field(default_factory=dict)  # kind -> shards, rows, bytes
     derived: Optional[Derived] = None        # pipelines that fan rows out (build_mixture)
     mixture: Optional[dict[str, Any]] = None  # target and achieved shares per category (mixture/mixing.py)
 
     def to_json(self) -> str:
+        """manifest.json: everything but the shard list (that is shards.parquet)."""
         d = asdict(self)
+        d.pop("shards")
+        d["shard_summary"] = self.summary()
         d["totals"]["balanced"] = self.totals.balanced
         for key in ("derived", "mixture"):     # absent, not null, for pipelines that fan nothing out
             if d[key] is None:
@@ -104,17 +126,56 @@ class Manifest:
             d["derived"]["balanced"] = self.derived.balanced
         return json.dumps(d, indent=2, sort_keys=True) + "\n"
 
+    def summary(self) -> dict[str, dict[str, int]]:
+        if not self.shards:
+            return dict(self.shard_summary)
+        return {kind: {"shards": len(v), "rows": sum(s.rows for s in v), "bytes": sum(s.bytes for s in v)}
+                for kind, v in sorted(self.shards.items())}
+
     @classmethod
     def from_json(cls, text: str) -> "Manifest":
+        """The manifest without its shard list (see `load` for both)."""
         d = json.loads(text)
         totals = d.pop("totals")
         totals.pop("balanced", None)
-        shards = {k: [ShardInfo(**s) for s in v] for k, v in d.pop("shards").items()}
+        shards = {k: [ShardInfo(**s) for s in v] for k, v in d.pop("shards", {}).items()}
         derived = d.pop("derived", None)
         if derived is not None:
             derived.pop("balanced", None)
             derived = Derived(**derived)
         return cls(totals=Totals(**totals), shards=shards, derived=derived, **d)
+
+    @classmethod
+    def load(cls, out_dir: str) -> "Manifest":
+        """DIR/manifest.json with `shards` filled from DIR/shards.parquet."""
+        from apache_beam.io.filesystems import FileSystems
+
+        with FileSystems.open(FileSystems.join(out_dir, MANIFEST_FILE)) as f:
+            m = cls.from_json(f.read().decode("utf-8"))
+        if m.shards and not FileSystems.exists(FileSystems.join(out_dir, SHARD_INDEX_FILE)):
+            return m     # written before the index existed: the list is in manifest.json
+        m.shards = read_shard_index(out_dir)
+        return m
+
+
+def shard_index_table(shards: list[ShardInfo]) -> pa.Table:
+    ordered = sorted(shards, key=ShardInfo.sort_key)
+    return pa.table({name: [getattr(s, name) for s in ordered] for name in SHARD_INDEX_SCHEMA.names},
+                    schema=SHARD_INDEX_SCHEMA)
+
+
+def read_shard_index(out_dir: str) -> dict[str, list[ShardInfo]]:
+    """DIR/shards.parquet -> {kind: [ShardInfo, ...]} sorted by path. pyarrow alone reads it too:
+    `pyarrow.parquet.read_table("DIR/shards.parquet")`."""
+    import pyarrow.parquet as pq
+    from apache_beam.io.filesystems import FileSystems
+
+    with FileSystems.open(FileSystems.join(out_dir, SHARD_INDEX_FILE)) as f:
+        table = pq.read_table(f)
+    out: dict[str, list[ShardInfo]] = {}
+    for row in table.to_pylist():
+        out.setdefault(row["kind"], []).append(ShardInfo(**row))
+    return out
 
 
 def library_versions() -> dict[str, str]:

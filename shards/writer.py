@@ -109,9 +109,17 @@ def payload_bytes(sample: Sample) -> int:
             + TAR_HEADER_BYTES * (2 + len(sample.blobs)))
 
 
+# Buckets are sized to hold BUCKET_FILL of a shard on average: a hash spreads rows over buckets
+# unevenly (binomially), and a bucket just over the limit would otherwise be cut into a full shard
+# and a sliver. With the slack, nearly every bucket is one shard; one that is not is cut into
+# equal pieces, so nearly all shards hold between half and all of the limit.
+BUCKET_FILL = 0.75
+
+
 def num_buckets(total_rows: int, total_bytes: int, max_rows: int, max_bytes: int) -> int:
-    """Enough buckets that an average bucket fits one shard."""
-    return max(1, math.ceil(total_rows / max(1, max_rows)), math.ceil(total_bytes / max(1, max_bytes)))
+    """Enough buckets that an average bucket fills BUCKET_FILL of one shard."""
+    return max(1, math.ceil(total_rows / max(1.0, BUCKET_FILL * max_rows)),
+               math.ceil(total_bytes / max(1.0, BUCKET_FILL * max_bytes)))
 
 
 def bucket_of(key: str, buckets: int) -> int:
@@ -119,19 +127,43 @@ def bucket_of(key: str, buckets: int) -> int:
 
 
 def cut(items: Iterable, size: Callable[[object], int], max_rows: int, max_bytes: int) -> list[list]:
-    """Cut an ordered sequence into consecutive pieces within both limits (one item may exceed max_bytes)."""
-    pieces, current, current_bytes = [], [], 0
-    for item in items:
-        b = size(item)
-        if current and (len(current) >= max_rows or current_bytes + b > max_bytes):
-            pieces.append(current)
-            current, current_bytes = [], 0
-        current.append(item)
-        current_bytes += b
-    if current:
+    """Cut an ordered sequence into consecutive pieces within both limits, of about equal rows and
+    bytes: the fewest pieces the limits allow, each item placed by its share of rows and bytes
+    before it (one item may exceed max_bytes on its own)."""
+    items = list(items)
+    sizes = [size(x) for x in items]
+    if not items:
+        return []
+    # pieces by rows and by bytes, each balanced on its own; a piece's bytes are at most bytes_per
+    # plus its last item, hence the slack of one (not huge) item under the limit
+    slack = min(max(sizes), max_bytes // 2)
+    k_rows = max(1, math.ceil(len(items) / max(1, max_rows)))
+    k_bytes = max(1, math.ceil(sum(sizes) / max(1, max_bytes - slack)))
+    rows_per, bytes_per = len(items) / k_rows, max(1.0, sum(sizes) / k_bytes)
+    balanced: list[list[int]] = []
+    before, piece_of_last = 0, -1
+    for j, b in enumerate(sizes):
+        piece = int(max(j / rows_per, before / bytes_per))
+        if not balanced or piece > piece_of_last:
+            balanced.append([])
+            piece_of_last = piece
+        balanced[-1].append(j)
+        before += b
+    pieces = []
+    for idx in balanced:   # the limits hold whatever the balance: split a piece that breaks one
+        current, current_bytes = [], 0
+        for j in idx:
+            if current and (len(current) >= max_rows or current_bytes + sizes[j] > max_bytes):
+                pieces.append(current)
+                current, current_bytes = [], 0
+            current.append(items[j])
+            current_bytes += sizes[j]
         pieces.append(current)
     return pieces
 
 
-def shard_name(bucket: int, piece: int) -> str:
-    return f"part-{bucket:05d}-{piece:03d}"
+def shard_name(bucket: int, piece: int, buckets: int = 0) -> str:
+    """part-BBBBB-PPP; the bucket number is as wide as the largest one needs (at least 5 digits),
+    so names sort in bucket order at any bucket count."""
+    width = max(5, len(str(max(0, buckets - 1))))
+    return f"part-{bucket:0{width}d}-{piece:03d}"

@@ -84,8 +84,9 @@ def text_near_pairs(truth):
 
 def test_layout_and_manifest(demo):
     manifest, out = demo
-    assert sorted(os.listdir(out)) == ["embeddings", "manifest.json", "parquet", "rejected", "wds"]
-    on_disk = Manifest.from_json((out / "manifest.json").read_text())
+    assert sorted(os.listdir(out)) == ["embeddings", "manifest.json", "parquet", "rejected", "report.html", "shards.parquet",
+                                      "wds"]
+    on_disk = Manifest.load(str(out))
     assert on_disk.totals.balanced
     t = on_disk.totals
     assert t.input_rows == t.kept + t.rejected == t.kept + sum(t.rejected_by_reason.values())
@@ -97,6 +98,8 @@ def test_layout_and_manifest(demo):
     assert sum(s.rows for s in on_disk.shards["parquet"]) == t.kept
     assert [s.rows for s in on_disk.shards["parquet"]] == [s.rows for s in on_disk.shards["wds"]]
     assert t.text_tokens > 0
+    assert on_disk.counters["keye:ingest/rows"] == t.input_rows   # Beam counters are saved with the run
+    assert on_disk.run["engine"] == "FnApiRunner"
     assert not [f for kind in ("parquet", "wds", "rejected", "embeddings") for f in os.listdir(out / kind)
                 if f.startswith(".")]
 

@@ -64,10 +64,11 @@ def test_unregistered_score_is_an_error():
 
 
 def test_cut_and_buckets():
-    assert cut(range(10), lambda x: 1, max_rows=4, max_bytes=100) == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    assert cut(range(10), lambda x: 1, max_rows=4, max_bytes=100) == [[0, 1, 2, 3], [4, 5, 6], [7, 8, 9]]
     assert cut([5, 5, 50, 5], lambda x: x, max_rows=10, max_bytes=20) == [[5, 5], [50], [5]]
+    assert cut([], lambda x: 1, 4, 100) == []
     assert num_buckets(0, 0, 10, 100) == 1
-    assert num_buckets(95, 10, 10, 100) == 10 and num_buckets(5, 1000, 10, 100) == 10
+    assert num_buckets(90, 10, 10, 100) == 12 and num_buckets(5, 1500, 10, 100) == 20
     assert all(0 <= bucket_of(str(i), 7) < 7 for i in range(100))
     assert bucket_of("abc", 7) == bucket_of("abc", 7)
     assert payload_bytes(sample(3)) > 13
@@ -80,3 +81,29 @@ def test_atomic_write_leaves_only_the_shard(tmp_path):
     assert info.bytes == len(data) and info.sha256 == __import__("hashlib").sha256(data).hexdigest()
     again = atomic_write(str(tmp_path), "wds/part-00000-000.tar", "wds", 1, wds_writer([sample(1)]))
     assert again == info and os.listdir(tmp_path / "wds") == ["part-00000-000.tar"]
+
+
+def test_nearly_all_shards_within_a_factor_of_two():
+    """Hash-bucketed rows cut by the limit: at 1000 and at 64 rows per shard, nearly every shard
+    holds half to all of the limit (greedy cutting of buckets sized to one shard left a third of
+    shards with under a tenth of it)."""
+    for max_rows, total in ((1000, 200_000), (64, 12_000)):
+        n = num_buckets(total, total, max_rows, 10**12)
+        buckets = [0] * n
+        for i in range(total):
+            buckets[bucket_of(f"{i:024x}", n)] += 1
+        shards = [len(p) for b in buckets for p in cut(range(b), lambda x: 1, max_rows, 10**12)]
+        assert sum(shards) == total and max(shards) <= max_rows
+        assert sum(max_rows / 2 <= s for s in shards) >= 0.98 * len(shards), (max_rows, sorted(shards)[:10])
+    # bytes limit: pieces of about equal bytes, never over the limit unless one item is
+    sizes = [1 + (7 * i) % 13 for i in range(500)]
+    pieces = cut(sizes, lambda x: x, 10**6, 400)
+    assert all(sum(p) <= 400 for p in pieces) and min(sum(p) for p in pieces) >= 200
+
+
+def test_shard_names_sort_past_100000_buckets():
+    from shards.writer import shard_name
+
+    assert shard_name(7, 0) == "part-00007-000"
+    names = [shard_name(b, 0, 250_000) for b in (9, 99_999, 100_000, 249_999)]
+    assert names == sorted(names) and names[0] == "part-000009-000"
