@@ -18,6 +18,7 @@ be missing from both sides.
 from __future__ import annotations
 
 import json
+import os
 import platform
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
@@ -168,10 +169,14 @@ def read_shard_index(out_dir: str) -> dict[str, list[ShardInfo]]:
     """DIR/shards.parquet -> {kind: [ShardInfo, ...]} sorted by path. pyarrow alone reads it too:
     `pyarrow.parquet.read_table("DIR/shards.parquet")`."""
     import pyarrow.parquet as pq
-    from apache_beam.io.filesystems import FileSystems
 
-    with FileSystems.open(FileSystems.join(out_dir, SHARD_INDEX_FILE)) as f:
-        table = pq.read_table(f)
+    if "://" in out_dir:             # gs://, s3://...: through Beam's filesystems
+        from apache_beam.io.filesystems import FileSystems
+
+        with FileSystems.open(FileSystems.join(out_dir, SHARD_INDEX_FILE)) as f:
+            table = pq.read_table(f)
+    else:                            # a local folder: no Beam import (the trainer never loads Beam)
+        table = pq.read_table(os.path.join(out_dir, SHARD_INDEX_FILE))
     out: dict[str, list[ShardInfo]] = {}
     for row in table.to_pylist():
         out.setdefault(row["kind"], []).append(ShardInfo(**row))

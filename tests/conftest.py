@@ -1,6 +1,7 @@
 """Shared fixtures. Tests never reach a model hub: HF_HUB_OFFLINE is forced on."""
 from __future__ import annotations
 
+import json
 import os
 import sys
 
@@ -59,13 +60,14 @@ def trainer_data(tmp_path_factory):
     from pipelines.build_mixture import build_mixture
     from pipelines.launch import run
     from schemas.config import CONFIG_DIR
-    from synthetic.corpus import generate
+    from synthetic.corpus import corpus_media_root, generate
 
     corpus = tmp_path_factory.mktemp("trainer_corpus")
     generate(str(corpus))
     out = tmp_path_factory.mktemp("trainer_data")
     bench = f"decontaminate.benchmarks=[{{name: synthbench, path: {corpus / 'benchmark' / 'bench.jsonl'}}}]"
+    media = f"ingest.media_roots={json.dumps([corpus_media_root(str(corpus))])}"   # manifests name ../media/...
     run("build_mixture", build_mixture, ["--config", os.path.join(CONFIG_DIR, "demo.yaml"), "--input",
                                          str(corpus / "manifests"), "--output", str(out), "--progress_s", "0",
-                                         "--set", bench])
+                                         "--set", bench, "--set", media])
     return out, corpus

@@ -116,13 +116,16 @@ def run(cmd: list[str]) -> None:
 
 
 def build_data(work: str, scale: int) -> str:
+    from synthetic.corpus import corpus_media_root
+
     corpus, data = os.path.join(work, "corpus"), os.path.join(work, "data")
     if not os.path.exists(os.path.join(data, "manifest.json")):
         run([sys.executable, "-m", "pipelines.make_sample", "--output", corpus, "--scale", str(scale)])
         bench = os.path.join(corpus, "benchmark", "bench.jsonl")
         run([sys.executable, "-m", "pipelines.build_mixture", "--config", os.path.join("configs", "demo.yaml"),
              "--input", os.path.join(corpus, "manifests"), "--output", data, "--progress_s", "0",
-             "--set", f"decontaminate.benchmarks=[{{name: synthbench, path: {bench}}}]"])
+             "--set", f"decontaminate.benchmarks=[{{name: synthbench, path: {bench}}}]",
+             "--set", f"ingest.media_roots={json.dumps([corpus_media_root(corpus)])}"])
     return data
 
 

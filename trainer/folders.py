@@ -17,7 +17,7 @@ import os
 from dataclasses import dataclass
 from typing import Iterator, Optional
 
-from schemas.manifest import ShardInfo
+from schemas.manifest import SHARD_INDEX_FILE, ShardInfo, read_shard_index
 from schemas.sample import Sample
 
 
@@ -59,16 +59,9 @@ class OutputFolder:
 
 def _shard_index(root: str) -> Optional[dict[str, list[ShardInfo]]]:
     """`shards.parquet` (kind, path, rows, bytes, sha256), where the writer keeps the list there."""
-    path = os.path.join(root, "shards.parquet")
-    if not os.path.exists(path):
+    if not os.path.exists(os.path.join(root, SHARD_INDEX_FILE)):
         return None
-    import pyarrow.parquet as pq
-
-    out: dict[str, list[ShardInfo]] = {}
-    for r in pq.read_table(path).to_pylist():
-        out.setdefault(r["kind"], []).append(ShardInfo(kind=r["kind"], path=r["path"], rows=r["rows"],
-                                                       bytes=r["bytes"], sha256=r["sha256"]))
-    return out
+    return read_shard_index(root)
 
 
 def read_verified(root: str, shard: ShardInfo, verify: bool = True) -> bytes:
