@@ -1,6 +1,6 @@
 """`python -m bench.pipeline`: the demo corpus end to end, and what Beam costs on top.
 
-In one run: the `build_mixture` pipeline on the synthetic corpus (DirectRunner in-process,
+In one run: the `curate` pipeline on the synthetic corpus (DirectRunner in-process,
 and multi-processing at the largest scale), against the very same stage functions called in
 a plain Python loop over the same rows (read -> validate -> text -> media -> exact dedupe ->
 tokens -> write the same shards). The ratio pipeline / loop is Beam's overhead here; timing
@@ -129,7 +129,7 @@ def main(argv=None) -> dict:
                     help="also time multi_processing with N workers at the largest scale (0: skip)")
     args = ap.parse_args(argv)
 
-    from pipelines.build_mixture import build_mixture
+    from pipelines.curate import build_curate
     from pipelines.launch import run
     from schemas.config import CONFIG_DIR, load_config
     from synthetic.corpus import corpus_media_root, corpus_recipe, generate
@@ -147,8 +147,8 @@ def main(argv=None) -> dict:
                 out = os.path.join(work, "beam_out")
                 sets = [x for o in SAME_STAGES + [f"ingest.media_roots={json.dumps([corpus_media_root(corpus)])}"]
                         for x in ("--set", o)]
-                return run("build_mixture", build_mixture, ["--config", recipe, "--input", inp, "--output", out,
-                                                             "--overwrite", "--progress_s", "0", *sets, *extra])
+                return run("curate", build_curate, ["--config", recipe, "--input", inp, "--output", out,
+                                                     "--overwrite", "--progress_s", "0", *sets, *extra])
 
             def loop_run(corpus=corpus):
                 out = os.path.join(work, "loop_out")

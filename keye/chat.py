@@ -91,10 +91,14 @@ def _body(m: Message, media, layout) -> tuple[str, int]:
             text, n = media_placeholder(media[p.media_index], layout)
             body.append(text)
             pads += n
-    text = "".join(body)
-    if m.role == "assistant" and m.reasoning:
-        text = f"<think>\n{m.reasoning.strip(chr(10))}\n</think>\n\n{text.lstrip(chr(10))}"
-    return text, pads
+    return with_reasoning(m, "".join(body)), pads
+
+
+def with_reasoning(message: Message, text: str) -> str:
+    """An assistant turn's text with its reasoning trace in front, as Keye's template renders it."""
+    if message.role == "assistant" and message.reasoning:
+        return f"<think>\n{message.reasoning.strip(chr(10))}\n</think>\n\n{text.lstrip(chr(10))}"
+    return text
 
 
 def count_tokens(messages: Sequence[Message], media: Sequence[MediaItem], tokenizer: TokenCounter,

@@ -12,4 +12,7 @@ Beam composite over it.
     generate.py        the generator client over captioners.backends, versioned prompts (prompts/)
     reasoner.py        THE SYNTHETIC REASONER: a deterministic test double for the generator model
     sandbox/           the bubblewrap code sandbox for think-with-image code
+    variants.py        every built video row at 16 and 32 frames, re-fetched from its uri
+    mixing.py          categories, seeded ranks, quotas scaled to the data, the exact rank cutoff, upsampling
+    export.py          kept rows in ms-swift and LLaVA layouts (pipelines/export.py runs it per shard)
 """

@@ -11,10 +11,9 @@ from __future__ import annotations
 from typing import Protocol, Union
 
 from schemas.rejected import Rejected
-from schemas.sample import Sample
+from schemas.sample import CATEGORIES, Sample
 
-# The mixture's categories (what shares are set for), in Keye-VL's cold-start order.
-CATEGORIES = ("non_thinking", "thinking", "auto_think", "think_with_image", "video_think", "video_no_think")
+__all__ = ["CATEGORIES", "BuildResult", "ModeBuilder", "derived_id"]
 
 BuildResult = Union[list[Sample], Rejected]
 

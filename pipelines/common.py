@@ -110,3 +110,12 @@ class ApplyStep(beam.PTransform):
             pardo = pardo.with_resource_hints(**self.hints)
         out = pcoll | "Apply" >> pardo.with_outputs(REJECTED, main=KEPT)
         return {KEPT: out[KEPT], REJECTED: out[REJECTED]}
+
+
+def sum_tuples(tuples) -> tuple:
+    """Element-wise sum of equal-length tuples of counts: a combiner for several counts at once
+    (`CombinePerKey(sum_tuples)`); () for no input."""
+    total: list = []
+    for t in tuples:
+        total = [a + b for a, b in zip(total, t)] if total else list(t)
+    return tuple(total)

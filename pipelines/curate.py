@@ -12,13 +12,15 @@ runs last, on rows that survived everything else.
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import apache_beam as beam
 
 from pipelines.common import KEPT, REJECTED
 from pipelines.decontaminate import Decontaminate
 from pipelines.dedupe import ExactDedupe
 from pipelines.ingest import Ingest, Validate
-from pipelines.manifest import WriteManifest
+from pipelines.manifest import Fanout, WriteManifest
 from pipelines.media import Media
 from pipelines.near_dedupe import NearDedupe
 from pipelines.semantic_dedupe import SemanticDedupe
@@ -67,21 +69,29 @@ class RunStages(beam.PTransform):
         return {KEPT: pcoll, REJECTED: tuple(rejected) | "AllRejected" >> beam.Flatten()}
 
 
-def write_outputs(raw_rows, kept, rejected, cfg: Config, out_dir: str, pipeline_name: str):
-    """Shards for kept and rejected rows, then the manifest over all of them."""
+def write_outputs(raw_rows, kept, rejected, cfg: Config, out_dir: str, pipeline_name: str,
+                  fanout: Optional[Fanout] = None):
+    """Shards for kept and rejected rows, then the manifest over all of them (and over derived
+    rows, for a pipeline that fans rows out)."""
     sample_shards = kept | "WriteSamples" >> WriteSamples(out_dir, cfg.output)
     rejected_shards = rejected | "WriteRejected" >> WriteRejected(out_dir, cfg.output, cfg.ingest.max_payload_bytes)
     parts = [sample_shards, rejected_shards]
     if cfg.score.enabled and cfg.score.write_embeddings:
         parts.append(kept | "WriteEmbeddings" >> WriteEmbeddings(out_dir, cfg.output))
     shards = tuple(parts) | "AllShards" >> beam.Flatten()
-    return (raw_rows, kept, rejected, shards) | "Manifest" >> WriteManifest(out_dir, pipeline_name, cfg)
+    return (raw_rows, kept, rejected, shards) | "Manifest" >> WriteManifest(out_dir, pipeline_name, cfg, fanout)
+
+
+def curate(p: beam.Pipeline, cfg: Config):
+    """Ingest and every curation stage: (raw rows, kept samples, rejected rows), nothing written."""
+    raw = p | "Ingest" >> Ingest(cfg)
+    result = raw | "Curate" >> RunStages(curation_stages(cfg))
+    return raw, result[KEPT], result[REJECTED]
 
 
 def build_curate(p: beam.Pipeline, cfg: Config, out_dir: str, pipeline_name: str = "curate"):
-    raw = p | "Ingest" >> Ingest(cfg)
-    result = raw | "Curate" >> RunStages(curation_stages(cfg))
-    return write_outputs(raw, result[KEPT], result[REJECTED], cfg, out_dir, pipeline_name)
+    raw, kept, rejected = curate(p, cfg)
+    return write_outputs(raw, kept, rejected, cfg, out_dir, pipeline_name)
 
 
 if __name__ == "__main__":

@@ -58,6 +58,16 @@ def parse_input(text: str) -> InputConfig:
     return InputConfig(path=path, source=source, format="auto")
 
 
+def with_generator(cfg: Config, base_url: str, model: str) -> Config:
+    """The recipe with the mixture's generator pointed at an OpenAI-compatible endpoint."""
+    import dataclasses
+
+    b = cfg.mixture.builders
+    openai = dataclasses.replace(b.generator.openai, base_url=base_url, model=model)
+    builders = dataclasses.replace(b, generator=dataclasses.replace(b.generator, openai=openai))
+    return dataclasses.replace(cfg, mixture=dataclasses.replace(cfg.mixture, builders=builders))
+
+
 def prepare_output(out_dir: str, overwrite: bool) -> None:
     from apache_beam.io.filesystems import FileSystems
 
@@ -91,6 +101,7 @@ def run(pipeline: str, builder: Callable, argv: Sequence[str]) -> Manifest:
         raise SystemExit(f"config error: {e}") from None
     out_dir = args.output.rstrip("/")
     inputs = [parse_input(i) for i in args.input] or list(cfg.inputs)
+    reasoner = None
     if not inputs and args.demo:
         from synthetic.corpus import corpus_recipe, generate
 
@@ -99,6 +110,14 @@ def run(pipeline: str, builder: Callable, argv: Sequence[str]) -> Manifest:
         sample_dir = os.path.join(out_dir, "sample_input")
         generate(sample_dir)
         cfg = corpus_recipe(cfg, sample_dir)
+        if pipeline == "build_mixture" and cfg.mixture.builders.generator.backend == "openai":
+            # No capable model runs here: the mixture's generator is the synthetic reasoner (a test
+            # double that knows this corpus, mixture/reasoner.py), served on a free loopback port.
+            from mixture.reasoner import server
+
+            reasoner = server(sample_dir).start()
+            cfg = with_generator(cfg, reasoner.base_url, reasoner.model_name)
+            print(f"demo: synthetic reasoner (a test double, not a model) at {reasoner.base_url}", file=sys.stderr)
     else:
         cfg = cfg.with_inputs(inputs)
     check_inputs(cfg.inputs)
@@ -120,18 +139,22 @@ def run(pipeline: str, builder: Callable, argv: Sequence[str]) -> Manifest:
     engine_name = type(local_engine(args.engine, options)).__name__ if local else runner
     run_one = lambda part_cfg, part_dir: run_pipeline(builder, part_cfg, part_dir, options,
                                                       local_engine(args.engine, options) if local else None)
-    if cfg.output.partition_files > 0:
-        from pipelines.resume import run_partitions, stderr_say
+    try:
+        if cfg.output.partition_files > 0:
+            from pipelines.resume import run_partitions, stderr_say
 
-        if not args.resume:
+            if not args.resume:
+                prepare_output(out_dir, args.overwrite or args.demo)
+            manifest = run_partitions(pipeline, cfg, out_dir, args.resume, run_one, stderr_say, args.partitions_in_flight)
+        else:
+            if args.resume:
+                raise SystemExit("--resume needs a partitioned run: set output.partition_files > 0 "
+                                 "(README, 'Resume')")
             prepare_output(out_dir, args.overwrite or args.demo)
-        manifest = run_partitions(pipeline, cfg, out_dir, args.resume, run_one, stderr_say, args.partitions_in_flight)
-    else:
-        if args.resume:
-            raise SystemExit("--resume needs a partitioned run: set output.partition_files > 0 "
-                             "(README, 'Resume')")
-        prepare_output(out_dir, args.overwrite or args.demo)
-        manifest = run_one(cfg, out_dir)
+            manifest = run_one(cfg, out_dir)
+    finally:
+        if reasoner is not None:
+            reasoner.stop()
     manifest.run = {"runner": runner, "engine": engine_name,
                     "wall_s": round(time.time() - started, 3), "beam_args": list(beam_argv),
                     "finished_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
@@ -269,7 +292,7 @@ def summary(m: Manifest, out_dir: str) -> str:
 
 
 def main(pipeline: str, argv: Optional[Sequence[str]] = None) -> int:
-    from pipelines.registry import PIPELINES
+    from pipelines.registry import builder
 
-    run(pipeline, PIPELINES[pipeline], sys.argv[1:] if argv is None else argv)
+    run(pipeline, builder(pipeline), sys.argv[1:] if argv is None else argv)
     return 0

@@ -642,9 +642,52 @@ class BuildersConfig:
 
 
 @dataclass(frozen=True)
+class SharesConfig:
+    """Target shares of the cold-start mixture per category (mixture/base.py CATEGORIES)."""
+
+    unit: Literal["samples", "tokens"]   # what a share counts: rows, or text + visual tokens
+    targets: dict[str, float]            # category -> weight (only ratios matter; Keye-VL's counts by default)
+
+    def __post_init__(self) -> None:
+        from schemas.sample import CATEGORIES
+
+        unknown = sorted(set(self.targets) - set(CATEGORIES))
+        if unknown:
+            raise ConfigError(f"mixture.shares.targets: unknown categories {unknown}; known: {list(CATEGORIES)}")
+        if any(v < 0 for v in self.targets.values()) or not any(v > 0 for v in self.targets.values()):
+            raise ConfigError("mixture.shares.targets: weights must be >= 0 and at least one > 0")
+
+
+@dataclass(frozen=True)
+class UpsampleRule:
+    """Keye-VL 1.5 repeats its best-scored samples: a kept row whose `score` is at least `min`
+    appears `repeats` times in all (copies `<id>@r2` ...). The first matching rule wins."""
+    score: str                      # a registered score (schemas/scores.py), e.g. gen_path_score
+    min: float
+    repeats: int
+
+    def __post_init__(self) -> None:
+        _check_score("mixture.mixing.upsample.score", self.score)
+        _check(self.repeats >= 1, "mixture.mixing.upsample.repeats", ">= 1", self.repeats)
+
+
+@dataclass(frozen=True)
+class MixingConfig:
+    route: Literal["all", "one"]  # a row goes to every builder that wants it, or to one (seeded hash)
+    seed: int                   # seeds the hash rank that picks which rows of a category are kept
+    rank_bins: int              # hash-rank histogram bins per category when searching each quota's cutoff
+    upsample: list[UpsampleRule]  # after the shares: repeat the best-scored rows ([]: none)
+
+
+@dataclass(frozen=True)
 class MixtureConfig:
     builders: BuildersConfig
     sandbox: "SandboxConfig"
+    shares: SharesConfig            # target share per category, scaled to the data available (mixture/mixing.py)
+    mixing: MixingConfig
+
+    def __post_init__(self) -> None:
+        _check_positive("mixture.mixing", rank_bins=self.mixing.rank_bins)
 
 
 @dataclass(frozen=True)
@@ -718,17 +761,31 @@ class Config:
     def hash(self) -> str:
         """Hash of the recipe's rules, recorded in every row's provenance, so rows can be matched
         to the thresholds that kept them. Where data lives is not a rule: inputs, media roots and
-        benchmark paths are left out (the manifest lists them), so moving a corpus, or the demo
-        generating its corpus under another output folder, does not change a row's bytes."""
+        benchmark paths are left out (the manifest lists them), and so are model endpoints
+        (`*.openai.base_url`: the demo serves its reasoner on any free port), so moving a corpus,
+        the demo generating its corpus under another output folder, or another port does not
+        change a row's bytes."""
         recipe = {k: v for k, v in self.to_dict().items() if k != "inputs"}
         recipe["ingest"] = {k: v for k, v in recipe["ingest"].items() if k not in ("media_root", "media_roots")}
         recipe["decontaminate"] = dict(recipe["decontaminate"], benchmarks=[
             b["name"] for b in recipe["decontaminate"]["benchmarks"]])
+        _drop_key(recipe, "base_url")
         blob = json.dumps(recipe, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def with_inputs(self, inputs: list[InputConfig]) -> "Config":
         return dataclasses.replace(self, inputs=list(inputs))
+
+
+def _drop_key(d: Any, key: str) -> None:
+    """Remove `key` from every mapping nested in d (in place)."""
+    if isinstance(d, dict):
+        d.pop(key, None)
+        for v in d.values():
+            _drop_key(v, key)
+    elif isinstance(d, list):
+        for v in d:
+            _drop_key(v, key)
 
 
 # --- value checks (run on load, from the dataclasses' __post_init__) -----------------------

@@ -71,6 +71,30 @@ class Totals:
 
 
 @dataclass
+class Derived:
+    """Rows a stage made from other rows (a mode's sample from an input row, a video row at 16 and 32
+    frames), counted apart from input rows; an input row that fans out is kept when one of its rows is.
+    `made` counts every derived id: rows made, plus rows a builder rejected at birth (too_easy, ...).
+    A row replaced by its own derived rows (a video row by its variants) is `replaced`, so
+    `made == kept + rejected + replaced`. `made_by` says, per builder, from how many rows it made
+    how many, rejected how many at birth, and replaced how many."""
+
+    made: int = 0
+    kept: int = 0
+    rejected: int = 0
+    replaced: int = 0
+    rejected_by_reason: dict[str, int] = field(default_factory=dict)   # "stage/reason" -> derived rows
+    made_by: dict[str, dict[str, int]] = field(default_factory=dict)   # "mixture/<builder>" -> {inputs, rows, ...}
+
+    @property
+    def balanced(self) -> bool:
+        made = sum(v["rows"] + v["rejected"] for v in self.made_by.values())
+        replaced = sum(v["replaced"] for v in self.made_by.values())
+        return (self.made == made == self.kept + self.rejected + self.replaced and self.replaced == replaced
+                and self.rejected == sum(self.rejected_by_reason.values()))
+
+
+@dataclass
 class Manifest:
     pipeline: str
     pipeline_version: str
@@ -87,6 +111,8 @@ class Manifest:
     shuffles: dict[str, dict[str, int]] = field(default_factory=dict)   # GroupByKey -> elements, bytes in
     partitions: Optional[dict[str, Any]] = None  # resumable runs: partition count and files per partition
     shard_summary: dict[str, dict[str, int]] = field(default_factory=dict)  # kind -> shards, rows, bytes
+    derived: Optional[Derived] = None        # pipelines that fan rows out (build_mixture)
+    mixture: Optional[dict[str, Any]] = None  # target and achieved shares per category (mixture/mixing.py)
 
     def to_json(self) -> str:
         """manifest.json: everything but the shard list (that is shards.parquet)."""
@@ -94,6 +120,11 @@ class Manifest:
         d.pop("shards")
         d["shard_summary"] = self.summary()
         d["totals"]["balanced"] = self.totals.balanced
+        for key in ("derived", "mixture"):     # absent, not null, for pipelines that fan nothing out
+            if d[key] is None:
+                d.pop(key)
+        if self.derived is not None:
+            d["derived"]["balanced"] = self.derived.balanced
         return json.dumps(d, indent=2, sort_keys=True) + "\n"
 
     def summary(self) -> dict[str, dict[str, int]]:
@@ -109,7 +140,11 @@ class Manifest:
         totals = d.pop("totals")
         totals.pop("balanced", None)
         shards = {k: [ShardInfo(**s) for s in v] for k, v in d.pop("shards", {}).items()}
-        return cls(totals=Totals(**totals), shards=shards, **d)
+        derived = d.pop("derived", None)
+        if derived is not None:
+            derived.pop("balanced", None)
+            derived = Derived(**derived)
+        return cls(totals=Totals(**totals), shards=shards, derived=derived, **d)
 
     @classmethod
     def load(cls, out_dir: str) -> "Manifest":

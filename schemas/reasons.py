@@ -106,6 +106,9 @@ class Reason(str, enum.Enum):
     EMPTY_IMAGE_PRODUCED = "empty_image_produced"
     IMAGE_UNCHANGED = "image_unchanged"
     IMAGE_OUT_OF_BOUNDS = "image_out_of_bounds"
+    # mixture: accounting and shares (pipelines/mixture.py)
+    NO_MODE = "no_mode"
+    OVER_SHARE = "over_share"
     # any stage: the stage's own code raised on this row (a bug or an unforeseen input)
     STEP_ERROR = "step_error"
 
@@ -186,15 +189,18 @@ REASON_DOCS: dict[Reason, str] = {
     Reason.IMAGE_UNCHANGED: "think-with-image: the produced image has the same pixels as the input image",
     Reason.IMAGE_OUT_OF_BOUNDS: "think-with-image: the produced image's native size is outside the image token "
                                 "bounds (media.sampling.image_min_tokens..image_max_tokens) or aspect ratio",
+    Reason.NO_MODE: "no mixture mode builder takes this curated row (a caption pair: not cold-start material)",
+    Reason.OVER_SHARE: "left out so its category meets its mixture.shares target (lowest seeded hash ranks kept)",
     Reason.STEP_ERROR: "the stage raised on this row; detail holds the exception and where it was raised",
 }
 
-# Reasons only the mixture stage gives (planted by the mixture's own coverage test, not curate's).
+# Reasons only the mixture stage gives: tests/test_mixture_reason_coverage.py plants one row for each through
+# build_mixture (tests/test_reason_coverage.py plants the rest through curate).
 MIXTURE_REASONS: frozenset[Reason] = frozenset({
     Reason.CODE_ERROR, Reason.CODE_TIMEOUT, Reason.CODE_RESOURCE_LIMIT, Reason.CODE_FORBIDDEN,
     Reason.GENERATION_FAILED, Reason.NEVER_SOLVED, Reason.TOO_EASY, Reason.REPETITIVE_GENERATION,
     Reason.BAD_FORMAT, Reason.NO_IMAGE_CODE, Reason.NO_IMAGE_PRODUCED, Reason.EMPTY_IMAGE_PRODUCED,
-    Reason.IMAGE_UNCHANGED, Reason.IMAGE_OUT_OF_BOUNDS,
+    Reason.IMAGE_UNCHANGED, Reason.IMAGE_OUT_OF_BOUNDS, Reason.NO_MODE, Reason.OVER_SHARE,
 })
 
 assert set(REASON_DOCS) == set(Reason), "every Reason needs a line in REASON_DOCS"

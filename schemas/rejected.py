@@ -34,7 +34,9 @@ class Rejected:
         return dataclasses.replace(self, payload=None)
 
     def sort_key(self) -> tuple:
-        return (self.source, self.source_ref, self.stage, self.reason)
+        """Shard order. One input row can have several rejected rows (derived rows of the mixture share
+        its source_ref), so the id and detail break ties: the order never depends on arrival."""
+        return (self.source, self.source_ref, self.stage, self.reason, self.id or "", self.detail)
 
 
 def reject(stage: Union[Stage, str], reason: Union[Reason, str], source: str, source_ref: str,

@@ -23,6 +23,8 @@ from schemas.scores import MEDIA_STAT_NAMES, SCORE_NAMES
 
 TASKS = ("caption", "ocr", "vqa", "grounding", "interleaved", "video", "text", "cold_start")
 MODES = ("think", "no_think", "auto_think", "agentic_think")
+# The cold-start mixture's categories (what mixture.shares are set for), in Keye-VL's order.
+CATEGORIES = ("non_thinking", "thinking", "auto_think", "think_with_image", "video_think", "video_no_think")
 ROLES = ("system", "user", "assistant")
 MEDIA_KINDS = ("image", "video")
 PART_TYPES = ("text", "image", "video")

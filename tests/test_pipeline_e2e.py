@@ -1,5 +1,6 @@
-"""The demo, end to end: layout, accounting against the corpus's ground truth, determinism,
-reading the output back, and the same pipeline on other runners.
+"""The curation pipeline on the demo corpus, end to end: layout, accounting against the corpus's
+ground truth, determinism, reading the output back, and the same pipeline on other runners.
+(`build_mixture` runs curation and then the mixture: tests/test_mixture_e2e.py.)
 
 One corpus is generated per test session; each runner writes its own output folder.
 """
@@ -16,7 +17,7 @@ import time
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.build_mixture import build_mixture
+from pipelines.curate import build_curate
 from pipelines.launch import run
 from schemas.config import CONFIG_DIR
 from schemas.manifest import Manifest
@@ -45,9 +46,9 @@ def run_demo(corpus_root, out, *beam_args):
 
     bench = f"decontaminate.benchmarks=[{{name: synthbench, path: {corpus_root / 'benchmark' / 'bench.jsonl'}}}]"
     media = f"ingest.media_roots={json.dumps([corpus_media_root(str(corpus_root))])}"   # manifests name ../media/...
-    return run("build_mixture", build_mixture, ["--config", DEMO, "--input", str(corpus_root / "manifests"),
-                                                "--output", str(out), "--progress_s", "0", "--set", bench,
-                                                "--set", media, *beam_args])
+    return run("curate", build_curate, ["--config", DEMO, "--input", str(corpus_root / "manifests"),
+                                        "--output", str(out), "--progress_s", "0", "--set", bench,
+                                        "--set", media, *beam_args])
 
 
 @pytest.fixture(scope="session")

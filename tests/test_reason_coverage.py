@@ -2,7 +2,8 @@
 
 The planted inputs go through `curate` on the DirectRunner; each must land in rejected/
 with exactly the planned (stage, reason), every other row must be kept, and the manifest
-must add up. A new Reason without a planted row here fails `test_every_reason_is_planted`.
+must add up. A new Reason without a planted row here fails `test_every_reason_is_planted`
+(mixture reasons, `MIXTURE_REASONS`, are planted in tests/test_mixture_reason_coverage.py).
 """
 import json
 import os
@@ -237,7 +238,7 @@ def planted_run(tmp_path_factory):
 def test_every_reason_is_planted(planted_run):
     expect, _, _ = planted_run
     # step_error marks a bug in a stage, so no valid input may produce it: tested below instead.
-    # The mixture's reasons come from `build_mixture`, not `curate`: planted by the mixture's tests.
+    # The mixture's reasons are planted through build_mixture (tests/test_mixture_reason_coverage.py).
     assert {r for _, r in expect.values()} == set(Reason) - {Reason.STEP_ERROR} - MIXTURE_REASONS
 
 
