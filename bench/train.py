@@ -1,7 +1,7 @@
 """`python -m bench.train [--data OUT_DIR]`: the bundled trainer's overhead, data loader and packing.
 
 In one run, on the tiny model (configs/train_tiny.yaml) and a pipeline output (default: the demo,
-built into a temporary folder by `python -m pipelines.build_mixture --demo`):
+built into a temporary folder by `python -m pipelines.curate --demo`: the pre-training rows):
 
 * tokens/s of `trainer.train.train` against a plain PyTorch loop (forward, backward, AdamW step)
   over the same pre-tokenised, pre-packed batches and the same initial weights; the first steps
@@ -25,7 +25,7 @@ from bench.common import emit, peak_rss_mb, ratio
 
 def demo_output(work: str) -> str:
     out = os.path.join(work, "demo")
-    subprocess.run([sys.executable, "-m", "pipelines.build_mixture", "--demo", "--output", out, "--progress_s", "0"],
+    subprocess.run([sys.executable, "-m", "pipelines.curate", "--demo", "--output", out, "--progress_s", "0"],
                    check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return out
 

@@ -55,9 +55,9 @@ def tiny_vlm(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def trainer_data(tmp_path_factory):
-    """A demo-like pipeline output (the synthetic corpus through configs/demo.yaml) for the trainer's tests:
-    (output folder, corpus folder)."""
-    from pipelines.build_mixture import build_mixture
+    """A demo-like curated output (the synthetic corpus through `curate` with configs/demo.yaml: the
+    pre-training data of stages 1-3) for the trainer's tests: (output folder, corpus folder)."""
+    from pipelines.curate import build_curate
     from pipelines.launch import run
     from schemas.config import CONFIG_DIR
     from synthetic.corpus import corpus_media_root, generate
@@ -67,7 +67,7 @@ def trainer_data(tmp_path_factory):
     out = tmp_path_factory.mktemp("trainer_data")
     bench = f"decontaminate.benchmarks=[{{name: synthbench, path: {corpus / 'benchmark' / 'bench.jsonl'}}}]"
     media = f"ingest.media_roots={json.dumps([corpus_media_root(str(corpus))])}"   # manifests name ../media/...
-    run("build_mixture", build_mixture, ["--config", os.path.join(CONFIG_DIR, "demo.yaml"), "--input",
-                                         str(corpus / "manifests"), "--output", str(out), "--progress_s", "0",
-                                         "--set", bench, "--set", media])
+    run("curate", build_curate, ["--config", os.path.join(CONFIG_DIR, "demo.yaml"), "--input",
+                                 str(corpus / "manifests"), "--output", str(out), "--progress_s", "0",
+                                 "--set", bench, "--set", media])
     return out, corpus

@@ -167,16 +167,16 @@ def test_a_keye_1_5_output_trains_with_slow_and_fast_frames_at_their_sizes(train
     import json
     import os
 
-    from pipelines.build_mixture import build_mixture
-    from synthetic.corpus import corpus_media_root
+    from pipelines.curate import build_curate
     from pipelines.launch import run
+    from synthetic.corpus import corpus_media_root
     from schemas.config import CONFIG_DIR
 
     out = tmp_path / "keye15"
     media = f"ingest.media_roots={json.dumps([corpus_media_root(str(trainer_data[1]))])}"
-    run("build_mixture", build_mixture, ["--config", os.path.join(CONFIG_DIR, "keye15.yaml"), "--input",
-                                         str(trainer_data[1] / "manifests"), "--output", str(out), "--progress_s", "0",
-                                         "--set", media])
+    run("curate", build_curate, ["--config", os.path.join(CONFIG_DIR, "keye15.yaml"), "--input",
+                                 str(trainer_data[1] / "manifests"), "--output", str(out), "--progress_s", "0",
+                                 "--set", media])
     f = OutputFolder.open(str(out))
     assert f.layout == "keye_1_5"
     tok = load_tokenizer()

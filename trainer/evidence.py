@@ -1,6 +1,6 @@
 """`python -m trainer.evidence --work DIR`: does the engine's output train a model?
 
-    make_sample --scale S (seed 0) ─ build_mixture (configs/demo.yaml) ─▶ DIR/data   (subprocesses:
+    make_sample --scale S (seed 0) ─ curate (configs/demo.yaml) ─▶ DIR/data         (subprocesses:
                                                                                     the trainer never imports Beam)
     tiny model ─ stage 1 (projector only) ─▶ stage 2 (all parameters, from stage 1)
     held-out: the corpus generator with another seed (seed 1): its correct image and video captions
@@ -122,7 +122,7 @@ def build_data(work: str, scale: int) -> str:
     if not os.path.exists(os.path.join(data, "manifest.json")):
         run([sys.executable, "-m", "pipelines.make_sample", "--output", corpus, "--scale", str(scale)])
         bench = os.path.join(corpus, "benchmark", "bench.jsonl")
-        run([sys.executable, "-m", "pipelines.build_mixture", "--config", os.path.join("configs", "demo.yaml"),
+        run([sys.executable, "-m", "pipelines.curate", "--config", os.path.join("configs", "demo.yaml"),
              "--input", os.path.join(corpus, "manifests"), "--output", data, "--progress_s", "0",
              "--set", f"decontaminate.benchmarks=[{{name: synthbench, path: {bench}}}]",
              "--set", f"ingest.media_roots={json.dumps([corpus_media_root(corpus)])}"])

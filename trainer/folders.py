@@ -32,7 +32,7 @@ class OutputFolder:
     layout: str
     system_prompt: Optional[str]
     tokenizer: str
-    rows: int
+    rows: int            # rows in the kept shards (a mixture writes derived rows: more than totals.kept)
     media: dict          # the pipeline recipe's `media` section (sampling bounds: what generation reproduces)
 
     @classmethod
@@ -45,7 +45,7 @@ class OutputFolder:
         return cls(root=root, shards={k: sorted(v, key=lambda s: s.path) for k, v in shards.items()},
                    layout=tokens.get("chat_layout", "keye_preview"), system_prompt=tokens.get("system_prompt"),
                    tokenizer=tokens.get("tokenizer", "builtin:qwen3"),
-                   rows=(manifest.get("totals") or {}).get("kept", 0),
+                   rows=sum(s.rows for s in shards.get("wds") or shards.get("parquet") or []),
                    media=(manifest.get("config") or {}).get("media") or {})
 
     def render_info(self) -> dict:
