@@ -283,6 +283,13 @@ def summary(m: Manifest, out_dir: str) -> str:
         lines.append(f"    {key:<36}{n:>10,}")
     for kind, info in m.summary().items():
         lines.append(f"  {kind + ' shards':<18}{info['shards']:>10,}   {info['bytes'] / 1e6:,.1f} MB")
+    if m.derived is not None:
+        d = m.derived
+        lines.append(f"  {'derived rows':<18}{d.made:>10,}   kept {d.kept:,}, rejected {d.rejected:,}, "
+                     f"replaced by variants {d.replaced:,} ({'balanced' if d.balanced else 'NOT balanced'})")
+    for name, c in sorted(((m.mixture or {}).get("categories") or {}).items()):
+        lines.append(f"    {name:<22}{c['achieved_samples']:>6,} of {c['target_samples']:>9,.1f} target samples   "
+                     f"{c['achieved_tokens']:>10,} tokens")
     if t.unread_bytes or t.unread_files:
         lines.append(f"  {'unread input':<18}{t.unread_bytes:>10,}   bytes in {t.unread_files} file(s) no reader "
                      f"could delimit into rows (see rejected/)")
