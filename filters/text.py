@@ -58,15 +58,20 @@ def normalize_sample(sample: Sample, cfg: TextConfig) -> bool:
     return changed
 
 
+def dup_ngram_ratio(words: list[str], ngram: int) -> float:
+    """Share of word n-grams that repeat an earlier one (0: none, or too few words for one n-gram)."""
+    grams = [tuple(words[i:i + ngram]) for i in range(len(words) - ngram + 1)]
+    return (1.0 - len(set(grams)) / len(grams)) if grams else 0.0
+
+
 def text_stats(texts: list[str], ngram: int) -> dict[str, float]:
     joined = "\n".join(texts)
     words = joined.split()
-    grams = [tuple(words[i:i + ngram]) for i in range(len(words) - ngram + 1)]
     lines = [ln.strip() for ln in joined.split("\n") if ln.strip()]
     return {
         "text_chars": float(len(joined)) if texts else 0.0,
         "text_words": float(len(words)),
-        "text_dup_ngram_ratio": (1.0 - len(set(grams)) / len(grams)) if grams else 0.0,
+        "text_dup_ngram_ratio": dup_ngram_ratio(words, ngram),
         "text_dup_line_ratio": (1.0 - len(set(lines)) / len(lines)) if lines else 0.0,
     }
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import zlib
 from typing import Optional
 
+from filters.text import dup_ngram_ratio
 from mixture.verify import boxed_contents
 from schemas.config import RepetitionConfig
 from schemas.reasons import Reason
@@ -28,11 +29,9 @@ def unclosed_tags(text: str) -> int:
 
 
 def repetition_stats(text: str, ngram: int) -> dict[str, float]:
-    words = text.split()
-    grams = [tuple(words[i:i + ngram]) for i in range(len(words) - ngram + 1)]
     data = text.encode("utf-8")
     return {
-        "gen_dup_ngram_ratio": (1.0 - len(set(grams)) / len(grams)) if grams else 0.0,
+        "gen_dup_ngram_ratio": dup_ngram_ratio(text.split(), ngram),
         "gen_compression_ratio": len(data) / len(zlib.compress(data, 9)) if data else 0.0,
         "gen_unclosed_tags": float(unclosed_tags(text)),
     }
