@@ -5,7 +5,8 @@ print one JSON line per path: {"path", "ok", "device", "seconds", "cpu_seconds",
     faiss_gpu            filters.semantic.range_pairs on the GPU vs the CPU: the same pairs, time
     clip_cuda            captioners.clip.ClipModel (ViT-B-32, random weights) on cuda vs cpu: cosines, time
     recaption_cuda       captioners.backends.TransformersBackend (a tiny Qwen2-VL built here) on cuda vs cpu
-    trainer_bf16, trainer_fsdp   the bundled trainer, when it is in the tree
+    trainer_bf16         the tiny Keye recipe, 20 steps, bf16 autocast on cuda vs float32 on the cpu
+    trainer_fsdp         the same under torchrun with FSDP2 (cuda only)
 
 Each path runs its CPU twin too, so `--cpu-only` (CI) checks that every path's CPU side still
 works and prints ok with device "cpu"; a GPU path with no GPU prints ok null and why.
@@ -134,20 +135,54 @@ def check_recaption(tmp: str, gpu: bool) -> dict:
             "ratio_vs_cpu": round(cpu_s / gpu_s, 2)}
 
 
-def check_trainer(tmp: str, gpu: bool, mode: str) -> dict:
-    """The trainer lands in its own branch; until it is in the tree there is nothing to run."""
-    import importlib.util
+def _trainer_data(tmp: str) -> str:
+    """A small curated output (the synthetic demo through `curate`), built once per check run."""
+    out = os.path.join(tmp, "trainer_data")
+    if not os.path.exists(os.path.join(out, "manifest.json")):
+        subprocess.run([sys.executable, "-m", "pipelines.curate", "--demo", "--output", out, "--progress_s", "0"],
+                       check=True, capture_output=True, timeout=600)
+    return out
 
-    try:
-        found = importlib.util.find_spec("trainer.train") is not None
-    except ModuleNotFoundError:
-        found = False
-    if not found:
-        return {"ok": None, "device": "cuda" if gpu else "cpu", "skipped": "trainer.train is not in this tree"}
-    cmd = [sys.executable, "-m", "trainer.train", "--help"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-    return {"ok": None if gpu else proc.returncode == 0, "device": "cuda" if gpu else "cpu",
-            "skipped": f"{mode}: wire the trainer's own GPU smoke run here once its CLI is settled"}
+
+def _train(tmp: str, name: str, device: str, steps: int, extra: list[str], launcher: list[str]) -> dict:
+    """One short run of the tiny recipe; its last log record and wall time."""
+    run_dir = os.path.join(tmp, f"train-{name}")
+    sets = [f"optim.max_steps={steps}", "optim.warmup_steps=2", f"run.device={device}", "run.tensorboard=false",
+            "run.progress=never", f"run.checkpoint_every={steps}", "run.log_every=1", *extra]
+    cmd = [*launcher, "trainer.train", "--config", os.path.join("configs", "train_tiny.yaml"),
+           "--data", _trainer_data(tmp), "--output", run_dir]
+    for kv in sets:
+        cmd += ["--set", kv]
+    seconds, proc = _timed(lambda: subprocess.run(cmd, capture_output=True, text=True, timeout=600))
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[:4])} failed: {proc.stderr[-600:]}")
+    with open(os.path.join(run_dir, "log.jsonl"), encoding="utf-8") as f:
+        records = [json.loads(line) for line in f if line.strip()]
+    steps_done = [r for r in records if "loss" in r]
+    return {"seconds": seconds, "loss": steps_done[-1]["loss"], "first_loss": steps_done[0]["loss"],
+            "tokens_per_s": steps_done[-1].get("tokens_per_s")}
+
+
+def check_trainer(tmp: str, gpu: bool, mode: str) -> dict:
+    """bf16: the tiny recipe a few steps on CUDA under bf16 autocast against float32 on the CPU (the loss
+    must fall on both). fsdp: the same under torchrun with FSDP2 (GPU only; DDP on CPU is covered by
+    tests/test_trainer_train.py)."""
+    py = [sys.executable, "-m"]
+    if mode == "fsdp":
+        if not gpu:
+            return {"ok": None, "device": "cpu", "skipped": "FSDP shards over GPUs; CPU DDP is tested in tests/"}
+        run = _train(tmp, "fsdp", "cuda", 20, ["model.dtype=bfloat16", "run.distributed=fsdp"],
+                     [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1", "-m"])
+        return {"ok": run["loss"] < run["first_loss"], "device": "cuda", "seconds": round(run["seconds"], 3),
+                "first_loss": round(run["first_loss"], 4), "loss": round(run["loss"], 4)}
+    cpu = _train(tmp, "cpu", "cpu", 20 if gpu else 3, ["model.dtype=float32"], py)
+    out = {"cpu_seconds": round(cpu["seconds"], 3), "cpu_loss": round(cpu["loss"], 4)}
+    if not gpu:
+        return {**out, "ok": bool(np.isfinite(cpu["loss"])), "device": "cpu"}
+    run = _train(tmp, "bf16", "cuda", 20, ["model.dtype=bfloat16"], py)
+    return {**out, "ok": run["loss"] < run["first_loss"] and abs(run["loss"] - cpu["loss"]) < 0.5,
+            "device": "cuda", "seconds": round(run["seconds"], 3), "loss": round(run["loss"], 4),
+            "ratio_vs_cpu": round(cpu["seconds"] / run["seconds"], 2)}
 
 
 CHECKS: dict[str, tuple[Callable, bool]] = {   # path -> (check, needs a GPU to mean anything)
