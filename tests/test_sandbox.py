@@ -519,3 +519,17 @@ def test_concurrent_runs_are_capped_per_process(monkeypatch):
     with ThreadPoolExecutor(6) as pool:
         assert list(pool.map(box.run, [str(i) for i in range(12)])) == [str(i) for i in range(12)]
     assert peak[0] == 2
+
+
+def test_binds_under_tmp_stay_visible():
+    """A checkout or venv under /tmp (CI clones anywhere) is bound after the sandbox's own /tmp tmpfs,
+    never hidden by it: found when the whole suite ran from a clone in /tmp."""
+    from mixture.sandbox.view import Runtime, bwrap_argv
+
+    rt = Runtime(python="/tmp/ci/.venv/bin/python", binds=("/usr/lib", "/tmp/ci/.venv/lib/python3.11/site-packages"),
+                 site_dirs=("/tmp/ci/.venv/lib/python3.11/site-packages",), masks=())
+    argv = bwrap_argv("bwrap", rt, status_fd=3, json_fd=4, data_fds={}, tmp_bytes=1 << 20, scratch_bytes=1 << 20,
+                      launcher_cfg="{}")
+    tmpfs = [i for i, a in enumerate(argv) if a == "--tmpfs" and argv[i + 1] == "/tmp"]
+    binds = [i for i, a in enumerate(argv) if a == "--ro-bind" and argv[i + 1].startswith("/tmp/")]
+    assert len(tmpfs) == 1 and binds and tmpfs[0] < min(binds)

@@ -160,6 +160,9 @@ def bwrap_argv(bwrap: str, runtime: Runtime, *, status_fd: int, json_fd: int, da
             "--clearenv", "--json-status-fd", str(json_fd)]
     for key, value in SANDBOX_ENV.items():
         argv += ["--setenv", key, value]
+    # /tmp first: the binds below may live under /tmp (a checkout or venv there), and a tmpfs mounted
+    # after them would hide them; mounted first, the binds land inside it
+    argv += ["--size", str(tmp_bytes), "--tmpfs", "/tmp"]
     for path in runtime.binds:
         argv += ["--ro-bind", path, path]
     for path in runtime.masks:
@@ -168,7 +171,6 @@ def bwrap_argv(bwrap: str, runtime: Runtime, *, status_fd: int, json_fd: int, da
     if os.path.isdir("/usr/lib64"):
         argv += ["--symlink", "usr/lib64", "/lib64"]
     argv += ["--proc", "/proc", "--dev", "/dev",
-             "--size", str(tmp_bytes), "--tmpfs", "/tmp",
              "--size", str(scratch_bytes), "--perms", "0700", "--tmpfs", "/output",
              "--ro-bind", LAUNCHER, "/sandbox/launcher.py"]
     for dest, fd in data_fds.items():
