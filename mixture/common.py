@@ -24,6 +24,7 @@ from mixture.generate import Call, Generated, Generator, Parsed, parse_reasoning
 from mixture.paths import select_path
 from mixture.repetition import check_text
 from mixture.verify import AnswerVerifier
+from schemas.blobs import renamed_blobs
 from schemas.config import Config
 from schemas.reasons import Reason, Stage
 from schemas.rejected import Rejected
@@ -185,7 +186,7 @@ class Builder:
         return Sample(id=new_id, source=sample.source, source_ref=sample.source_ref, task="cold_start",
                       messages=messages, media=media, mode=self.mode, source_id=sample.source_id,
                       scores={**sample.scores, **(scores or {})}, provenance=prov,
-                      blobs={rename.get(k, k): v for k, v in sample.blobs.items()},
+                      blobs=renamed_blobs(sample.blobs, rename),
                       embeddings=dict(sample.embeddings))
 
     def finish(self, sample: Sample, row: Sample, generated: str = "") -> list[Sample] | Rejected:

@@ -89,6 +89,7 @@ def upsampled(sample: Sample, n: int) -> list[Sample]:
     import dataclasses
 
     from mixture.base import derived_id
+    from schemas.blobs import renamed_blobs
 
     out = [sample]
     for k in range(2, n + 1):
@@ -98,7 +99,7 @@ def upsampled(sample: Sample, n: int) -> list[Sample]:
                                      source_member=rename.get(m.source_member, m.source_member))
                  for m in sample.media]
         out.append(dataclasses.replace(sample, id=new_id, media=media,
-                                       blobs={rename.get(k2, k2): v for k2, v in sample.blobs.items()}))
+                                       blobs=renamed_blobs(sample.blobs, rename)))
     return out
 
 

@@ -22,7 +22,7 @@ from pipelines.mixture import KEPT_INPUTS, MADE, SHARES, Mixture
 def build_mixture(p, cfg, out_dir, pipeline_name: str = "build_mixture"):
     import apache_beam as beam
 
-    raw, curated, curation_rejected = curate(p, cfg)
+    raw, curated, curation_rejected = curate(p, cfg, out_dir)
     mixed = curated | "Mixture" >> Mixture(cfg)
     rejected = (curation_rejected, mixed[REJECTED]) | "AllRejected" >> beam.Flatten()
     fanout = Fanout(kept_inputs=mixed[KEPT_INPUTS], made=mixed[MADE], shares=mixed[SHARES])

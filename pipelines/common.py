@@ -15,6 +15,7 @@ from apache_beam.pvalue import TaggedOutput
 
 from filters.base import Step
 from pipelines import progress
+from schemas.blobs import BlobUnreadable
 from schemas.reasons import Reason
 from schemas.rejected import Rejected, reject
 from schemas.sample import Sample
@@ -47,7 +48,13 @@ def stage_counter(stage: str, name: str):
 
 def step_error(stage: str, element, exc: BaseException) -> Rejected:
     """A dead-letter row: the stage's code raised on this element. The run goes on; the row,
-    the exception and the innermost frames are kept so the bug can be found and the row rerun."""
+    the exception and the innermost frames are kept so the bug can be found and the row rerun.
+    A stored media member that cannot be read back (schemas/blobs.py) is no bug of the stage:
+    `blob_unreadable`, with what was wrong."""
+    if isinstance(exc, BlobUnreadable):
+        return reject(stage, Reason.BLOB_UNREADABLE, getattr(element, "source", "?"), getattr(element, "source_ref", "?"),
+                      f"media member unreadable: {exc}", id=getattr(element, "id", None),
+                      payload=element.to_json() if isinstance(element, Sample) else None)
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__, limit=-3))
     source = getattr(element, "source", "?")
     ref = getattr(element, "source_ref", "?")

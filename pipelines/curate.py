@@ -16,6 +16,7 @@ from typing import Optional
 
 import apache_beam as beam
 
+from pipelines.blobstore import DropBlobs, store_root
 from pipelines.common import KEPT, REJECTED
 from pipelines.decontaminate import Decontaminate
 from pipelines.dedupe import ExactDedupe
@@ -30,12 +31,13 @@ from pipelines.write import WriteEmbeddings, WriteRejected, WriteSamples
 from schemas.config import Config
 
 
-def curation_stages(cfg: Config) -> list[tuple[str, beam.PTransform]]:
-    """(label, stage) in pipeline order. Cheap filters run before media I/O."""
+def curation_stages(cfg: Config, blob_root: Optional[str] = None) -> list[tuple[str, beam.PTransform]]:
+    """(label, stage) in pipeline order. Cheap filters run before media I/O. With `blob_root` the
+    media stage leaves media bytes in that store (pipelines/blobstore.py) and `Blobs` checks them last."""
     stages = [
         ("Validate", Validate(cfg)),
         ("Text", TextFilters(cfg)),
-        ("Media", Media(cfg)),
+        ("Media", Media(cfg, blob_root=blob_root)),
     ]
     if cfg.dedupe.exact.enabled:
         stages.append(("ExactDedupe", ExactDedupe(cfg)))
@@ -52,6 +54,9 @@ def curation_stages(cfg: Config) -> list[tuple[str, beam.PTransform]]:
         from pipelines.recaption import Recaption
         stages.append(("Recaption", Recaption(cfg)))    # re-scores with the score stage's model
     stages.append(("Tokens", Tokens(cfg)))
+    if blob_root is not None:
+        from pipelines.blobstore import CheckBlobs
+        stages.append(("Blobs", CheckBlobs()))
     return stages
 
 
@@ -79,18 +84,24 @@ def write_outputs(raw_rows, kept, rejected, cfg: Config, out_dir: str, pipeline_
     if cfg.score.enabled and cfg.score.write_embeddings:
         parts.append(kept | "WriteEmbeddings" >> WriteEmbeddings(out_dir, cfg.output))
     shards = tuple(parts) | "AllShards" >> beam.Flatten()
-    return (raw_rows, kept, rejected, shards) | "Manifest" >> WriteManifest(out_dir, pipeline_name, cfg, fanout)
+    written = (raw_rows, kept, rejected, shards) | "Manifest" >> WriteManifest(out_dir, pipeline_name, cfg, fanout)
+    root = store_root(cfg, out_dir)
+    if root is not None and not cfg.output.keep_blobs:
+        written | "DropBlobs" >> DropBlobs(root)     # the manifest waits for every shard, so no reader is left
+    return written
 
 
-def curate(p: beam.Pipeline, cfg: Config):
-    """Ingest and every curation stage: (raw rows, kept samples, rejected rows), nothing written."""
+def curate(p: beam.Pipeline, cfg: Config, out_dir: Optional[str] = None):
+    """Ingest and every curation stage: (raw rows, kept samples, rejected rows), nothing written.
+    `out_dir`: where the run writes, which places its blob store (None: media stays in the rows)."""
     raw = p | "Ingest" >> Ingest(cfg)
-    result = raw | "Curate" >> RunStages(curation_stages(cfg))
+    root = store_root(cfg, out_dir) if out_dir is not None else None
+    result = raw | "Curate" >> RunStages(curation_stages(cfg, root))
     return raw, result[KEPT], result[REJECTED]
 
 
 def build_curate(p: beam.Pipeline, cfg: Config, out_dir: str, pipeline_name: str = "curate"):
-    raw, kept, rejected = curate(p, cfg)
+    raw, kept, rejected = curate(p, cfg, out_dir)
     return write_outputs(raw, kept, rejected, cfg, out_dir, pipeline_name)
 
 

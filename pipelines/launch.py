@@ -23,7 +23,7 @@ PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LOCAL_RUNNERS = {"directrunner", "fnapirunner", "bundlebaseddirectrunner", "switchingdirectrunner"}
 ENGINES = ("fnapi", "prism", "beam")
 OUTPUT_PARTS = ("parquet", "wds", "rejected", "embeddings", "manifest.json", "shards.parquet", "report.html",
-                "run.json", "partitions", "completions")
+                "run.json", "partitions", "completions", "_blobs")
 
 
 def parse_args(pipeline: str, argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:

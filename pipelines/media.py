@@ -8,6 +8,10 @@ files; the step (filters/media.py) runs each item in an isolated decode worker
 `media/frames_sampled`, `media/backend/<name>`, `media/<phase>_ms` distributions. Resource
 hints from `media.resources` (e.g. `accelerator` for GPU workers on Dataflow) apply to this
 stage only.
+
+With a blob store (`output.blob_store`, the default), the kept rows leave this stage with their
+media bytes written to the store and references in `Sample.blobs` (pipelines/blobstore.py):
+from here on no shuffle moves media bytes.
 """
 from __future__ import annotations
 
@@ -17,7 +21,7 @@ from apache_beam.metrics import Metrics
 
 from filters.media import MediaFilter
 from media.process import ItemResult
-from pipelines.common import METRICS_NAMESPACE, ApplyStep
+from pipelines.common import KEPT, METRICS_NAMESPACE, REJECTED, ApplyStep
 from schemas.config import Config
 
 
@@ -33,6 +37,15 @@ def record_item_metrics(res: ItemResult) -> None:
 
 
 class Media(ApplyStep):
-    def __init__(self, cfg: Config, fixed_frames: Optional[int] = None) -> None:
+    def __init__(self, cfg: Config, fixed_frames: Optional[int] = None, blob_root: Optional[str] = None) -> None:
         super().__init__(MediaFilter(cfg, fixed_frames=fixed_frames, on_item=record_item_metrics), reshuffle=True,
                          hints=cfg.media.resources.hints())
+        self.blob_root = blob_root
+
+    def expand(self, pcoll):
+        out = super().expand(pcoll)
+        if self.blob_root is None:
+            return out
+        from pipelines.blobstore import Offload
+
+        return {KEPT: out[KEPT] | "Offload" >> Offload(self.blob_root), REJECTED: out[REJECTED]}

@@ -707,6 +707,9 @@ class OutputConfig:
     parquet_row_group_rows: int
     write_wds: bool
     partition_files: int
+    blob_store: bool                # media bytes in a blob store after the media stage, references in the rows
+    blob_root: Optional[str]        # where the store lives (null: DIR/_blobs); a location, not a rule
+    keep_blobs: bool                # keep the store after the run (debugging); default: deleted after the manifest
 
     def __post_init__(self) -> None:
         _check(self.partition_files >= 0, "output.partition_files", ">= 0", self.partition_files)
@@ -770,6 +773,8 @@ class Config:
         recipe["decontaminate"] = dict(recipe["decontaminate"], benchmarks=[
             b["name"] for b in recipe["decontaminate"]["benchmarks"]])
         _drop_key(recipe, "base_url")
+        # where media bytes wait between stages changes no output byte (tests/test_blobstore.py)
+        recipe["output"] = {k: v for k, v in recipe["output"].items() if k not in ("blob_store", "blob_root", "keep_blobs")}
         blob = json.dumps(recipe, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

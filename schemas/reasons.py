@@ -23,6 +23,7 @@ class Stage(str, enum.Enum):
     DECONTAMINATE = "decontaminate"      # benchmark decontamination
     RECAPTION = "recaption"    # new captions from a VLM for rows routed by the score stage
     TOKENS = "tokens"          # exact token accounting and sequence-length bounds
+    BLOBS = "blobs"            # with a blob store: each kept row's stored media read back and checked
     MIXTURE = "mixture"        # the cold-start mixture: mode builders, generation, the code sandbox, shares
 
 
@@ -90,6 +91,8 @@ class Reason(str, enum.Enum):
     RECAPTION_FAILED = "recaption_failed"
     # tokens
     TOO_MANY_TOKENS = "too_many_tokens"
+    # blobs: the run's blob store (pipelines/blobstore.py)
+    BLOB_UNREADABLE = "blob_unreadable"
     # mixture: model-written code run in the sandbox (mixture/sandbox)
     CODE_ERROR = "code_error"
     CODE_TIMEOUT = "code_timeout"
@@ -169,6 +172,8 @@ REASON_DOCS: dict[Reason, str] = {
     Reason.LOW_CLIP_SCORE: "clip_score below the threshold of a score.rules entry whose action is drop",
     Reason.RECAPTION_FAILED: "every recaption request failed or came back empty after its retries",
     Reason.TOO_MANY_TOKENS: "text plus visual tokens exceed tokens.max_total_tokens",
+    Reason.BLOB_UNREADABLE: "a media member the media stage wrote to the run's blob store is missing, cut or "
+                             "changed (sha256) when read back; the stage that read it rejects the row",
     Reason.CODE_ERROR: "model-written code raised, crashed or exited non-zero in the sandbox; detail holds the error",
     Reason.CODE_TIMEOUT: "model-written code ran past mixture.sandbox.cpu_s or wall_s and was killed",
     Reason.CODE_RESOURCE_LIMIT: "model-written code hit a sandbox limit: memory, file size, open files, "

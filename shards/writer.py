@@ -19,6 +19,7 @@ from typing import Callable, Iterable, Sequence
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from schemas.blobs import total_blob_bytes
 from schemas.manifest import ShardInfo
 from schemas.sample import Sample, member_order
 
@@ -105,7 +106,7 @@ def _add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 # --- sharding plan ---------------------------------------------------------------------------
 def payload_bytes(sample: Sample) -> int:
     """Approximate WebDataset bytes of a sample: what the byte limit is applied to."""
-    return (len(sample.to_json()) + sum(len(b) for b in sample.blobs.values())
+    return (len(sample.to_json()) + total_blob_bytes(sample.blobs)     # stored members are not read
             + TAR_HEADER_BYTES * (2 + len(sample.blobs)))
 
 
