@@ -83,7 +83,7 @@ def stage(rows, cfg) -> dict:
 
     key = f"bench-{time.monotonic_ns()}"
     with beam.Pipeline(options=PipelineOptions(["--runner=FnApiRunner"])) as p:
-        (p | beam.Create(rows) | ScoreClip(cfg)
+        ((p | beam.Create(rows) | ScoreClip(cfg))["kept"]
          | beam.Map(lambda s: (s.id, s.scores["clip_score"])) | beam.Map(Collect(key)))
     got = dict(collected(key))
     return {"images": len(got), "scores": [got[s.id] for s in rows]}

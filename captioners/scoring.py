@@ -39,6 +39,7 @@ from typing import Optional, Union
 import numpy as np
 
 from media.frames import UndecodedVideo, frame_count, item_frames
+from schemas.blobs import BlobUnreadable
 from schemas.sample import Sample
 
 SPECIAL_RE = re.compile(r"<\|[a-z_]+\|>")
@@ -146,6 +147,8 @@ def plan(sample: Sample, max_frames: int = 32, caption_prompt: Optional[str] = N
         decoded = [item_pictures(sample, i, max_frames) for i in range(len(sample.media))]
     except UndecodedVideo as e:
         return Unscored("undecoded_video", str(e))
+    except BlobUnreadable:
+        raise                   # lost bytes, not bad ones: the row is rejected (blob_unreadable), not passed on unscored
     except Exception as e:  # noqa: BLE001 - PIL raises many types for bad bytes
         return Unscored("undecodable_media", f"{type(e).__name__}: {e}"[:300])
     if any(not frames for frames in decoded):

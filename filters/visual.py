@@ -20,6 +20,7 @@ import numpy as np
 
 from filters.perceptual import item_embedding, mean_embedding
 from filters.phash import phash64
+from schemas.blobs import BlobUnreadable
 from media.frames import item_frames
 from schemas.sample import Sample
 
@@ -43,6 +44,8 @@ def visual_features(sample: Sample, embedding: bool = True, phash: bool = False)
     for i in range(len(sample.media)):
         try:
             frames = item_frames(sample, i)
+        except BlobUnreadable:
+            raise               # lost bytes, not bad ones: the stage rejects the row (blob_unreadable)
         except Exception as e:  # noqa: BLE001 - PIL raises many types for bad bytes
             raise NoFrames(f"media[{i}]: {type(e).__name__}: {e}"[:300]) from None
         if not frames:

@@ -178,7 +178,8 @@ class BuildIndex(beam.PTransform):
         if cfg.score.enabled and cfg.decontaminate.clip.enabled:
             from pipelines.score import ScoreClip
 
-            samples = samples | "EmbedBenchmarks" >> ScoreClip(cfg)
+            # a benchmark row whose CLIP preparation raised is left out (counted in score/rejected/step_error)
+            samples = (samples | "EmbedBenchmarks" >> ScoreClip(cfg))[KEPT]
         return (samples
                 | "ToItems" >> beam.ParDo(_ToItem(cfg))
                 | "BuildIndex" >> beam.CombineGlobally(_BuildIndex(cfg)))

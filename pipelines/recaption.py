@@ -30,10 +30,11 @@ from captioners.routing import route
 from captioners.scoring import caption_rule_scores, caption_score
 from filters.base import reject_sample
 from filters.text import normalize_text, text_stats, text_verdict
-from pipelines.common import KEPT, REJECTED, count_kept, rejected_output, stage_counter
+from pipelines.common import KEPT, REJECTED, count_kept, dead_letter, rejected_output, stage_counter
 from pipelines.score import CLIP_CAPTION_UNITS, ClipExample, ClipModelHandler
 from schemas.config import Config
 from schemas.reasons import Reason, Stage
+from schemas.rejected import Rejected
 from schemas.sample import Sample
 
 STAGE = Stage.RECAPTION
@@ -79,7 +80,11 @@ class _Generate(beam.DoFn):
     def process(self, rows: list[Sample]):
         planned, requests = [], []
         for sample in rows:
-            p = plan_requests(sample, self.cfg.recaption, self.cfg.validate.default_caption_prompt)
+            p = dead_letter(STAGE.value, sample,
+                            lambda s=sample: plan_requests(s, self.cfg.recaption, self.cfg.validate.default_caption_prompt))
+            if isinstance(p, Rejected):     # a bug, or stored media that cannot be read back (blob_unreadable)
+                yield rejected_output(p)
+                continue
             if p is None or not p.requests:
                 sample.embeddings.pop(CLIP_CAPTION_UNITS, None)
                 stage_counter(STAGE.value, "not_a_caption_row").inc()

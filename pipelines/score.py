@@ -144,18 +144,19 @@ def merge(result: PredictionResult) -> Sample:
 
 
 class ScoreClip(beam.PTransform):
-    """Samples -> the same samples with CLIP scores and embeddings (rows that cannot be scored included)."""
+    """Samples -> {KEPT: the same samples with CLIP scores and embeddings (rows that cannot be scored
+    included), REJECTED: rows whose preparation raised (step_error, or blob_unreadable: stored media lost)}."""
 
     def __init__(self, cfg: Config) -> None:
         super().__init__()
         self.cfg = cfg
 
     def expand(self, samples):
-        prepared = samples | "Prepare" >> beam.ParDo(_Prepare(self.cfg)).with_outputs(UNSCORED, main="jobs")
+        prepared = samples | "Prepare" >> beam.ParDo(_Prepare(self.cfg)).with_outputs(UNSCORED, REJECTED, main="jobs")
         scored = (prepared["jobs"]
                   | "RunInference" >> RunInference(ClipModelHandler(self.cfg.score))
                   | "Merge" >> beam.Map(merge))
-        return (scored, prepared[UNSCORED]) | "All" >> beam.Flatten()
+        return {KEPT: (scored, prepared[UNSCORED]) | "All" >> beam.Flatten(), REJECTED: prepared[REJECTED]}
 
 
 class _HistogramFn(beam.CombineFn):
@@ -231,7 +232,8 @@ class Score(beam.PTransform):
         self.cfg = cfg
 
     def expand(self, samples):
-        scored = samples | "Clip" >> ScoreClip(self.cfg)
+        clip = samples | "Clip" >> ScoreClip(self.cfg)
+        scored = clip[KEPT]
         bins = self.cfg.score.histogram_bins
         hists = (scored
                  | "WithScore" >> beam.FlatMap(
@@ -240,4 +242,4 @@ class Score(beam.PTransform):
                  | "Histogram" >> beam.CombinePerKey(_HistogramFn(bins)))
         out = scored | "Route" >> beam.ParDo(_Route(self.cfg), beam.pvalue.AsDict(hists)).with_outputs(
             REJECTED, main=KEPT)
-        return {KEPT: out[KEPT], REJECTED: out[REJECTED]}
+        return {KEPT: out[KEPT], REJECTED: (out[REJECTED], clip[REJECTED]) | "AllRejected" >> beam.Flatten()}

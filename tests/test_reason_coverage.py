@@ -187,6 +187,11 @@ def plant(root):
         json.dumps({"id": "item-7", "image": "exam.jpg", "question": question, "answer": "the red one"}) + "\n")
     line({"image": "../media/copied_exam.jpg", "caption": "shapes"}, "decontaminate", Reason.CONTAMINATED)
     line({"question": question.capitalize() + "?", "answer": "red"}, "decontaminate", Reason.CONTAMINATED)
+    # blobs: a picture whose re-encoded member is changed in the run's blob store (same size, other bytes)
+    # before anything reads it; the first stage that reads the member rejects the row (score, here)
+    (media / "lost.png").write_bytes(_png(48, 48, seed=5))
+    line({"image": "../media/lost.png", "caption": "a picture whose stored member is damaged"}, "score",
+         Reason.BLOB_UNREADABLE)
     (m / "rows.jsonl").write_bytes(b"\n".join(lines) + b"\n")
 
     # score and recaption: rows of their own source, the only one the recipe's CLIP rules cover
@@ -212,12 +217,43 @@ def plant(root):
     return expect
 
 
+def damage_stored_member(media, source_ref: str, store: str) -> None:
+    """Put same-size wrong bytes where the media stage will store lost.png's re-encoded member: the
+    store is content-addressed and keeps a file of the right size, so the damage survives the write."""
+    import hashlib
+
+    from filters.media import MediaFilter
+    from pipelines.blobstore import BlobStore
+    from schemas.config import load_config
+    from schemas.input import RowContext, normalize_row
+
+    ctx = RowContext(source="rows", source_ref=source_ref, base_dir=str(media), max_field_chars=100,
+                     max_media_per_row=3, max_messages=4)
+    step = MediaFilter(load_config(None, OVERRIDES))
+    step.setup()
+    stored = step(normalize_row({"image": "lost.png", "caption": "x"}, ctx))
+    (member,) = stored.blobs.values()
+    path = BlobStore(store).path(hashlib.sha256(member).digest())
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(bytes(b ^ 0xFF for b in member))
+
+
 @pytest.fixture(scope="module")
 def planted_run(tmp_path_factory):
+    import types
+
+    from pipelines.blobstore import store_root
+
     root = tmp_path_factory.mktemp("reasons")
     expect = plant(root)
     out = root / "out"
+    blob_root = root / "blobs"
+    lost = next(ref for ref, (_, reason) in expect.items() if reason is Reason.BLOB_UNREADABLE)
+    damage_stored_member(root / "media", lost, store_root(
+        types.SimpleNamespace(output=types.SimpleNamespace(blob_store=True, blob_root=str(blob_root))), str(out)))
     argv = ["--input", str(root / "in"), "--output", str(out), "--progress_s", "0",
+            "--set", f"output.blob_root={blob_root}",
             "--set", f"recaption.openai.base_url=http://127.0.0.1:{free_port()}/v1",
             "--set", f"ingest.media_roots={json.dumps([str(root / 'media')])}"]    # rows name ../media/...
     for o in OVERRIDES + [f"decontaminate.benchmarks=[{{name: evalset, path: {root / 'bench'}}}]"]:
