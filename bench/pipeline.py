@@ -11,11 +11,19 @@ GroupByKey as the runner counted them (manifest.json `shuffles`, the stages this
 in the loop, the encoded size (pickle, as Beam's fallback coder writes a Sample) of the element
 each shuffle of the full pipeline moves, split into media bytes
 (`Sample.blobs`: sampled JPEG frames, re-encoded images) and the rest (the row's metadata,
-scores, in-flight vectors). SHUFFLES lists which shuffles move whole rows.
+scores, in-flight vectors), and the row as it travels with its media in the blob store
+(references only). SHUFFLES lists which shuffles move whole rows.
+
+`media_paths` (`--paths_scales`, default 1,8): the full demo recipe (every stage on) in child
+processes, once with media in the rows (`output.blob_store=false`, the engine before the blob
+store) and once with the blob store, at each scale: bytes per input row into every shuffle, each
+child's peak RSS, the marginal memory per input row between the scales, and a check that both
+paths wrote the same shard bytes.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -40,22 +48,110 @@ SHUFFLES = [("ingest/SpreadRows", "raw"), ("media/Spread (before decoding)", "ro
 
 
 def shuffle_bytes(raw_sizes: list[int], before_sizes: list[int], after: list) -> dict:
-    """Mean bytes per row each shuffle moves, and the media share of them."""
+    """Mean bytes per row each shuffle moves, and the media share of them; `lean_row_bytes` is the
+    row as it crosses the shuffles with a blob store (its media replaced by references)."""
+    import copy
     import pickle
+
+    from pipelines.blobstore import BlobStore
+    from schemas.blobs import StoredBlobs
 
     def mean(xs):
         return round(sum(xs) / max(1, len(xs)), 1)
 
+    def lean(s):
+        s = copy.copy(s)
+        s.blobs = StoredBlobs(BlobStore("/tmp/keye-bench/_blobs"),
+                              {n: (hashlib.sha256(b).digest(), len(b)) for n, b in s.blobs.items()})
+        return s
+
     row = [len(pickle.dumps(s, protocol=pickle.HIGHEST_PROTOCOL)) for s in after]
+    lean_row = [len(pickle.dumps(lean(s), protocol=pickle.HIGHEST_PROTOCOL)) for s in after]
     blobs = [sum(len(b) for b in s.blobs.values()) for s in after]
     sizes = {"raw": mean(raw_sizes), "row_before_media": mean(before_sizes),
              "row": mean(row), "key": 64.0}
     per = {name: sizes[kind] for name, kind in SHUFFLES}
+    whole_rows = sum(1 for _, kind in SHUFFLES if kind == "row")
     return {"per_shuffle": per, "row_bytes": mean(row), "row_media_bytes": mean(blobs),
-            "row_metadata_bytes": round(mean(row) - mean(blobs), 1),
+            "row_metadata_bytes": round(mean(row) - mean(blobs), 1), "lean_row_bytes": mean(lean_row),
             "total_per_row": round(sum(per.values()), 1),
-            "total_per_row_without_media_in_shuffles": round(sum(per.values()) - mean(blobs) * sum(
-                1 for _, kind in SHUFFLES if kind == "row"), 1)}
+            "total_per_row_with_blob_store": round(sum(per.values()) - (mean(row) - mean(lean_row)) * whole_rows, 1)}
+
+
+def child_curate(corpus: str, out: str, blob_store: bool) -> dict:
+    """The full demo recipe on `corpus` in a child process: its manifest, peak RSS and seconds."""
+    import subprocess
+    import sys
+    import time
+
+    from schemas.config import CONFIG_DIR
+    from synthetic.corpus import corpus_media_root
+
+    bench = os.path.join(corpus, "benchmark", "bench.jsonl")
+    cmd = [sys.executable, "-m", "pipelines.curate", "--config", os.path.join(CONFIG_DIR, "demo.yaml"),
+           "--input", os.path.join(corpus, "manifests"), "--output", out, "--overwrite", "--progress_s", "0",
+           "--set", f"ingest.media_roots={json.dumps([corpus_media_root(corpus)])}",
+           "--set", f"decontaminate.benchmarks=[{{name: synthbench, path: {bench}}}]",
+           "--set", f"output.blob_store={'true' if blob_store else 'false'}"]
+    t0 = time.perf_counter()
+    with open(os.path.join(os.path.dirname(out), "child.log"), "wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=log)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}); see {log.name}")
+    with open(os.path.join(out, "manifest.json")) as f:
+        manifest = json.load(f)
+    import pyarrow.parquet as pq
+
+    shards = {r["path"]: r["sha256"] for r in pq.read_table(os.path.join(out, "shards.parquet")).to_pylist()}
+    return {"manifest": manifest, "peak_rss_mb": usage.ru_maxrss / 1024.0,
+            "seconds": time.perf_counter() - t0, "shards": shards}
+
+
+def short_shuffle_name(name: str) -> str:
+    """'Curate/NearDedupe/Apply/JoinById/CoGroupByKeyImpl/GroupByKey' -> 'NearDedupe/JoinById'; the
+    24 connected-component rounds of a stage fold into one 'Components' entry."""
+    parts = [p for p in name.split("/") if p not in ("Curate", "Apply", "Shard", "Edges", "CoGroupByKeyImpl",
+                                                     "GroupByKey", "ReshufflePerKey")]
+    if len(parts) > 1 and parts[1] == "Components":
+        return f"{parts[0]}/Components"
+    return "/".join(parts[:2])
+
+
+def media_paths(work: str, scales: list[int]) -> dict:
+    """Both media paths at each scale (see the module docstring)."""
+    from synthetic.corpus import generate
+
+    out: dict = {"scales": {}}
+    for scale in scales:
+        corpus = os.path.join(work, f"paths_corpus_{scale}")
+        generate(corpus, scale=scale)
+        point = {}
+        runs = {}
+        for label, on in (("media_in_rows", False), ("blob_store", True)):
+            r = child_curate(corpus, os.path.join(work, f"paths_{scale}_{label}", "out"), on)
+            runs[label] = r
+            rows = r["manifest"]["totals"]["input_rows"]
+            per: dict[str, float] = {}
+            for name, v in r["manifest"]["shuffles"].items():
+                key = short_shuffle_name(name)
+                per[key] = per.get(key, 0.0) + v["bytes"] / rows
+            point[label] = {"input_rows": rows, "kept": r["manifest"]["totals"]["kept"],
+                            "seconds": round(r["seconds"], 2), "peak_rss_mb": round(r["peak_rss_mb"], 1),
+                            "shuffle_bytes_per_input_row": {k: round(v) for k, v in sorted(per.items())},
+                            "shuffle_bytes_per_input_row_total": round(sum(per.values()))}
+        point["same_shard_bytes"] = runs["media_in_rows"]["shards"] == runs["blob_store"]["shards"]
+        point["shuffle_ratio_blob_store_vs_in_rows"] = ratio(point["blob_store"]["shuffle_bytes_per_input_row_total"],
+                                                             point["media_in_rows"]["shuffle_bytes_per_input_row_total"])
+        out["scales"][scale] = point
+    if len(scales) >= 2:
+        a, b = out["scales"][scales[0]], out["scales"][scales[-1]]
+        for label in ("media_in_rows", "blob_store"):
+            extra_rows = b[label]["input_rows"] - a[label]["input_rows"]
+            out[f"marginal_kb_per_input_row_{label}"] = round(
+                1024 * (b[label]["peak_rss_mb"] - a[label]["peak_rss_mb"]) / max(1, extra_rows), 1)
+    return out
 
 
 def plain_loop(cfg, out_dir: str) -> dict:
@@ -127,6 +223,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--workers", type=int, default=2,
                     help="also time multi_processing with N workers at the largest scale (0: skip)")
+    ap.add_argument("--paths_scales", default="1,8",
+                    help="scales for the media-in-rows vs blob-store comparison (full demo recipe; '' skips it)")
+    ap.add_argument("--skip_timing", action="store_true", help="only the media-path comparison")
     args = ap.parse_args(argv)
 
     from pipelines.curate import build_curate
@@ -138,7 +237,7 @@ def main(argv=None) -> dict:
     work = tempfile.mkdtemp(prefix="bench_pipeline_")
     points = []
     try:
-        for scale in [int(x) for x in args.scales.split(",")]:
+        for scale in [] if args.skip_timing else [int(x) for x in args.scales.split(",")]:
             corpus = os.path.join(work, f"corpus_{scale}")
             generate(corpus, scale=scale)
             inp = os.path.join(corpus, "manifests")
@@ -183,6 +282,8 @@ def main(argv=None) -> dict:
                                      "plain_loop": round(1e3 * loop_per_row, 3)}
             results["beam_fixed_cost_s"] = round(a["direct_in_process_s"] - beam_per_row * a["input_rows"], 3)
             results["marginal_overhead_ratio"] = ratio(beam_per_row, loop_per_row)
+        if args.paths_scales:
+            results["media_paths"] = media_paths(work, [int(x) for x in args.paths_scales.split(",")])
         results["peak_rss_mb"] = round(peak_rss_mb(), 1)
         return emit("pipeline", results)
     finally:

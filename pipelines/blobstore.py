@@ -60,7 +60,7 @@ def store_root(cfg: Config, out_dir: str) -> Optional[str]:
     if not o.blob_root:
         return FileSystems.join(out_dir, BLOB_DIR)
     # one store per output folder under a shared root, so concurrent runs never delete each other's
-    return FileSystems.join(o.blob_root.rstrip("/"), hashlib.sha1(out_dir.encode("utf-8")).hexdigest()[:16])
+    return o.blob_root.rstrip("/") + "/" + hashlib.sha1(out_dir.encode("utf-8")).hexdigest()[:16]
 
 
 class BlobStore:

@@ -19,8 +19,9 @@ chains and stars).
 `ApplyClusters` joins the assignments back to the rows by id (CoGroupByKey): the
 representative is kept, every other member goes to rejected/ with `dup_of`. Only rows the
 stage compared (they carry its cluster-size score) can have an assignment, so only they take
-the shuffle; the others (and their media bytes) skip it and meet the joined rows in `Decide`,
-which keeps them (one step counts `<stage>/kept`, as before).
+the shuffle; the others skip it and meet the joined rows in `Decide`, which keeps them (one
+step counts `<stage>/kept`, as before). The joined rows carry references to their media, not
+the media (the blob store, pipelines/blobstore.py), so the join moves about a row's metadata.
 """
 from __future__ import annotations
 

@@ -1,7 +1,9 @@
 """Exact-duplicate removal: group by content key, keep the smallest id (filters/exact.py).
 
 One shuffle keyed by the SHA-256 content key; no worker holds more than one key's rows,
-and the representative is chosen without materialising the group twice in memory.
+and the representative is chosen without materialising the group twice in memory. The rows
+cross it without their media bytes (they wait in the blob store, pipelines/blobstore.py): a
+keys-only grouping would need a second shuffle to join the decision back, which moves as much.
 """
 from __future__ import annotations
 

@@ -5,6 +5,8 @@ Sharding is deterministic and needs no single-worker pass over the data: one glo
 combine counts rows and bytes, which fixes the number of buckets; each row's bucket is a
 hash of its key; each bucket is grouped, sorted and cut into shards by the row and byte
 limits (shards/writer.py). A bucket holds about one shard of data, so workers stay bounded.
+With a blob store the bucket's rows hold references to their media: the shuffle moves metadata,
+and the tar writer reads each member from the store as it copies it (one member in memory).
 """
 from __future__ import annotations
 

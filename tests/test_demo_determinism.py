@@ -25,10 +25,17 @@ def shard_bytes(out) -> dict[str, str]:
 
 
 def test_demo_is_byte_identical_across_output_folders(tmp_path):
+    """...and whether media bytes wait in the blob store (A, the default) or travel in the rows (B)."""
     a, b = tmp_path / "A", tmp_path / "deeper" / "folder B"
-    for out in (a, b):
-        m = run("build_mixture", build_mixture, ["--demo", "--output", str(out), "--progress_s", "0"])
+    manifests = {}
+    for out, extra in ((a, []), (b, ["--set", "output.blob_store=false"])):
+        m = run("build_mixture", build_mixture, ["--demo", "--output", str(out), "--progress_s", "0", *extra])
         assert m.totals.balanced
+        manifests[out] = m
+    assert not (a / "_blobs").exists()              # the store is gone once the manifest is written
+    # the writer's shuffle moved rows without their frames in A
+    write_a, write_b = (manifests[o].shuffles["WriteSamples/Shard/GroupBucket"]["bytes"] for o in (a, b))
+    assert write_a < 0.6 * write_b, (write_a, write_b)
     first, second = shard_bytes(a), shard_bytes(b)
     assert first and {k.split("/")[0] for k in first} >= {"parquet", "wds", "rejected"}
     assert first == second

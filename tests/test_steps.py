@@ -79,10 +79,11 @@ def test_stage_enum_follows_pipeline_order():
     cfg = load_config(None, ["score.enabled=true", "recaption.enabled=true", "dedupe.semantic.enabled=true",
                              "decontaminate.enabled=true", "decontaminate.benchmarks=[{name: b, path: /b.jsonl}]",
                              "dedupe.near.enabled=true"])
-    labels = [label for label, _ in curation_stages(cfg)]
+    labels = [label for label, _ in curation_stages(cfg, blob_root="/tmp/blobs")]
     by_label = {"Validate": Stage.VALIDATE, "Text": Stage.TEXT, "Media": Stage.MEDIA, "ExactDedupe": Stage.EXACT_DEDUPE,
                 "NearDedupe": Stage.NEAR_DEDUPE, "Score": Stage.SCORE, "SemanticDedupe": Stage.SEMANTIC_DEDUPE,
-                "Decontaminate": Stage.DECONTAMINATE, "Recaption": Stage.RECAPTION, "Tokens": Stage.TOKENS}
+                "Decontaminate": Stage.DECONTAMINATE, "Recaption": Stage.RECAPTION, "Tokens": Stage.TOKENS,
+                "Blobs": Stage.BLOBS}
     order = list(Stage)
     assert [order.index(by_label[lbl]) for lbl in labels] == sorted(order.index(by_label[lbl]) for lbl in labels)
     assert len(labels) == len(by_label)
