@@ -94,6 +94,7 @@ def child_curate(corpus: str, out: str, blob_store: bool) -> dict:
            "--set", f"decontaminate.benchmarks=[{{name: synthbench, path: {bench}}}]",
            "--set", f"output.blob_store={'true' if blob_store else 'false'}"]
     t0 = time.perf_counter()
+    os.makedirs(os.path.dirname(out), exist_ok=True)
     with open(os.path.join(os.path.dirname(out), "child.log"), "wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=log)
         _, status, usage = os.wait4(proc.pid, 0)

@@ -10,6 +10,7 @@ and the tar writer reads each member from the store as it copies it (one member 
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Callable
 
 import apache_beam as beam
@@ -82,9 +83,17 @@ class WriteSamples(beam.PTransform):
             if cfg.write_wds:
                 yield atomic_write(out_dir, f"wds/{name}.tar", "wds", len(piece), wds_writer(piece))
 
-        return samples | "Shard" >> _ShardedWrite(
-            key=lambda s: s.id, sort_key=lambda s: s.id, size=payload_bytes,
-            max_rows=cfg.shard_max_rows, max_bytes=cfg.shard_max_bytes, write_piece=write_piece)
+        return (samples
+                | "WithoutVectors" >> beam.Map(_without_vectors)
+                | "Shard" >> _ShardedWrite(
+                    key=lambda s: s.id, sort_key=lambda s: s.id, size=payload_bytes,
+                    max_rows=cfg.shard_max_rows, max_bytes=cfg.shard_max_bytes, write_piece=write_piece))
+
+
+def _without_vectors(sample: Sample) -> Sample:
+    """The row without its in-flight vectors (never written to its shards; WriteEmbeddings reads them
+    from its own branch), so the bucket shuffle moves less. A copy: both branches see the same row."""
+    return dataclasses.replace(sample, embeddings={}) if sample.embeddings else sample
 
 
 class WriteRejected(beam.PTransform):
