@@ -10,7 +10,7 @@
         |   checked against their sha256; a missing or changed member rejects that row only
         |   (`blob_unreadable`), so the writer never meets one
     writer --WriteBucket--> reads each member into the tar as it writes it
-    manifest written --DropBlobs--> ROOT deleted (unless output.keep_blobs)
+    manifest written --DropBlobs--> ROOT deleted, 256 digest prefixes in parallel (unless output.keep_blobs)
 
 Why a store rather than splitting rows into (id, metadata) and (id, media) and rejoining
 before the writer: the stages that decode pixels sit between the dedupe shuffles (score before
@@ -183,14 +183,17 @@ class CheckBlobs(beam.PTransform):
         return {KEPT: out[KEPT], REJECTED: out[REJECTED]}
 
 
-def drop_store(root: str) -> None:
+def _drop(path: str) -> int:
     from pipelines.resume import delete_tree
 
-    delete_tree(root)
+    delete_tree(path)
+    return 1
 
 
 class DropBlobs(beam.PTransform):
-    """After the manifest (which waits for every shard): delete the store."""
+    """After the manifest (which waits for every shard): delete the store, spread over workers by
+    the first byte of the digest (256 prefixes, reshuffled), then the emptied root. At corpus scale
+    the store holds billions of members; no worker lists or deletes more than its prefixes."""
 
     def __init__(self, root: str) -> None:
         super().__init__()
@@ -198,4 +201,9 @@ class DropBlobs(beam.PTransform):
 
     def expand(self, manifest_written):
         root = self.root
-        return manifest_written | "Drop" >> beam.Map(lambda _: drop_store(root))
+        done = (manifest_written
+                | "Prefixes" >> beam.FlatMap(lambda _: [f"{b:02x}" for b in range(256)])
+                | "Spread" >> beam.Reshuffle()
+                | "DropPrefix" >> beam.Map(lambda prefix: _drop(FileSystems.join(root, prefix)))
+                | "AllDropped" >> beam.CombineGlobally(sum))
+        return done | "DropRoot" >> beam.Map(lambda _: _drop(root))

@@ -144,3 +144,16 @@ def test_store_root_follows_the_recipe():
     assert store_root(load_config(None, ["output.blob_store=false"]), "/out") is None
     # where media waits is no rule: the recipe hash (in every row) is the same either way
     assert other.hash() == cfg.hash() == load_config(None, ["output.blob_store=false"]).hash()
+
+
+def test_drop_blobs_deletes_the_whole_store(tmp_path):
+    from pipelines.blobstore import DropBlobs
+
+    root = tmp_path / "out" / "_blobs"
+    store = BlobStore(str(root))
+    for i in range(20):
+        store.put(f"member {i}".encode())
+    (tmp_path / "out" / "parquet").mkdir()
+    with beam.Pipeline() as p:
+        p | beam.Create(["manifest.json"]) | DropBlobs(str(root))
+    assert not root.exists() and (tmp_path / "out" / "parquet").is_dir()
