@@ -1,6 +1,6 @@
 """The run's blob store: media bytes leave the rows once the media stage has made them.
 
-    media stage --Offload--> each member's bytes written once to ROOT/ab/cd/<sha256>;
+    media stage --Offload--> each member's bytes written once to ROOT/ab/<sha256>;
         |                    the row keeps member -> (sha256, size) (schemas/blobs.py)
     exact dedupe, near dedupe, semantic dedupe (its JoinById), the writer's GroupBucket, the
         |   mixture's shuffles: rows without their media (~100 bytes a member instead of 20-60 KB)
@@ -64,7 +64,8 @@ def store_root(cfg: Config, out_dir: str) -> Optional[str]:
 
 
 class BlobStore:
-    """Content-addressed files on Beam's FileSystems: ROOT/ab/cd/<sha256 hex>. Pickles as its root."""
+    """Content-addressed files on Beam's FileSystems: ROOT/ab/<sha256 hex> (256 folders: local
+    filesystems cope; object stores have no folders). Pickles as its root."""
 
     def __init__(self, root: str) -> None:
         self.root = root.rstrip("/")
@@ -74,7 +75,9 @@ class BlobStore:
         if len(digest) != 32:
             raise BlobUnreadable(f"not a sha256 digest: {digest!r}")
         h = digest.hex()
-        return FileSystems.join(self.root, h[:2], h[2:4], h)
+        if self._local:
+            return os.path.join(self.root, h[:2], h)
+        return FileSystems.join(self.root, h[:2], h)
 
     def _size(self, path: str) -> Optional[int]:
         if self._local:
@@ -89,9 +92,16 @@ class BlobStore:
         """Store data (unless a file of its size is already there); its (digest, size)."""
         digest = hashlib.sha256(data).digest()
         final = self.path(digest)
-        if self._size(final) != len(data):
-            folder, name = final.rsplit("/", 1)
-            tmp = FileSystems.join(folder, f".tmp-{name}-{uuid.uuid4().hex}")
+        if self._size(final) == len(data):
+            return digest, len(data)
+        folder, name = final.rsplit("/", 1)
+        tmp = f"{folder}/.tmp-{name}-{uuid.uuid4().hex}"
+        if self._local:                  # the common case, without FileSystems' per-call lookups
+            os.makedirs(folder, exist_ok=True)
+            with open(tmp, "wb") as f:
+                f.write(data)
+            os.replace(tmp, final)
+        else:
             with FileSystems.create(tmp, compression_type=RAW) as f:
                 f.write(data)
             FileSystems.rename([tmp], [final])
@@ -104,7 +114,7 @@ class BlobStore:
             if not real.startswith(root + os.sep):
                 raise BlobUnreadable(f"{digest.hex()[:16]}: resolves outside the blob store")
         try:
-            with FileSystems.open(path, compression_type=RAW) as f:
+            with (open(path, "rb") if self._local else FileSystems.open(path, compression_type=RAW)) as f:
                 data = f.read(size + 1)
         except Exception as e:  # noqa: BLE001 - each filesystem raises its own error for a missing object
             raise BlobUnreadable(f"{digest.hex()[:16]}: cannot read: {type(e).__name__}") from None
