@@ -18,8 +18,8 @@ semantic dedupe, decontamination and recaption after it), so a split would rejoi
 each of them; with the store no shuffle carries media at all, the only extra cost is one write
 and two or three reads of each kept member (bench.pipeline measures both paths).
 
-Where: `output.blob_root` (any Beam filesystem: a bucket beside `--temp_location` on Dataflow)
-or, by default, `DIR/_blobs`, one store per pipeline (a partition of a resumable run has its
+Where: `output.blob_root` (any Beam filesystem every worker sees: a bucket beside
+`--temp_location` on Dataflow) or, by default, `DIR/_blobs`, one store per pipeline (a partition of a resumable run has its
 own under `partitions/pNNNNNN/`, deleted with it when it is rerun, so a completion marker
 never points at blobs). Members are content-addressed, so the same bytes are written once per
 store and a retried bundle finds them in place; nothing in the shards depends on the store's
@@ -201,16 +201,20 @@ def _drop(path: str) -> int:
 
 
 class DropBlobs(beam.PTransform):
-    """After the manifest (which waits for every shard): delete the store, spread over workers by
-    the first byte of the digest (256 prefixes, reshuffled), then the emptied root. At corpus scale
-    the store holds billions of members; no worker lists or deletes more than its prefixes."""
+    """After the manifest (which waits for every shard): delete the store. A remote store (a bucket)
+    is deleted spread over workers by the first byte of the digest (256 prefixes, reshuffled), then
+    the emptied root: at corpus scale it holds billions of members, and no worker lists or deletes
+    more than its prefixes. A local store is one machine's disk: one delete."""
 
-    def __init__(self, root: str) -> None:
+    def __init__(self, root: str, spread: Optional[bool] = None) -> None:
         super().__init__()
         self.root = root
+        self.spread = "://" in root if spread is None else spread
 
     def expand(self, manifest_written):
         root = self.root
+        if not self.spread:      # a local store is one machine's disk (every worker of a local run sees it)
+            return manifest_written | "DropRoot" >> beam.Map(lambda _: _drop(root))
         done = (manifest_written
                 | "Prefixes" >> beam.FlatMap(lambda _: [f"{b:02x}" for b in range(256)])
                 | "Spread" >> beam.Reshuffle()

@@ -146,7 +146,8 @@ def test_store_root_follows_the_recipe():
     assert other.hash() == cfg.hash() == load_config(None, ["output.blob_store=false"]).hash()
 
 
-def test_drop_blobs_deletes_the_whole_store(tmp_path):
+@pytest.mark.parametrize("spread", [False, True])     # True: a bucket's way, over 256 digest prefixes
+def test_drop_blobs_deletes_the_whole_store(tmp_path, spread):
     from pipelines.blobstore import DropBlobs
 
     root = tmp_path / "out" / "_blobs"
@@ -155,5 +156,5 @@ def test_drop_blobs_deletes_the_whole_store(tmp_path):
         store.put(f"member {i}".encode())
     (tmp_path / "out" / "parquet").mkdir()
     with beam.Pipeline() as p:
-        p | beam.Create(["manifest.json"]) | DropBlobs(str(root))
+        p | beam.Create(["manifest.json"]) | DropBlobs(str(root), spread=spread)
     assert not root.exists() and (tmp_path / "out" / "parquet").is_dir()
