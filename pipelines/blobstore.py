@@ -10,13 +10,14 @@
         |   checked against their sha256; a missing or changed member rejects that row only
         |   (`blob_unreadable`), so the writer never meets one
     writer --WriteBucket--> reads each member into the tar as it writes it
-    manifest written --DropBlobs--> ROOT deleted, 256 digest prefixes in parallel (unless output.keep_blobs)
+    manifest written --DropBlobs--> ROOT deleted (a bucket's over 256 digest prefixes in parallel),
+                                    unless output.keep_blobs
 
 Why a store rather than splitting rows into (id, metadata) and (id, media) and rejoining
 before the writer: the stages that decode pixels sit between the dedupe shuffles (score before
 semantic dedupe, decontamination and recaption after it), so a split would rejoin media before
 each of them; with the store no shuffle carries media at all, the only extra cost is one write
-and two or three reads of each kept member (bench.pipeline measures both paths).
+and a few reads of each kept member (bench.pipeline measures both paths).
 
 Where: `output.blob_root` (any Beam filesystem every worker sees: a bucket beside
 `--temp_location` on Dataflow) or, by default, `DIR/_blobs`, one store per pipeline (a partition of a resumable run has its
