@@ -17,7 +17,9 @@ per partition: the shares are targets for the mixture, and input files are often
         ingest -> curation -> Prepare (builders, variants, gates)
             -> rejected/ : curation rejections, no_mode             (final: never revisited)
             -> staged/   : candidates, derived rejections so far,   (Avro records of pickled
-                           ids of rows that entered, made counts      values; nothing chosen yet)
+                           ids of rows that entered, made counts      values; nothing chosen yet;
+                                                                      deleted once the global pass
+                                                                      is committed)
             -> manifest.json: input == kept (0) + rejected + pending (rows that entered the mixture)
     the global pass (one pipeline, after every partition's marker):
         staged/ of every partition -> Finish (Mix: histogram combiner, quotas, exact cutoff;
@@ -41,8 +43,8 @@ from pipelines.curate import curate, write_outputs
 from pipelines.manifest import Fanout
 from pipelines.mixture import (CANDIDATES, DERIVED_REJECTED, ENTERED, INPUT_REJECTED, KEPT_INPUTS, MADE, SHARES, Finish,
                                Mixture, Prepare)
+from pipelines.resume import STAGED_DIR
 
-STAGED_DIR = "staged"
 STAGED_KINDS = (CANDIDATES, DERIVED_REJECTED, ENTERED, MADE)
 STAGED_SCHEMA = {"type": "record", "name": "Staged", "namespace": "keye.mixture",
                  "fields": [{"name": "kind", "type": "string"}, {"name": "value", "type": "bytes"}]}

@@ -297,6 +297,9 @@ def summary(m: Manifest, out_dir: str) -> str:
                      f"replaced by variants {d.replaced:,} ({'balanced' if d.balanced else 'NOT balanced'})")
     unit = (m.mixture or {}).get("unit", "samples")
     for name, c in sorted(((m.mixture or {}).get("categories") or {}).items()):
+        if c["missing"] or not c["target_weight"]:
+            lines.append(f"    {name:<22}{'missing: no rows' if c['missing'] else 'no target'}")
+            continue
         lines.append(f"    {name:<22}{c['achieved_samples']:>6,} samples {c['achieved_tokens']:>10,} tokens   "
                      f"share {c['achieved_share_' + unit]:.4f} of {unit} (target {c['target_share']:.4f}, "
                      f"{c['target_' + unit]:,.1f})")

@@ -41,6 +41,7 @@ RUN_STATE_FILE = "run.json"
 PARTITIONS_DIR = "partitions"
 COMPLETIONS_DIR = "completions"
 GLOBAL_PASS = "global"      # DIR/global/ and completions/global.json: the pass after every partition
+STAGED_DIR = "staged"       # DIR/partitions/pNNNNNN/staged/: what a partition hands to the global pass
 
 
 @dataclasses.dataclass(frozen=True)
@@ -330,6 +331,8 @@ def run_global_pass(cfg: Config, out_dir: str, parts: list[Partition],
     started = time.time()
     manifest = global_pass(cfg, folder, [_join(out_dir, PARTITIONS_DIR, p.name) for p in parts])
     write_json(path, marker(GLOBAL_PASS, [], cfg, manifest, GLOBAL_PASS))
+    for p in parts:     # committed: the staged rows (as large as the candidates' media) are not needed again
+        delete_tree(_join(out_dir, PARTITIONS_DIR, p.name, STAGED_DIR))
     say(f"global pass done: {manifest.totals.input_rows:,} rows from the partitions, {manifest.totals.kept:,} kept; "
         f"{time.time() - started:.0f} s")
     return read_json(path)
