@@ -255,7 +255,7 @@ def merge(out_dir: str, pipeline: str, cfg: Config, markers: list[dict]) -> Mani
         distributions=merge_distributions([m.get("distributions", {}) for m in markers]),
         partitions={"count": sum(m["name"] != GLOBAL_PASS for m in markers),
                     "files_per_partition": cfg.output.partition_files,
-                    "global_pass": any(m["name"] == GLOBAL_PASS for m in markers)},
+                    **({"global_pass": True} if any(m["name"] == GLOBAL_PASS for m in markers) else {})},
         derived=merge_derived([m.get("derived") for m in markers]),
         mixture=merge_mixture([m.get("mixture") for m in markers]))
 

@@ -189,6 +189,7 @@ def test_merge_resolves_pending_rows_with_the_global_pass(tmp_path):
     assert settle_pending(GLOBAL["totals"])["pending"] == -12
 
     without = merge(str(tmp_path), "build_mixture", cfg, PARTS)   # the global pass never ran
+    assert without.partitions == {"count": 2, "files_per_partition": 1}
     assert without.totals.pending == 12 and without.totals.rows_add_up and not without.totals.balanced
 
 
@@ -205,3 +206,28 @@ def test_two_passes_that_each_mixed_cannot_be_merged(tmp_path):
     own_mix = [_marker(p["name"], p["totals"], mixture={"unit": "samples", "categories": {}}) for p in PARTS]
     with pytest.raises(ValueError, match="one mixture"):
         merge(str(tmp_path), "build_mixture", cfg, own_mix)
+
+
+def test_build_mixture_builds_the_decontamination_index_once(inputs, tmp_path):
+    """Curation and the mixture's gate on generated rows judge against one index (built once), and
+    a partition pipeline holds one too; the global pass needs none."""
+    import apache_beam as beam
+
+    from pipelines.build_mixture import build_global, build_partition
+    from schemas.config import InputConfig
+
+    bench = tmp_path / "bench.jsonl"
+    bench.write_text(json.dumps({"question": "what is shown?", "answer": "a cat"}) + "\n")
+    cfg = load_config(None, [f"decontaminate.benchmarks=[{{name: b, path: {bench}}}]", *RECIPE]).with_inputs(
+        [InputConfig(path=str(inputs), source=None, format="auto")])
+
+    def transforms(build, *args) -> tuple[int, int]:
+        """(stages that judge rows against benchmarks, index builds) in the pipeline graph."""
+        p = beam.Pipeline()
+        build(p, cfg, str(tmp_path / "out"), *args)
+        names = [t.unique_name for t in p.to_runner_api().components.transforms.values()]
+        return sum(n.endswith("/Judge") for n in names), sum(n.endswith("/BuildIndex") for n in names)
+
+    assert transforms(build_mixture) == (2, 1)
+    assert transforms(build_partition) == (2, 1)
+    assert transforms(build_global, [str(tmp_path / "p")]) == (0, 0)
