@@ -41,7 +41,10 @@ RUN_STATE_FILE = "run.json"
 PARTITIONS_DIR = "partitions"
 COMPLETIONS_DIR = "completions"
 GLOBAL_PASS = "global"      # DIR/global/ and completions/global.json: the pass after every partition
-STAGED_DIR = "staged"       # DIR/partitions/pNNNNNN/staged/: what a partition hands to the global pass
+STAGED_DIR = "staged"
+# Recipe keys that say where a service runs, not what the run does (as in Config.hash): a model
+# endpoint restarted on another address (the demo's reasoner takes any free port) may resume.
+NOT_RULES = ("base_url",)       # DIR/partitions/pNNNNNN/staged/: what a partition hands to the global pass
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,6 +106,8 @@ def differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
         lines.append(f"pipeline_version: {old.get('pipeline_version')!r} -> {new['pipeline_version']!r}")
     a, b = _flatten(old.get("config", {})), _flatten(new["config"])
     for key in sorted(set(a) | set(b)):
+        if key.rsplit(".", 1)[-1] in NOT_RULES:
+            continue
         if a.get(key, "<unset>") != b.get(key, "<unset>"):
             lines.append(f"{key}: {a.get(key, '<unset>')!r} -> {b.get(key, '<unset>')!r}")
     old_files = [f for p in old.get("partitions", []) for f in p["files"]]

@@ -231,3 +231,17 @@ def test_build_mixture_builds_the_decontamination_index_once(inputs, tmp_path):
     assert transforms(build_mixture) == (2, 1)
     assert transforms(build_partition) == (2, 1)
     assert transforms(build_global, [str(tmp_path / "p")]) == (0, 0)
+
+
+def test_a_moved_model_endpoint_is_not_a_recipe_change():
+    """A generator restarted on another port (the demo's reasoner takes a free one) may resume; its model may not change."""
+    from pipelines.resume import differences, run_state
+
+    def state(url, model):
+        cfg = load_config(None, ["output.partition_files=1", f"mixture.builders.generator.openai.base_url={url}",
+                                 f"mixture.builders.generator.openai.model={model}"])
+        return run_state("build_mixture", cfg, [])
+
+    assert differences(state("http://127.0.0.1:8001/v1", "m"), state("http://127.0.0.1:9999/v1", "m")) == []
+    assert differences(state("http://a/v1", "m"), state("http://a/v1", "n")) == [
+        "mixture.builders.generator.openai.model: 'm' -> 'n'"]
