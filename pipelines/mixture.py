@@ -16,6 +16,11 @@ its id, beside the input-level row. The manifest balances input rows (`input == 
 and derived rows (`made == kept + rejected + replaced`: a video row replaced by its variants is
 neither kept nor rejected), and counts per builder how many rows it made from how many inputs.
 
+Two halves: Prepare (Build, Variants, gates: row by row) and Finish (Mix, Upsample, Settle: the
+shares over every candidate). `Mixture` runs both in one pipeline; a partitioned (resumable) run
+stages Prepare's output per partition and runs Finish once over all of it (pipelines/build_mixture.py),
+so the shares hold for the whole run, not per partition.
+
 What one worker holds: one row (Build, Variants, gates, Select); one category's rank histogram of
 `mixture.mixing.rank_bins` cells (the combiner); the rows of one cutoff bin per category (about
 rows / rank_bins); the plan and cutoffs as side inputs (a few numbers per category); one input

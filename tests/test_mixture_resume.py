@@ -121,6 +121,13 @@ def test_killed_mixture_resumes_to_the_uninterrupted_result(inputs, whole, tmp_p
             == rows(whole_dir, "rejected", ["id", "source_ref", "stage", "reason"]))
     assert resumed.counters["keye:ingest/rows"] == whole.totals.input_rows == 4 * 11
     assert not list(killed.glob("partitions/*/staged")), "staged candidates outlived the committed global pass"
+    # the export reads the merged shard index: every kept row of the global pass, beside its folder
+    from pipelines.export import main as export
+
+    assert export(["--format", "swift", str(killed)]) == 0
+    exported = json.loads((killed / "export" / "swift" / "export.json").read_text())
+    assert exported["rows"] + exported["skipped"] == whole.derived.kept
+    assert {p["path"].split("/")[0] for p in exported["parts"]} == {GLOBAL_PASS}
     # a partition's own manifest leaves the rows that entered the mixture pending: not balanced on its own
     part = json.loads((killed / "partitions" / "p000000" / "manifest.json").read_text())["totals"]
     assert part["pending"] > 0 and part["kept"] == 0 and not part["balanced"]
