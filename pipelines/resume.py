@@ -288,6 +288,11 @@ def run_partitions(pipeline: str, cfg: Config, out_dir: str, resume: bool,
         write_json(state_path, state)
     done = completed(out_dir)
     todo = [p for p in parts if p.name not in done]
+    global_marker = _join(out_dir, COMPLETIONS_DIR, f"{GLOBAL_PASS}.json")
+    if todo and global_pass is not None and FileSystems.exists(global_marker):
+        # the engine writes the global marker only after every partition's: one went missing since
+        raise SystemExit(f"{global_marker} exists but partitions {[p.name for p in todo][:5]} have no marker: "
+                         "the global pass was made from other partition output; start the run again with --overwrite")
     say(f"{len(parts)} partitions of up to {cfg.output.partition_files} files: "
         f"{len(parts) - len(todo)} already complete, {len(todo)} to run")
     started = time.time()

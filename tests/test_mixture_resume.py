@@ -105,7 +105,7 @@ def test_killed_mixture_resumes_to_the_uninterrupted_result(inputs, whole, tmp_p
     kill_when(argv(inputs, killed), killed, "p000000.json", 1.0)            # in partition p000001
     assert not (killed / "completions" / "p000001.json").exists(), "the run finished its partitions before the kill"
     assert_final_names_whole(killed / "partitions")
-    kill_when(argv(inputs, killed, "--resume"), killed, "p000001.json", 0.0)  # in the global pass
+    kill_when(argv(inputs, killed, "--resume"), killed, "p000001.json", 0.5)  # in the global pass
     assert not (killed / "completions" / f"{GLOBAL_PASS}.json").exists(), "the global pass finished before the kill"
     assert not (killed / "manifest.json").exists()
     assert_final_names_whole(killed)
@@ -120,6 +120,9 @@ def test_killed_mixture_resumes_to_the_uninterrupted_result(inputs, whole, tmp_p
     assert (rows(killed, "rejected", ["id", "source_ref", "stage", "reason"])     # derived rejections too
             == rows(whole_dir, "rejected", ["id", "source_ref", "stage", "reason"]))
     assert resumed.counters["keye:ingest/rows"] == whole.totals.input_rows == 4 * 11
+    assert resumed.counters == whole.counters          # each pass's counters, once, whichever process ran it
+    assert ({k: v["elements"] for k, v in resumed.shuffles.items()} == {k: v["elements"] for k, v in whole.shuffles.items()}
+            and any(k.startswith("Mixture/Mix/") for k in resumed.shuffles))
     assert not list(killed.glob("partitions/*/staged")), "staged candidates outlived the committed global pass"
     # the export reads the merged shard index: every kept row of the global pass, beside its folder
     from pipelines.export import main as export
@@ -157,8 +160,15 @@ def test_global_mix_meets_the_shares_and_keeps_what_one_pass_keeps(inputs, whole
 
 
 @pytest.mark.slow
-def test_mixture_resume_refuses_a_changed_recipe(inputs, whole):
+def test_mixture_resume_refuses_a_changed_recipe(inputs, whole, tmp_path):
+    import shutil
+
     _, out = whole
+    tampered = tmp_path / "tampered"     # a partition marker removed after the global pass was committed
+    shutil.copytree(out, tampered)
+    (tampered / "completions" / "p000001.json").unlink()
+    with pytest.raises(SystemExit, match=r"global\.json exists but partitions \['p000001'\] have no marker"):
+        run("build_mixture", build_mixture, argv(inputs, tampered, "--resume"))
     with pytest.raises(SystemExit, match=r"mixture\.shares\.unit: 'samples' -> 'tokens'"):
         run("build_mixture", build_mixture, argv(inputs, out, "--resume", "--set", "mixture.shares.unit=tokens"))
     with pytest.raises(SystemExit, match=r"mixture\.mixing\.seed: 0 -> 5"):
