@@ -8,6 +8,10 @@ final manifest merged from the markers (datatrove's `completions/` markers are t
                             manifest.json, shards.parquet}   (every shard renamed into place)
         pipeline DONE    -> DIR/completions/pNNNNNN.json (files, totals, counters, shards),
                             written under a temporary name and renamed: the partition's commit
+    a pipeline with a global pass (build_mixture: one mixture over the whole input), once every
+    partition has its marker:
+        every partition's staged/ -> the global pass -> DIR/global/ (its shards and manifest)
+        pipeline DONE    -> DIR/completions/global.json; then every partition's staged/ is deleted
     merge every marker -> DIR/shards.parquet (paths relative to DIR) + DIR/manifest.json
 
 The driver holds the file list and one marker at a time, never rows. `--resume` reads run.json,
@@ -20,7 +24,10 @@ semantic dedupe, percentile CLIP thresholds and shard bucketing hold within a pa
 partitioned run and its resumed twin give the same bytes; a partitioned run differs from a
 one-pass run (`partition_files: 0`) by the duplicates that sit in different partitions. Cross-
 partition dedupe is a later pass over the output (or a one-pass run), as in datatrove and
-NeMo Curator, whose dedupe steps are separate jobs.
+NeMo Curator, whose dedupe steps are separate jobs. The mixture's shares are the exception: they are
+targets for the whole run, so build_mixture's global pass chooses them over every partition's
+candidates (pipelines/build_mixture.py), and the merged manifest's `derived` and `mixture` blocks are
+that pass's.
 """
 from __future__ import annotations
 
@@ -41,10 +48,10 @@ RUN_STATE_FILE = "run.json"
 PARTITIONS_DIR = "partitions"
 COMPLETIONS_DIR = "completions"
 GLOBAL_PASS = "global"      # DIR/global/ and completions/global.json: the pass after every partition
-STAGED_DIR = "staged"
+STAGED_DIR = "staged"       # DIR/partitions/pNNNNNN/staged/: what a partition hands to the global pass
 # Recipe keys that say where a service runs, not what the run does (as in Config.hash): a model
 # endpoint restarted on another address (the demo's reasoner takes any free port) may resume.
-NOT_RULES = ("base_url",)       # DIR/partitions/pNNNNNN/staged/: what a partition hands to the global pass
+NOT_RULES = ("base_url",)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,6 +167,10 @@ def completed(out_dir: str) -> dict[str, dict]:
         return {}
     found = FileSystems.match([_join(folder, "p*.json")])[0].metadata_list
     return {m["name"]: m for m in (read_json(meta.path) for meta in found)}
+
+
+def _marker_path(out_dir: str, name: str) -> str:
+    return _join(out_dir, COMPLETIONS_DIR, f"{name}.json")
 
 
 def marker(name: str, files: list[str], cfg: Config, manifest: Manifest, folder: str) -> dict[str, Any]:
@@ -288,7 +299,7 @@ def run_partitions(pipeline: str, cfg: Config, out_dir: str, resume: bool,
         write_json(state_path, state)
     done = completed(out_dir)
     todo = [p for p in parts if p.name not in done]
-    global_marker = _join(out_dir, COMPLETIONS_DIR, f"{GLOBAL_PASS}.json")
+    global_marker = _marker_path(out_dir, GLOBAL_PASS)
     if todo and global_pass is not None and FileSystems.exists(global_marker):
         # the engine writes the global marker only after every partition's: one went missing since
         raise SystemExit(f"{global_marker} exists but partitions {[p.name for p in todo][:5]} have no marker: "
@@ -302,7 +313,7 @@ def run_partitions(pipeline: str, cfg: Config, out_dir: str, resume: bool,
         part_dir = _join(out_dir, PARTITIONS_DIR, part.name)
         delete_tree(part_dir)   # what a partition that did not finish left: it starts again
         manifest = run_one(partition_config(cfg, part), part_dir)
-        write_json(_join(out_dir, COMPLETIONS_DIR, f"{part.name}.json"),
+        write_json(_marker_path(out_dir, part.name),
                    marker(part.name, part.paths, cfg, manifest, f"{PARTITIONS_DIR}/{part.name}"))
         finished.append(part.name)
         elapsed = time.time() - started
@@ -332,7 +343,7 @@ def run_global_pass(cfg: Config, out_dir: str, parts: list[Partition],
                     global_pass: Callable[[Config, str, list[str]], Manifest], say: Callable[[str], None]) -> dict:
     """The pass over every partition's output (DIR/global/), committed by completions/global.json like
     a partition; a pass that did not finish is deleted and run again. Its marker is returned."""
-    path = _join(out_dir, COMPLETIONS_DIR, f"{GLOBAL_PASS}.json")
+    path = _marker_path(out_dir, GLOBAL_PASS)
     if FileSystems.exists(path):
         say("global pass already complete")
         return read_json(path)
