@@ -72,6 +72,9 @@ def build_partition(p, cfg, out_dir, pipeline_name: str = "build_mixture"):
 def build_global(p, cfg, out_dir, partition_dirs, pipeline_name: str = "build_mixture"):
     """The global pass of a partitioned run: the shares over every partition's staged candidates."""
     patterns = [FileSystems.join(d, STAGED_DIR, "part-*.avro") for d in partition_dirs]
+    missing = [pattern for pattern, found in zip(patterns, FileSystems.match(patterns)) if not found.metadata_list]
+    if missing:     # every partition stages at least one file, even with nothing to hand on
+        raise RuntimeError(f"{len(missing)} partitions have no staged rows for the global pass: {missing[:3]}")
     staged = p | "ReadStaged" >> ReadStaged(patterns)
     out = staged | "Mixture" >> Finish(cfg)
     handed_on = staged[ENTERED] | "HandedOn" >> beam.Map(HandedOn)

@@ -352,10 +352,12 @@ def run_global_pass(cfg: Config, out_dir: str, parts: list[Partition],
     started = time.time()
     manifest = global_pass(cfg, folder, [_join(out_dir, PARTITIONS_DIR, p.name) for p in parts])
     write_json(path, marker(GLOBAL_PASS, [], cfg, manifest, GLOBAL_PASS))
-    for p in parts:     # committed: the staged rows (as large as the candidates' media) are not needed again
-        delete_tree(_join(out_dir, PARTITIONS_DIR, p.name, STAGED_DIR))
-    say(f"global pass done: {manifest.totals.input_rows:,} rows from the partitions, {manifest.totals.kept:,} kept; "
-        f"{time.time() - started:.0f} s")
+    staged = [_join(out_dir, PARTITIONS_DIR, p.name, STAGED_DIR) for p in parts]
+    staged_bytes = sum(m.size_in_bytes for r in FileSystems.match([_join(d, "*") for d in staged]) for m in r.metadata_list)
+    for folder in staged:     # committed: the staged rows (as large as the candidates' media) are not needed again
+        delete_tree(folder)
+    say(f"global pass done: {manifest.totals.input_rows:,} rows from the partitions ({staged_bytes / 1e6:,.1f} MB "
+        f"staged), {manifest.totals.kept:,} kept; {time.time() - started:.0f} s")
     return read_json(path)
 
 

@@ -247,6 +247,10 @@ def test_build_mixture_builds_the_decontamination_index_once(inputs, tmp_path):
 
     assert transforms(build_mixture) == (2, 1)
     assert transforms(build_partition) == (2, 1)
+    with pytest.raises(RuntimeError, match="no staged rows"):          # a partition's staged files are gone
+        transforms(build_global, [str(tmp_path / "p")])
+    (tmp_path / "p" / "staged").mkdir(parents=True)
+    (tmp_path / "p" / "staged" / "part-00000-of-00001.avro").write_bytes(b"")
     assert transforms(build_global, [str(tmp_path / "p")]) == (0, 0)
 
 
