@@ -266,3 +266,32 @@ def test_a_moved_model_endpoint_is_not_a_recipe_change():
     assert differences(state("http://127.0.0.1:8001/v1", "m"), state("http://127.0.0.1:9999/v1", "m")) == []
     assert differences(state("http://a/v1", "m"), state("http://a/v1", "n")) == [
         "mixture.builders.generator.openai.model: 'm' -> 'n'"]
+
+
+def test_staged_rows_come_back_whole(tmp_path):
+    """What a partition stages is what the global pass reads: a candidate's frames (blobs) and vectors,
+    which Parquet shards never hold, rejected rows, ids and made counts, each under its kind."""
+    import apache_beam as beam
+    import numpy as np
+
+    from pipelines.build_mixture import STAGED_KINDS, ReadStaged, WriteStaged
+    from pipelines.mixture import CANDIDATES, DERIVED_REJECTED, ENTERED, MADE
+    from schemas.reasons import Reason, Stage
+    from schemas.rejected import reject
+    from tests.beam_util import run_collect
+    from tests.test_shards import sample
+
+    row = sample(3)
+    row.embeddings = {"clip_image": np.arange(4, dtype=np.float32)}
+    values = {CANDIDATES: [row], ENTERED: ["a", "b"], MADE: [("thinking", (1, 2, 0, 0))],
+              DERIVED_REJECTED: [reject(Stage.MIXTURE, Reason.TOO_EASY, "s", "f:1", "solved 4/4", id="a@think")]}
+    prefix = str(tmp_path / "p" / "staged" / "part")
+    with beam.Pipeline() as p:
+        _ = {k: p | f"Create{k}" >> beam.Create(v) for k, v in values.items()} | WriteStaged(prefix)
+    back = run_collect([None], lambda pc: pc.pipeline | "ReadStaged" >> ReadStaged([prefix + "-*.avro"]))
+    assert set(STAGED_KINDS) == set(values)
+    got = back[CANDIDATES][0]
+    assert got.blobs == row.blobs and got.to_json() == row.to_json()
+    assert got.embeddings["clip_image"].tolist() == [0.0, 1.0, 2.0, 3.0]
+    assert sorted(back[ENTERED]) == ["a", "b"] and back[MADE] == values[MADE]
+    assert back[DERIVED_REJECTED][0].id == "a@think" and back[DERIVED_REJECTED][0].reason == Reason.TOO_EASY.value
