@@ -13,7 +13,9 @@ Rows can only be counted once a reader has delimited them. Where a reader had to
 (a corrupt compressed block, garbage between JSON elements, an unreadable Parquet footer),
 the bytes it never delimited are counted in `unread_bytes` (and the files in `unread_files`):
 such a run is finished and its rows add up, but it is not `balanced`, since input rows may
-be missing from both sides.
+be missing from both sides. A partition of a resumable build_mixture run hands the rows that entered
+the mixture on to the run's global pass: its own manifest counts them as `pending` (neither kept nor
+rejected, so not balanced); the merged manifest of the finished run has none.
 """
 from __future__ import annotations
 
