@@ -344,20 +344,21 @@ def run_global_pass(cfg: Config, out_dir: str, parts: list[Partition],
     """The pass over every partition's output (DIR/global/), committed by completions/global.json like
     a partition; a pass that did not finish is deleted and run again. Its marker is returned."""
     path = _marker_path(out_dir, GLOBAL_PASS)
-    if FileSystems.exists(path):
-        say("global pass already complete")
-        return read_json(path)
-    folder = _join(out_dir, GLOBAL_PASS)
-    delete_tree(folder)
-    started = time.time()
-    manifest = global_pass(cfg, folder, [_join(out_dir, PARTITIONS_DIR, p.name) for p in parts])
-    write_json(path, marker(GLOBAL_PASS, [], cfg, manifest, GLOBAL_PASS))
     staged = [_join(out_dir, PARTITIONS_DIR, p.name, STAGED_DIR) for p in parts]
-    staged_bytes = sum(m.size_in_bytes for r in FileSystems.match([_join(d, "*") for d in staged]) for m in r.metadata_list)
-    for folder in staged:     # committed: the staged rows (as large as the candidates' media) are not needed again
+    if not FileSystems.exists(path):
+        folder = _join(out_dir, GLOBAL_PASS)
         delete_tree(folder)
-    say(f"global pass done: {manifest.totals.input_rows:,} rows from the partitions ({staged_bytes / 1e6:,.1f} MB "
-        f"staged), {manifest.totals.kept:,} kept; {time.time() - started:.0f} s")
+        started = time.time()
+        manifest = global_pass(cfg, folder, [_join(out_dir, PARTITIONS_DIR, p.name) for p in parts])
+        write_json(path, marker(GLOBAL_PASS, [], cfg, manifest, GLOBAL_PASS))
+        staged_bytes = sum(m.size_in_bytes for r in FileSystems.match([_join(d, "*") for d in staged])
+                           for m in r.metadata_list)
+        say(f"global pass done: {manifest.totals.input_rows:,} rows from the partitions ({staged_bytes / 1e6:,.1f} MB "
+            f"staged), {manifest.totals.kept:,} kept; {time.time() - started:.0f} s")
+    else:
+        say("global pass already complete")
+    for folder in staged:     # committed: the staged rows (as large as the candidates' media) are not needed again
+        delete_tree(folder)   # (also when a run was killed between the commit and this cleanup)
     return read_json(path)
 
 
