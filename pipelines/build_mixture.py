@@ -42,7 +42,7 @@ from pipelines.common import KEPT, REJECTED
 from pipelines.curate import curate, write_outputs
 from pipelines.manifest import Fanout
 from pipelines.mixture import (CANDIDATES, DERIVED_REJECTED, ENTERED, INPUT_REJECTED, KEPT_INPUTS, MADE, SHARES, Finish,
-                               Mixture, Prepare)
+                               HandedOn, Mixture, Prepare)
 from pipelines.resume import STAGED_DIR
 
 STAGED_KINDS = (CANDIDATES, DERIVED_REJECTED, ENTERED, MADE)
@@ -86,17 +86,6 @@ def build_global(p, cfg, out_dir, partition_dirs, pipeline_name: str = "build_mi
 # (pipelines/launch.py and pipelines/resume.py read these).
 build_mixture.partition = build_partition
 build_mixture.global_pass = build_global
-
-
-class HandedOn:
-    """An input row a partition handed to the global pass (its id): one input row of that pass,
-    whose bytes were read (and counted) by its partition."""
-
-    unread_bytes = 0
-    __slots__ = ("id",)
-
-    def __init__(self, row_id: str) -> None:
-        self.id = row_id
 
 
 class WriteStaged(beam.PTransform):

@@ -285,6 +285,18 @@ def _settle(kv):
                                  f"all {len(derived)} derived rows rejected: {listing}", id=root))
 
 
+class HandedOn:
+    """An input row a partition handed to the global pass (its id): one input row of that pass, whose
+    bytes were read (and counted) by its partition. (Defined here, not in pipelines/build_mixture.py:
+    that module runs as __main__ under `python -m`, where worker processes could not unpickle it.)"""
+
+    unread_bytes = 0
+    __slots__ = ("id",)
+
+    def __init__(self, row_id: str) -> None:
+        self.id = row_id
+
+
 class Prepare(beam.PTransform):
     """Curated rows -> the mixture up to the shares: {CANDIDATES: built rows that passed the gates,
     INPUT_REJECTED: input-level rejections (no_mode; a row that failed routing), DERIVED_REJECTED:

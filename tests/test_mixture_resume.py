@@ -21,6 +21,7 @@ from pipelines.build_mixture import build_mixture
 from pipelines.launch import run
 from pipelines.resume import GLOBAL_PASS, merge, settle_pending
 from schemas.config import load_config
+from schemas.manifest import Manifest
 from tests.conftest import ROOT
 from tests.test_resume import digests, rows
 
@@ -111,7 +112,14 @@ def test_killed_mixture_resumes_to_the_uninterrupted_result(inputs, whole, tmp_p
     assert not (killed / "manifest.json").exists()
     assert_final_names_whole(killed)
 
-    resumed = run("build_mixture", build_mixture, argv(inputs, killed, "--resume", "--partitions_in_flight", "2"))
+    # resumed as a user would: `python -m` (the builder module is __main__) on two worker processes,
+    # so every element the global pass ships between processes must unpickle there
+    env = {**os.environ, "PYTHONPATH": ROOT, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "pipelines.build_mixture", *argv(inputs, killed, "--resume"),
+                           "--direct_num_workers", "2", "--direct_running_mode", "multi_processing"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    resumed = Manifest.load(str(killed))
     assert resumed.totals == whole.totals and resumed.totals.balanced
     assert resumed.derived == whole.derived and resumed.derived.balanced
     assert resumed.mixture == whole.mixture
