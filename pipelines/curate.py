@@ -75,34 +75,34 @@ class RunStages(beam.PTransform):
 
 
 def write_outputs(raw_rows, kept, rejected, cfg: Config, out_dir: str, pipeline_name: str,
-                  fanout: Optional[Fanout] = None):
+                  fanout: Optional[Fanout] = None, pending=None, blob_root: Optional[str] = None):
     """Shards for kept and rejected rows, then the manifest over all of them (and over derived
-    rows, for a pipeline that fans rows out)."""
+    rows, for a pipeline that fans rows out; `pending`: input rows handed on to a later pass).
+    `blob_root`: the run's blob store, deleted once the manifest is written (unless output.keep_blobs)."""
     sample_shards = kept | "WriteSamples" >> WriteSamples(out_dir, cfg.output)
     rejected_shards = rejected | "WriteRejected" >> WriteRejected(out_dir, cfg.output, cfg.ingest.max_payload_bytes)
     parts = [sample_shards, rejected_shards]
     if cfg.score.enabled and cfg.score.write_embeddings:
         parts.append(kept | "WriteEmbeddings" >> WriteEmbeddings(out_dir, cfg.output))
     shards = tuple(parts) | "AllShards" >> beam.Flatten()
-    written = (raw_rows, kept, rejected, shards) | "Manifest" >> WriteManifest(out_dir, pipeline_name, cfg, fanout)
-    root = store_root(cfg, out_dir)
-    if root is not None and not cfg.output.keep_blobs:
-        written | "DropBlobs" >> DropBlobs(root)     # the manifest waits for every shard, so no reader is left
+    written = (raw_rows, kept, rejected, shards) | "Manifest" >> WriteManifest(out_dir, pipeline_name, cfg, fanout, pending)
+    if blob_root is not None and not cfg.output.keep_blobs:
+        written | "DropBlobs" >> DropBlobs(blob_root)     # the manifest waits for every shard, so no reader is left
     return written
 
 
-def curate(p: beam.Pipeline, cfg: Config, out_dir: Optional[str] = None):
+def curate(p: beam.Pipeline, cfg: Config, blob_root: Optional[str] = None):
     """Ingest and every curation stage: (raw rows, kept samples, rejected rows), nothing written.
-    `out_dir`: where the run writes, which places its blob store (None: media stays in the rows)."""
+    `blob_root`: the run's blob store (pipelines/blobstore.py: store_root); None: media stays in the rows."""
     raw = p | "Ingest" >> Ingest(cfg)
-    root = store_root(cfg, out_dir) if out_dir is not None else None
-    result = raw | "Curate" >> RunStages(curation_stages(cfg, root))
+    result = raw | "Curate" >> RunStages(curation_stages(cfg, blob_root))
     return raw, result[KEPT], result[REJECTED]
 
 
 def build_curate(p: beam.Pipeline, cfg: Config, out_dir: str, pipeline_name: str = "curate"):
-    raw, kept, rejected = curate(p, cfg, out_dir)
-    return write_outputs(raw, kept, rejected, cfg, out_dir, pipeline_name)
+    root = store_root(cfg, out_dir)
+    raw, kept, rejected = curate(p, cfg, root)
+    return write_outputs(raw, kept, rejected, cfg, out_dir, pipeline_name, blob_root=root)
 
 
 if __name__ == "__main__":
