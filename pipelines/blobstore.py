@@ -129,9 +129,14 @@ class BlobStore:
 
 
 def offload(sample: Sample, store: BlobStore) -> Sample:
-    """The row with its members' bytes in the store and references in `blobs`."""
-    if sample.blobs and not isinstance(sample.blobs, StoredBlobs):
-        sample.blobs = StoredBlobs(store, {name: store.put(data) for name, data in sample.blobs.items()})
+    """The row with its members' bytes in the store and references in `blobs` (members set inline
+    after the media stage, such as a mixture's video variants and rendered images, too)."""
+    blobs = sample.blobs
+    if isinstance(blobs, StoredBlobs):
+        if blobs.inline:
+            sample.blobs = StoredBlobs(blobs.store, {**blobs.refs, **{n: store.put(d) for n, d in blobs.inline.items()}})
+    elif blobs:
+        sample.blobs = StoredBlobs(store, {name: store.put(data) for name, data in blobs.items()})
     return sample
 
 
@@ -141,11 +146,11 @@ class _Offload(beam.DoFn):
 
     def setup(self) -> None:
         self.store = BlobStore(self.root)
-        self.written = stage_counter(Stage.MEDIA.value, "blob_bytes")
+        self.written = stage_counter(Stage.BLOBS.value, "bytes_stored")
 
     def process(self, sample: Sample):
-        before = sum(len(b) for b in sample.blobs.values()) if not isinstance(sample.blobs, StoredBlobs) else 0
-        self.written.inc(before)
+        blobs = sample.blobs
+        self.written.inc(sum(map(len, (blobs.inline if isinstance(blobs, StoredBlobs) else blobs).values())))
         yield offload(sample, self.store)
 
 

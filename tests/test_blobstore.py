@@ -55,6 +55,14 @@ def test_offloaded_row_pickles_without_its_media_and_reads_it_back(tmp_path):
                                    for f in files)
 
 
+def test_members_set_after_the_media_stage_are_offloaded_too(tmp_path):
+    store = BlobStore(str(tmp_path))
+    s = offload(_row(frames=2), store)
+    s.blobs[f"{s.id}.1.000.png"] = b"a rendered image"          # e.g. think-with-image, a video variant
+    offload(s, store)
+    assert not s.blobs.inline and len(s.blobs.refs) == 3 and s.blobs[f"{s.id}.1.000.png"] == b"a rendered image"
+
+
 def test_membership_sizes_and_renames_do_not_read(tmp_path):
     store = CountingStore(str(tmp_path))
     s = offload(_row(frames=2), store)
