@@ -4,7 +4,7 @@
         |                    the row keeps member -> (sha256, size) (schemas/blobs.py)
     exact dedupe, near dedupe, semantic dedupe (its JoinById), the writer's GroupBucket, the
         |   mixture's shuffles: rows without their media (~100 bytes a member instead of 20-60 KB;
-        |   the mixture's own new frames, video variants, are stored by OffloadMixed before the writer)
+        |   the mixture stores the frames it makes, rendered pictures and video variants, as it makes them)
     score, semantic dedupe's perceptual vectors, decontamination's pHash, recaption, the
         |   mixture's generation: read the bytes they decode from the store, row by row
     CheckBlobs (stage `blobs`, the last curation stage): every kept row's members read back and

@@ -38,7 +38,7 @@ import sys
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from pipelines.blobstore import Offload, store_root
+from pipelines.blobstore import store_root
 from pipelines.common import KEPT, REJECTED
 from pipelines.curate import curate, write_outputs
 from pipelines.manifest import Fanout
@@ -54,10 +54,8 @@ STAGED_SCHEMA = {"type": "record", "name": "Staged", "namespace": "keye.mixture"
 def build_mixture(p, cfg, out_dir, pipeline_name: str = "build_mixture"):
     root = store_root(cfg, out_dir)
     raw, curated, curation_rejected = curate(p, cfg, root)
-    mixed = curated | "Mixture" >> Mixture(cfg)
+    mixed = curated | "Mixture" >> Mixture(cfg, blob_root=root)    # its own new frames go to the store too
     kept = mixed[KEPT]
-    if root is not None:    # the frames the mixture made (video variants, rendered images) leave the rows too
-        kept = kept | "OffloadMixed" >> Offload(root)
     rejected = (curation_rejected, mixed[REJECTED]) | "AllRejected" >> beam.Flatten()
     fanout = Fanout(kept_inputs=mixed[KEPT_INPUTS], made=mixed[MADE], shares=mixed[SHARES])
     return write_outputs(raw, kept, rejected, cfg, out_dir, pipeline_name, fanout=fanout, blob_root=root)

@@ -29,6 +29,7 @@ row's derived ids (Settle). Nothing holds the corpus.
 from __future__ import annotations
 
 import dataclasses
+from typing import Optional
 
 import apache_beam as beam
 from apache_beam.pvalue import AsDict, AsSingleton, TaggedOutput
@@ -37,6 +38,7 @@ from mixture import mixing
 from mixture.base import derived_id
 from mixture.builders import make_builders
 from mixture.variants import VideoVariants
+from pipelines.blobstore import Offload
 from pipelines.common import KEPT, REJECTED, count_kept, dead_letter, rejected_output, stage_counter, sum_tuples
 from pipelines.decontaminate import Decontaminate
 from pipelines.tokens import Tokens
@@ -149,19 +151,25 @@ class Build(beam.PTransform):
     """Curated rows -> {KEPT: built rows (videos at each frame count), REJECTED: input-level no_mode and
     derived rejections, MADE, ENTERED}. `generator` / `sandbox` replace the recipe's clients (tests)."""
 
-    def __init__(self, cfg: Config, generator=None, sandbox=None) -> None:
+    def __init__(self, cfg: Config, generator=None, sandbox=None, blob_root: Optional[str] = None) -> None:
         super().__init__()
-        self.cfg, self.generator, self.sandbox = cfg, generator, sandbox
+        self.cfg, self.generator, self.sandbox, self.blob_root = cfg, generator, sandbox, blob_root
 
     def expand(self, samples):
         built = (samples
                  | "Spread" >> beam.Reshuffle()     # builders generate and run code: spread rows over workers
                  | "Build" >> beam.ParDo(_Build(self.cfg, self.generator, self.sandbox)).with_outputs(
                      REJECTED, MADE, ENTERED, main=KEPT))
-        variants = (built[KEPT]
+        rows = built[KEPT]
+        if self.blob_root is not None:      # rendered pictures leave the rows before the next shuffle
+            rows = rows | "OffloadBuilt" >> Offload(self.blob_root)
+        variants = (rows
                     | "SpreadVideos" >> beam.Reshuffle()
                     | "Variants" >> beam.ParDo(_Variants(self.cfg)).with_outputs(REJECTED, MADE, main=KEPT))
-        return {KEPT: variants[KEPT],
+        kept = variants[KEPT]
+        if self.blob_root is not None:      # and so do the variants' frames
+            kept = kept | "OffloadVariants" >> Offload(self.blob_root)
+        return {KEPT: kept,
                 REJECTED: (built[REJECTED], variants[REJECTED]) | "BuildRejected" >> beam.Flatten(),
                 MADE: (built[MADE], variants[MADE]) | "AllMade" >> beam.Flatten(),
                 ENTERED: built[ENTERED]}
@@ -303,13 +311,13 @@ class Prepare(beam.PTransform):
     derived rows rejected by a builder, a variant or a gate, ENTERED: ids of input rows a builder
     took, MADE: (label, counts) per building input}. Row by row: no shuffle sees a category whole."""
 
-    def __init__(self, cfg: Config, generator=None, sandbox=None) -> None:
+    def __init__(self, cfg: Config, generator=None, sandbox=None, blob_root: Optional[str] = None) -> None:
         super().__init__()
-        self.cfg, self.generator, self.sandbox = cfg, generator, sandbox
+        self.cfg, self.generator, self.sandbox, self.blob_root = cfg, generator, sandbox, blob_root
 
     def expand(self, curated):
         cfg = self.cfg
-        built = curated | "Build" >> Build(cfg, self.generator, self.sandbox)
+        built = curated | "Build" >> Build(cfg, self.generator, self.sandbox, self.blob_root)
         by_level = built[REJECTED] | "InputOrDerived" >> beam.Partition(lambda r, _: int(mixing.is_derived(r.id)), 2)
         rows, derived_rejected = built[KEPT], [by_level[1]]
         gates = [("Tokens", Tokens(cfg))]
@@ -357,12 +365,12 @@ class Mixture(beam.PTransform):
     SHARES: the share report}: Prepare then Finish in one pipeline (a partitioned run stages Prepare's
     output per partition and runs Finish once over all of it: pipelines/build_mixture.py)."""
 
-    def __init__(self, cfg: Config, generator=None, sandbox=None) -> None:
+    def __init__(self, cfg: Config, generator=None, sandbox=None, blob_root: Optional[str] = None) -> None:
         super().__init__()
-        self.cfg, self.generator, self.sandbox = cfg, generator, sandbox
+        self.cfg, self.generator, self.sandbox, self.blob_root = cfg, generator, sandbox, blob_root
 
     def expand(self, curated):
-        prepared = curated | "Prepare" >> Prepare(self.cfg, self.generator, self.sandbox)
+        prepared = curated | "Prepare" >> Prepare(self.cfg, self.generator, self.sandbox, self.blob_root)
         out = prepared | "Finish" >> Finish(self.cfg)
         rejected = (prepared[INPUT_REJECTED], out[REJECTED]) | "MixtureRejected" >> beam.Flatten()
         return {**out, REJECTED: rejected}
