@@ -166,3 +166,17 @@ def test_drop_blobs_deletes_the_whole_store(tmp_path, spread):
     with beam.Pipeline() as p:
         p | beam.Create(["manifest.json"]) | DropBlobs(str(root), spread=spread)
     assert not root.exists() and (tmp_path / "out" / "parquet").is_dir()
+
+
+@pytest.mark.parametrize("overrides, offloads, drops", [
+    ([], True, True), (["output.keep_blobs=true"], True, False), (["output.blob_store=false"], False, False)])
+def test_the_recipe_decides_whether_media_leaves_the_rows_and_the_store_goes(tmp_path, overrides, offloads, drops):
+    from pipelines.curate import build_curate
+
+    cfg = load_config(None, overrides)
+    p = beam.Pipeline()
+    build_curate(p, cfg, str(tmp_path / "out"))
+    names = [t.unique_name for t in p.to_runner_api().components.transforms.values()]
+    assert any(n.endswith("Media/Offload") for n in names) == offloads
+    assert any(n.endswith("Curate/Blobs") for n in names) == offloads
+    assert any(n == "DropBlobs" for n in names) == drops
