@@ -11,10 +11,8 @@ import random
 import signal
 import subprocess
 import sys
-import tarfile
 import time
 
-import pyarrow.parquet as pq
 import pytest
 
 from pipelines.build_mixture import build_mixture
@@ -23,7 +21,7 @@ from pipelines.resume import GLOBAL_PASS, merge, settle_pending
 from schemas.config import load_config
 from schemas.manifest import Manifest
 from tests.conftest import ROOT
-from tests.test_resume import digests, rows
+from tests.test_resume import assert_final_names_whole, digests, rows
 
 VOCAB = ("apple river stone cloud maple violet orange silver copper garden window bridge candle forest meadow harbor "
          "lantern marble pepper rocket saddle temple velvet walnut yellow zephyr anchor basket cactus dragon engine "
@@ -82,19 +80,6 @@ def kill_when(args, out, marker: str, settle_s: float) -> None:
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert path.exists(), f"the run ended before {marker} was written"
-
-
-def assert_final_names_whole(folder) -> None:
-    """No partial shard is visible under its final name."""
-    for root, _, names in os.walk(folder):
-        for name in names:
-            path = os.path.join(root, name)
-            if name.endswith(".parquet"):
-                pq.read_table(path)
-            elif name.endswith(".tar"):
-                with tarfile.open(path) as tar:
-                    for member in tar:
-                        tar.extractfile(member).read()
 
 
 @pytest.mark.slow

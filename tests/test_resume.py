@@ -40,6 +40,22 @@ def argv(inputs, out, *extra):
             "--set", "output.partition_files=2", "--set", "output.shard_max_rows=10", *extra]
 
 
+def assert_final_names_whole(folder, other=lambda name: True) -> None:
+    """No partial shard is visible under its final name: every Parquet file and tar under `folder`
+    reads whole; any other file name must pass `other`."""
+    for root, _, names in os.walk(folder):
+        for name in names:
+            path = os.path.join(root, name)
+            if name.endswith(".parquet"):
+                pq.read_table(path)
+            elif name.endswith(".tar"):
+                with tarfile.open(path) as tar:
+                    for member in tar:
+                        tar.extractfile(member).read()
+            else:
+                assert other(name), path
+
+
 def digests(out) -> dict[str, str]:
     found = {}
     for folder, _, names in os.walk(out):      # partitions/ and, for build_mixture, global/
@@ -82,17 +98,8 @@ def test_killed_run_resumes_to_the_uninterrupted_result(inputs, whole, tmp_path)
     assert first.exists(), "the run ended before its first partition completed"
     assert not (killed / "completions" / "p000002.json").exists(), "the run finished before it was killed"
     assert not (killed / "manifest.json").exists()
-    for folder, _, names in os.walk(killed / "partitions"):   # whatever has its final name is whole
-        for name in names:
-            path = os.path.join(folder, name)
-            if name.endswith(".parquet"):
-                pq.read_table(path)
-            elif name.endswith(".tar"):
-                with tarfile.open(path) as tar:
-                    for member in tar:
-                        tar.extractfile(member).read()
-            else:
-                assert name.startswith(".tmp-") or name == "manifest.json", path
+    assert_final_names_whole(killed / "partitions",
+                             other=lambda name: name.startswith(".tmp-") or name == "manifest.json")
 
     resumed = run("curate", build_curate, argv(inputs, killed, "--resume", "--partitions_in_flight", "2"))
     assert resumed.totals == whole.totals and resumed.totals.balanced
