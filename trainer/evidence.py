@@ -28,8 +28,8 @@ DIRECTIONS = ("left to right", "right to left", "top to bottom", "bottom to top"
 # Scored per kind: the issue's attributes (colour, shape, direction), plus the background, the picture's
 # largest area (does the model read the picture at all?).
 KIND_ATTRS = (("image", ("colour", "shape", "background")), ("video", ("colour", "shape", "direction", "background")))
-PAIR = re.compile(rf"\b({'|'.join(COLOURS)}) ({'|'.join(SHAPES)})\b")
-MOTION = re.compile(rf"\b({'|'.join(SHAPES)}) (moves from ({'|'.join(DIRECTIONS)})|stays still)")
+PAIR = re.compile(rf"\b({'|'.join(COLOURS)}) ({'|'.join(SHAPES)})s?\b")      # "red circle(s)"
+MOTION = re.compile(rf"\b({'|'.join(SHAPES)})s? (moves? from ({'|'.join(DIRECTIONS)})|stays? still)")
 BACKGROUNDS = ("white", "light gray", "cream", "pale blue", "dark gray")
 BACKGROUND = re.compile(rf" on an? ({'|'.join(BACKGROUNDS)}) (?:gradient )?background")
 
@@ -61,12 +61,32 @@ def score(captions: list[str], truths: list[str], attrs: tuple[str, ...]) -> dic
     return out
 
 
+def shape_count(caption: str) -> int:
+    return len(PAIR.findall(caption.lower().split(" on a ")[0]))
+
+
+def groups(items: list[dict]) -> dict[str, tuple[list[int], tuple[str, ...]]]:
+    """Scored groups: each kind, and each kind's one-shape items (where a set of shape kinds cannot be
+    half right by listing several, so shape and direction are scored on one named object)."""
+    out = {}
+    for kind, attrs in KIND_ATTRS:
+        idx = [i for i, it in enumerate(items) if it["kind"] == kind]
+        out[kind] = (idx, attrs)
+        out[f"{kind}_one_shape"] = ([i for i in idx if shape_count(items[i]["caption"]) == 1], attrs)
+    return out
+
+
 def heldout(root: str, seed: int, images: int, videos: int) -> list[dict]:
-    """Correct caption rows of the corpus generated with `seed`: [{kind, path, caption}]."""
+    """Correct caption rows of the corpus generated with `seed`: [{kind, path, caption}]. Videos get
+    their own scale (about 7 correct caption clips per unit), so many held-out videos cost no more images."""
     from synthetic.corpus import generate
 
-    if not os.path.exists(os.path.join(root, "truth.jsonl")):
-        generate(root, seed=seed, scale=max(1, -(-images // 36), -(-videos // 8)))
+    scales = {"seed": seed, "scale": max(1, -(-images // 30)), "video_scale": max(1, -(-videos // 7))}
+    made = os.path.join(root, "heldout.json")
+    if not os.path.exists(made) or json.load(open(made, encoding="utf-8")) != scales:
+        generate(root, **scales)
+        with open(made, "w", encoding="utf-8") as f:
+            json.dump(scales, f)
     good = set()
     for line in open(os.path.join(root, "truth.jsonl"), encoding="utf-8"):
         t = json.loads(line)
@@ -94,19 +114,21 @@ def caption_all(checkpoint: str, items: list[dict], max_new_tokens: int) -> list
 def evaluate(checkpoint: str, items: list[dict], max_new_tokens: int) -> dict:
     caps = caption_all(checkpoint, items, max_new_tokens)
     out = {"examples": [{"id": it["id"], "truth": it["caption"], "caption": c} for it, c in zip(items, caps)][:6]}
-    for kind, attrs in KIND_ATTRS:
-        sel = [(c, it["caption"]) for c, it in zip(caps, items) if it["kind"] == kind]
-        out[kind] = score([c for c, _ in sel], [t for _, t in sel], attrs)
+    for name, (idx, attrs) in groups(items).items():
+        out[name] = score([caps[i] for i in idx], [items[i]["caption"] for i in idx], attrs)
     return out
 
 
 def chance(items: list[dict]) -> dict:
-    """Each item scored against the next item's true caption (same kind), and 1/K."""
+    """1/K, and each item scored against every other item's true caption in its group (a fluent
+    caption that ignores the picture), averaged over all such pairs."""
     out = {"uniform": {"colour": round(1 / len(COLOURS), 4), "shape": round(1 / len(SHAPES), 4),
                        "direction": round(1 / len(DIRECTIONS), 4), "background": round(1 / len(BACKGROUNDS), 4)}}
-    for kind, attrs in KIND_ATTRS:
-        truths = [it["caption"] for it in items if it["kind"] == kind]
-        out[f"{kind}_other_caption"] = score(truths[1:] + truths[:1], truths, attrs)
+    for name, (idx, attrs) in groups(items).items():
+        truths = [items[i]["caption"] for i in idx]
+        pairs = [(truths[j], t) for i, t in enumerate(truths) for j in range(len(truths)) if j != i]
+        out[f"{name}_other_caption"] = score([c for c, _ in pairs], [t for _, t in pairs], attrs)
+    out["items"] = {name: len(idx) for name, (idx, _) in groups(items).items()}
     return out
 
 
@@ -178,7 +200,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--stage2-steps", type=int, default=800)
     ap.add_argument("--pack-length", type=int, default=1024, help="shorter packs: more optimizer steps per CPU second")
     ap.add_argument("--images", type=int, default=40, help="held-out images")
-    ap.add_argument("--videos", type=int, default=16, help="held-out videos")
+    ap.add_argument("--videos", type=int, default=48, help="held-out videos")
     ap.add_argument("--max-new-tokens", type=int, default=40)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
