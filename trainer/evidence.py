@@ -137,17 +137,26 @@ def run(cmd: list[str]) -> None:
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
 
 
-def build_data(work: str, scale: int) -> str:
+def build_data(work: str, scale: int, video_scale: int, recipe: str) -> str:
+    """The training data: the corpus (seed 0) curated with `recipe`; reused when rerun with the same values."""
     from synthetic.corpus import corpus_media_root
 
     corpus, data = os.path.join(work, "corpus"), os.path.join(work, "data")
-    if not os.path.exists(os.path.join(data, "manifest.json")):
-        run([sys.executable, "-m", "pipelines.make_sample", "--output", corpus, "--scale", str(scale)])
-        bench = os.path.join(corpus, "benchmark", "bench.jsonl")
-        run([sys.executable, "-m", "pipelines.curate", "--config", os.path.join("configs", "demo.yaml"),
-             "--input", os.path.join(corpus, "manifests"), "--output", data, "--progress_s", "0",
-             "--set", f"decontaminate.benchmarks=[{{name: synthbench, path: {bench}}}]",
-             "--set", f"ingest.media_roots={json.dumps([corpus_media_root(corpus)])}"])
+    made, wanted = os.path.join(work, "data.json"), {"scale": scale, "video_scale": video_scale, "recipe": recipe}
+    if os.path.exists(os.path.join(data, "manifest.json")):
+        if os.path.exists(made) and json.load(open(made, encoding="utf-8")) != wanted:
+            raise SystemExit(f"{data} was built with {json.load(open(made, encoding='utf-8'))}, not {wanted}: "
+                             "use another --work")
+        return data
+    run([sys.executable, "-m", "pipelines.make_sample", "--output", corpus, "--scale", str(scale),
+         "--video-scale", str(video_scale)])
+    bench = os.path.join(corpus, "benchmark", "bench.jsonl")
+    run([sys.executable, "-m", "pipelines.curate", "--config", recipe,
+         "--input", os.path.join(corpus, "manifests"), "--output", data, "--progress_s", "0",
+         "--set", f"decontaminate.benchmarks=[{{name: synthbench, path: {bench}}}]",
+         "--set", f"ingest.media_roots={json.dumps([corpus_media_root(corpus)])}"])
+    with open(made, "w", encoding="utf-8") as f:
+        json.dump(wanted, f)
     return data
 
 
@@ -196,6 +205,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m trainer.evidence", description=__doc__.split("\n")[0])
     ap.add_argument("--work", required=True, help="folder for the data, runs and report (reused when rerun)")
     ap.add_argument("--scale", type=int, default=6, help="synthetic corpus scale for the training data")
+    ap.add_argument("--video-scale", type=int, default=24, help="... and for its caption and QA videos alone")
+    ap.add_argument("--recipe", default=os.path.join("configs", "evidence.yaml"), help="curation recipe")
     ap.add_argument("--stage1-steps", type=int, default=40)
     ap.add_argument("--stage2-steps", type=int, default=800)
     ap.add_argument("--pack-length", type=int, default=1024, help="shorter packs: more optimizer steps per CPU second")
@@ -206,7 +217,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     t0 = time.time()
-    data = build_data(args.work, args.scale)
+    data = build_data(args.work, args.scale, args.video_scale, args.recipe)
     items = heldout(os.path.join(args.work, "heldout"), seed=1, images=args.images, videos=args.videos)
     before = untrained(args.work, data, args.seed)
     seed = [f"run.seed={args.seed}", "run.tensorboard=false", "run.progress=never",
