@@ -119,6 +119,40 @@ def evaluate(checkpoint: str, items: list[dict], max_new_tokens: int) -> dict:
     return out
 
 
+def picture_gain(checkpoint: str, items: list[dict]) -> dict:
+    """Does the model read the picture? Per kind, the true caption's loss (nats per token, teacher
+    forced) given the picture, and given a flat grey picture of the same size: equal losses mean the
+    captions are written from the language alone."""
+    import torch
+
+    from schemas.sample import ContentPart, Message, Sample
+    from trainer.data import decode_frame
+    from trainer.generate import Generator
+    from trainer.template import IGNORE, encode_sample
+
+    gen = Generator(checkpoint)
+    model, tok = gen.model, gen.tokenizer
+    sums: dict[str, list[float]] = {}
+    with torch.inference_mode():
+        for it in items:
+            with open(it["path"], "rb") as f:
+                item, blobs = gen.process(it["kind"], f.read())
+            sample = Sample(id=it["id"], source="evidence", source_ref="", task="caption", media=[item],
+                            messages=[Message("user", [ContentPart(it["kind"], media_index=0)])],
+                            blobs=dict(zip(item.members, blobs)))
+            enc = encode_sample(sample, tok, gen.layout, gen.system_prompt, prompt_only=True)
+            answer = tok.encode(it["caption"]) + [gen.stop[0]]
+            ids = torch.tensor([enc.input_ids + answer])
+            labels = torch.tensor([[IGNORE] * len(enc.input_ids) + answer])
+            pixels = [decode_frame(sample.blobs[fr.member], fr.height, fr.width, sample.id) for fr in enc.frames]
+            row = sums.setdefault(it["kind"], [0.0, 0.0, 0])
+            for k, pix in enumerate((pixels, [torch.zeros_like(p) for p in pixels])):   # 0: mid-grey
+                loss, n = model(ids, labels, torch.arange(ids.shape[1])[None], [[ids.shape[1]]], pix)
+                row[k] += float(loss)
+            row[2] += n
+    return {kind: {"loss": round(a / n, 4), "loss_grey_picture": round(b / n, 4)} for kind, (a, b, n) in sums.items()}
+
+
 def chance(items: list[dict]) -> dict:
     """1/K, and each item scored against every other item's true caption in its group (a fluent
     caption that ignores the picture), averaged over all such pairs."""
@@ -214,6 +248,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--videos", type=int, default=48, help="held-out videos")
     ap.add_argument("--max-new-tokens", type=int, default=40)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a trainer recipe override for both stages (e.g. optim.lr_scale={vision.*: 0.5})")
     args = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     t0 = time.time()
@@ -221,7 +257,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     items = heldout(os.path.join(args.work, "heldout"), seed=1, images=args.images, videos=args.videos)
     before = untrained(args.work, data, args.seed)
     seed = [f"run.seed={args.seed}", "run.tensorboard=false", "run.progress=never",
-            f"data.pack_length={args.pack_length}", "run.checkpoint_every=200"]
+            f"data.pack_length={args.pack_length}", "run.checkpoint_every=200", *args.set]
     s1 = train_stage("train_tiny_stage1.yaml", os.path.join(args.work, "stage1"), data,
                      seed + [f"optim.max_steps={args.stage1_steps}"])
     s2 = train_stage("train_tiny.yaml", os.path.join(args.work, "stage2"), data,
