@@ -1,15 +1,18 @@
 """`python -m trainer.evidence --work DIR`: does the engine's output train a model?
 
-    make_sample --scale S (seed 0) ─ curate (configs/demo.yaml) ─▶ DIR/data         (subprocesses:
-                                                                                    the trainer never imports Beam)
-    tiny model ─ stage 1 (projector only) ─▶ stage 2 (all parameters, from stage 1)
+    make_sample --scale 6 --video-scale 24 (seed 0) ─ curate (configs/evidence.yaml) ─▶ DIR/data
+                                                    (subprocesses: the trainer never imports Beam)
+    tiny model (+ model.visual_positions: sincos2d) ─ stage 1 (projector only) ─▶ stage 2 (all parameters)
     held-out: the corpus generator with another seed (seed 1): its correct image and video captions
     caption each held-out picture (trainer.generate: the pipeline's media code, the data's chat layout)
-    score per attribute against the truth: F1 of the colours, shapes and motion directions named
+    score per attribute against the truth: F1 of the colours, shapes, motion directions and background
+    named, over all items and over the items with one shape (where a list of shape kinds cannot be
+    half right by naming several)
 
-Chance is measured, not assumed: each held-out item scored against the true caption of another
-held-out item (a fluent caption that ignores the picture), plus 1/K for K possible values.
-Prints one JSON report; README ("Evidence") holds a run's table.
+Chance is measured, not assumed: each held-out item scored against every other held-out item's true
+caption (a fluent caption that ignores the picture), plus 1/K for K possible values. `picture_gain`
+compares the true captions' loss given the picture and given a grey one (does the model look?).
+Prints one JSON report; README ("Evidence") holds a run's table and how its causes were found.
 """
 from __future__ import annotations
 
@@ -194,7 +197,7 @@ def build_data(work: str, scale: int, video_scale: int, recipe: str) -> str:
     return data
 
 
-def untrained(work: str, data: str, seed: int) -> str:
+def untrained(work: str, data: str, overrides: list[str]) -> str:
     """The stage-1 recipe's model before any step, saved as a checkpoint (the 'before' row)."""
     from keye.tokenizer import load_tokenizer
     from schemas.train import load_train_config
@@ -202,7 +205,7 @@ def untrained(work: str, data: str, seed: int) -> str:
     from trainer.model import build_model, save_weights
 
     folder = os.path.join(work, "untrained")
-    cfg = load_train_config(os.path.join("configs", "train_tiny_stage1.yaml"), [f"run.seed={seed}"])
+    cfg = load_train_config(os.path.join("configs", "train_tiny_stage1.yaml"), overrides)
     tok = load_tokenizer(cfg.model.tokenizer)
     sources = open_sources([(data, 1.0)])
     model = build_model(cfg.model, tok, "cpu", cfg.run.seed, data_vocab(sources, tok))
@@ -242,9 +245,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--video-scale", type=int, default=24, help="... and for its caption and QA videos alone")
     ap.add_argument("--recipe", default=os.path.join("configs", "evidence.yaml"), help="curation recipe")
     ap.add_argument("--stage1-steps", type=int, default=40)
-    ap.add_argument("--stage2-steps", type=int, default=800)
+    ap.add_argument("--stage2-steps", type=int, default=1500)
     ap.add_argument("--pack-length", type=int, default=1024, help="shorter packs: more optimizer steps per CPU second")
-    ap.add_argument("--images", type=int, default=40, help="held-out images")
+    ap.add_argument("--images", type=int, default=120, help="held-out images (about a quarter show one shape)")
     ap.add_argument("--videos", type=int, default=48, help="held-out videos")
     ap.add_argument("--max-new-tokens", type=int, default=40)
     ap.add_argument("--seed", type=int, default=0)
@@ -255,9 +258,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     t0 = time.time()
     data = build_data(args.work, args.scale, args.video_scale, args.recipe)
     items = heldout(os.path.join(args.work, "heldout"), seed=1, images=args.images, videos=args.videos)
-    before = untrained(args.work, data, args.seed)
     seed = [f"run.seed={args.seed}", "run.tensorboard=false", "run.progress=never",
-            f"data.pack_length={args.pack_length}", "run.checkpoint_every=200", *args.set]
+            f"data.pack_length={args.pack_length}", "run.checkpoint_every=500", "model.visual_positions=sincos2d",
+            *args.set]
+    before = untrained(args.work, data, seed)
     s1 = train_stage("train_tiny_stage1.yaml", os.path.join(args.work, "stage1"), data,
                      seed + [f"optim.max_steps={args.stage1_steps}"])
     s2 = train_stage("train_tiny.yaml", os.path.join(args.work, "stage2"), data,
@@ -269,6 +273,7 @@ def main(argv: Optional[list[str]] = None) -> int:
               "before": evaluate(before, items, args.max_new_tokens),
               "after_stage1": evaluate(s1, items, args.max_new_tokens),
               "after_stage2": evaluate(s2, items, args.max_new_tokens),
+              "picture_gain_after_stage2": picture_gain(s2, items),
               "seconds": {"data_and_training": round(t_train), "total": round(time.time() - t0)}}
     with open(os.path.join(args.work, "evidence.json"), "w", encoding="utf-8") as f:
         json.dump(report, f, indent=1)
