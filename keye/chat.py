@@ -8,8 +8,9 @@ Videos follow one of two layouts (`tokens.chat_layout`):
 
 - `keye_preview`: `<|vision_start|><|video_pad|><|vision_end|>`; time is carried by mRoPE.
 - `keye_1_5`: inside vision_start/end, per sampled frame `<|frame|>` + its timestamp as text
-  with one decimal, then the frame's pads, wrapped in `<|fast_start|>...<|fast_end|>` for fast
-  frames (KeyeVL1_5Processor's expansion, as in transformers' port).
+  with one decimal (of its float32 value, as Kwai's processor formats the float32 tensor
+  keye-vl-utils returns: 0.15 s reads "0.2", 0.45 s "0.4"), then the frame's pads, wrapped in
+  `<|fast_start|>...<|fast_end|>` for fast frames (KeyeVL1_5Processor's expansion, as in transformers' port).
 
 Pads are rendered once per image, video (preview) or frame (1.5); the processor later expands
 each to the item's (or frame's) visual tokens. Hence `text_tokens` = tokens of the rendered
@@ -20,12 +21,22 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
+import numpy as np
+
 from keye.tokenizer import TokenCounter
 from schemas.sample import MediaItem, Message
 
 LAYOUTS = ("keye_preview", "keye_1_5")
 IMAGE = "<|vision_start|><|image_pad|><|vision_end|>"
 VIDEO_PREVIEW = "<|vision_start|><|video_pad|><|vision_end|>"
+
+
+def frame_timestamp_text(ts: float) -> str:
+    """A frame's timestamp as Keye-VL 1.5 writes it: keye-vl-utils hands the processor a float32
+    tensor, and the processor formats each element with ".1f", so the float32 value is what
+    rounds. Formatting the float64 seconds instead differs at every x.x5 s frame (60 fps video:
+    one frame in twenty)."""
+    return format(float(np.float32(ts)), ".1f")
 
 
 def media_placeholder(item: MediaItem, layout: str) -> tuple[str, int]:
@@ -35,7 +46,8 @@ def media_placeholder(item: MediaItem, layout: str) -> tuple[str, int]:
     if layout == "keye_preview" or not item.frame_timestamps:
         return VIDEO_PREVIEW, 1
     types = item.frame_types or [0] * len(item.frame_timestamps)
-    frames = "".join(f"<|frame|>{ts:.1f}" + ("<|video_pad|>" if t == 0 else "<|fast_start|><|video_pad|><|fast_end|>")
+    frames = "".join("<|frame|>" + frame_timestamp_text(ts)
+                     + ("<|video_pad|>" if t == 0 else "<|fast_start|><|video_pad|><|fast_end|>")
                      for ts, t in zip(item.frame_timestamps, types))
     return f"<|vision_start|>{frames}<|vision_end|>", len(item.frame_timestamps)
 

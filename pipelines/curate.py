@@ -70,16 +70,16 @@ class RunStages(beam.PTransform):
 
 
 def write_outputs(raw_rows, kept, rejected, cfg: Config, out_dir: str, pipeline_name: str,
-                  fanout: Optional[Fanout] = None):
+                  fanout: Optional[Fanout] = None, pending=None):
     """Shards for kept and rejected rows, then the manifest over all of them (and over derived
-    rows, for a pipeline that fans rows out)."""
+    rows, for a pipeline that fans rows out; `pending`: input rows handed on to a later pass)."""
     sample_shards = kept | "WriteSamples" >> WriteSamples(out_dir, cfg.output)
     rejected_shards = rejected | "WriteRejected" >> WriteRejected(out_dir, cfg.output, cfg.ingest.max_payload_bytes)
     parts = [sample_shards, rejected_shards]
     if cfg.score.enabled and cfg.score.write_embeddings:
         parts.append(kept | "WriteEmbeddings" >> WriteEmbeddings(out_dir, cfg.output))
     shards = tuple(parts) | "AllShards" >> beam.Flatten()
-    return (raw_rows, kept, rejected, shards) | "Manifest" >> WriteManifest(out_dir, pipeline_name, cfg, fanout)
+    return (raw_rows, kept, rejected, shards) | "Manifest" >> WriteManifest(out_dir, pipeline_name, cfg, fanout, pending)
 
 
 def curate(p: beam.Pipeline, cfg: Config):

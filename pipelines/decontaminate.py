@@ -231,16 +231,27 @@ class _Judge(beam.DoFn):
         yield rejected_output(r)
 
 
+def shared_index(pipeline: beam.Pipeline, cfg: Config) -> beam.PCollection:
+    """The pipeline's DecontamIndex for this recipe, built once however many stages judge against it
+    (build_mixture judges curated rows and again the generated rows, against the same benchmarks:
+    reading, decoding and CLIP-embedding them twice was the same work done twice)."""
+    built = pipeline.__dict__.setdefault("_keye_decontam_index", {})
+    key = (cfg.hash(), repr(cfg.decontaminate))    # benchmark paths are not in the recipe hash
+    if key not in built:
+        built[key] = pipeline | f"DecontamIndex{len(built) or ''}" >> BuildIndex(cfg)
+    return built[key]
+
+
 class Decontaminate(beam.PTransform):
     def __init__(self, cfg: Config) -> None:
         super().__init__()
         self.cfg = cfg
 
     def expand(self, samples):
-        index = samples.pipeline | "DecontamIndex" >> BuildIndex(self.cfg)
+        index = shared_index(samples.pipeline, self.cfg)
         out = samples | "Judge" >> beam.ParDo(_Judge(self.cfg), index=AsSingleton(index)).with_outputs(
             REJECTED, main=KEPT)
         return {KEPT: out[KEPT], REJECTED: out[REJECTED]}
 
 
-__all__ = ["BuildIndex", "Decontaminate", "BenchmarkConfig", "benchmark_item", "judged_texts"]
+__all__ = ["BuildIndex", "Decontaminate", "shared_index", "BenchmarkConfig", "benchmark_item", "judged_texts"]

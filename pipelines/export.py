@@ -3,6 +3,7 @@ as messages JSONL in a trainer's layout (mixture/export.py), with the images and
 
     OUT_DIR/shards.parquet --list shards--> (parquet n, wds n) pairs --Reshuffle--> ExportShard
         --> DEST/part-BBBBB-PPP.jsonl + DEST/media/<id>/... --> DEST/export.json (parts, rows, sha256)
+            (a partitioned run's shards sit under their pass: DEST/global/part-BBBBB-PPP.jsonl)
 
 Parquet shard n and WebDataset shard n hold the same rows in the same order, so one worker
 exports one shard pair, streaming the tar one row's members at a time: a worker holds one row.
@@ -57,9 +58,12 @@ class _ExportShard(beam.DoFn):
     def __init__(self, out_dir: str, dest: str, fmt: str) -> None:
         self.out_dir, self.dest, self.fmt = out_dir, dest, fmt
 
-    def process(self, stem: str):
+    def process(self, tar_path: str):
+        # wds/part-0.tar -> part-0.jsonl; a partitioned run's global/wds/part-0.tar -> global/part-0.jsonl
+        folder, _, name = tar_path[:-len(".tar")].rpartition("wds/")
+        stem = folder + name
         lines, rows, skipped = [], 0, 0
-        for row, members in tar_rows(FileSystems.join(self.out_dir, "wds", stem + ".tar")):
+        for row, members in tar_rows(FileSystems.join(self.out_dir, tar_path)):
             record, files = export_row(Sample.from_row(row), members, self.fmt)
             if record is None:
                 skipped += 1
@@ -92,11 +96,11 @@ def build_export(p: beam.Pipeline, out_dir: str, fmt: str, dest: Optional[str] =
     manifest = Manifest.load(out_dir)        # the shard list is DIR/shards.parquet
     if not manifest.shards.get("wds"):
         raise SystemExit(f"{out_dir}: no WebDataset shards (output.write_wds is off); media cannot be exported")
-    stems = sorted(s.path.split("/", 1)[1][:-len(".tar")] for s in manifest.shards["wds"])
+    tars = sorted(s.path for s in manifest.shards["wds"])    # relative to out_dir
     source_rows = sum(s.rows for s in manifest.shards["wds"])
     dest = dest or FileSystems.join(out_dir, "export", fmt)
     return (p
-            | "Shards" >> beam.Create(stems)
+            | "Shards" >> beam.Create(tars)
             | "Spread" >> beam.Reshuffle()
             | "ExportShard" >> beam.ParDo(_ExportShard(out_dir, dest, fmt))
             | "Parts" >> beam.combiners.ToList()

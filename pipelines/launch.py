@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import os
 import sys
 import time
@@ -23,7 +24,7 @@ PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LOCAL_RUNNERS = {"directrunner", "fnapirunner", "bundlebaseddirectrunner", "switchingdirectrunner"}
 ENGINES = ("fnapi", "prism", "beam")
 OUTPUT_PARTS = ("parquet", "wds", "rejected", "embeddings", "manifest.json", "shards.parquet", "report.html",
-                "run.json", "partitions", "completions")
+                "run.json", "partitions", "completions", "global")
 
 
 def parse_args(pipeline: str, argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -137,21 +138,28 @@ def run(pipeline: str, builder: Callable, argv: Sequence[str]) -> Manifest:
     # pipeline: partitions in flight do not share one.
     local = runner.lower() in ("directrunner", "switchingdirectrunner")
     engine_name = type(local_engine(args.engine, options)).__name__ if local else runner
-    run_one = lambda part_cfg, part_dir: run_pipeline(builder, part_cfg, part_dir, options,
-                                                      local_engine(args.engine, options) if local else None)
+    run_with = lambda b, run_cfg, run_dir: run_pipeline(b, run_cfg, run_dir, options,
+                                                        local_engine(args.engine, options) if local else None)
     try:
         if cfg.output.partition_files > 0:
             from pipelines.resume import run_partitions, stderr_say
 
             if not args.resume:
                 prepare_output(out_dir, args.overwrite or args.demo)
-            manifest = run_partitions(pipeline, cfg, out_dir, args.resume, run_one, stderr_say, args.partitions_in_flight)
+            # A pipeline with a global pass (build_mixture: the shares are chosen over the whole input)
+            # runs its partition builder per partition, then that pass once over their output.
+            part_builder, global_builder = getattr(builder, "partition", builder), getattr(builder, "global_pass", None)
+            run_global = None if global_builder is None else (
+                lambda all_cfg, global_dir, part_dirs: run_with(functools.partial(global_builder, partition_dirs=part_dirs),
+                                                                all_cfg, global_dir))
+            manifest = run_partitions(pipeline, cfg, out_dir, args.resume, functools.partial(run_with, part_builder),
+                                      stderr_say, args.partitions_in_flight, global_pass=run_global)
         else:
             if args.resume:
                 raise SystemExit("--resume needs a partitioned run: set output.partition_files > 0 "
                                  "(README, 'Resume')")
             prepare_output(out_dir, args.overwrite or args.demo)
-            manifest = run_one(cfg, out_dir)
+            manifest = run_with(builder, cfg, out_dir)
     finally:
         if reasoner is not None:
             reasoner.stop()
@@ -287,13 +295,19 @@ def summary(m: Manifest, out_dir: str) -> str:
         d = m.derived
         lines.append(f"  {'derived rows':<18}{d.made:>10,}   kept {d.kept:,}, rejected {d.rejected:,}, "
                      f"replaced by variants {d.replaced:,} ({'balanced' if d.balanced else 'NOT balanced'})")
+    unit = (m.mixture or {}).get("unit", "samples")
     for name, c in sorted(((m.mixture or {}).get("categories") or {}).items()):
-        lines.append(f"    {name:<22}{c['achieved_samples']:>6,} of {c['target_samples']:>9,.1f} target samples   "
-                     f"{c['achieved_tokens']:>10,} tokens")
+        if c["missing"] or not c["target_weight"]:
+            lines.append(f"    {name:<22}{'missing: no rows' if c['missing'] else 'no target'}")
+            continue
+        lines.append(f"    {name:<22}{c['achieved_samples']:>6,} samples {c['achieved_tokens']:>10,} tokens   "
+                     f"share {c['achieved_share_' + unit]:.4f} of {unit} (target {c['target_share']:.4f}, "
+                     f"{c['target_' + unit]:,.1f})")
     if t.unread_bytes or t.unread_files:
         lines.append(f"  {'unread input':<18}{t.unread_bytes:>10,}   bytes in {t.unread_files} file(s) no reader "
                      f"could delimit into rows (see rejected/)")
-    state = "yes" if t.balanced else ("NO: input left unread" if t.rows_add_up else "NO")
+    state = ("yes" if t.balanced else "NO: input left unread" if t.rows_add_up and not t.pending
+             else f"NO: {t.pending:,} rows pending" if t.rows_add_up else "NO")
     lines.append(f"  {'balanced':<18}{state:>10}   -> {out_dir}/manifest.json")
     return "\n".join(lines)
 

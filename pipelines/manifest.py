@@ -106,7 +106,7 @@ class _WriteManifest(beam.DoFn):
     def __init__(self, out_dir: str, pipeline_name: str, cfg: Config) -> None:
         self.out_dir, self.pipeline_name, self.cfg = out_dir, pipeline_name, cfg
 
-    def process(self, _, input_rows, kept, rejected_by_reason, shards, unread, fanout=None):
+    def process(self, _, input_rows, kept, rejected_by_reason, shards, unread, fanout=None, pending=0):
         derived = None
         kept_rows = kept["kept"]
         if fanout is not None:
@@ -125,7 +125,7 @@ class _WriteManifest(beam.DoFn):
                         kept_by_task=kept["kept_by_task"], kept_by_source=kept["kept_by_source"],
                         tokens_by_task=kept["tokens_by_task"], tokens_by_mode=kept["tokens_by_mode"],
                         text_tokens=kept["text_tokens"], visual_tokens=kept["visual_tokens"],
-                        unread_bytes=unread[0], unread_files=unread[1])
+                        unread_bytes=unread[0], unread_files=unread[1], pending=pending)
         by_kind: dict[str, list[ShardInfo]] = {"parquet": [], "wds": [], "rejected": []}
         for s in sorted(shards, key=ShardInfo.sort_key):
             by_kind.setdefault(s.kind, []).append(s)
@@ -156,12 +156,15 @@ def write_manifest(out_dir: str, manifest: Manifest) -> str:
 
 
 class WriteManifest(beam.PTransform):
-    """(raw rows, kept samples, rejected rows, shard infos) -> DIR/manifest.json."""
+    """(raw rows, kept samples, rejected rows, shard infos) -> DIR/manifest.json. `pending`: one element
+    per input row handed on to a later pass of the run (a partition's rows that wait for the global
+    mix), counted as neither kept nor rejected here."""
 
-    def __init__(self, out_dir: str, pipeline_name: str, cfg: Config, fanout: Optional[Fanout] = None) -> None:
+    def __init__(self, out_dir: str, pipeline_name: str, cfg: Config, fanout: Optional[Fanout] = None,
+                 pending: Optional[beam.PCollection] = None) -> None:
         super().__init__()
         self.out_dir, self.pipeline_name, self.cfg = out_dir, pipeline_name, cfg
-        self.fanout = fanout
+        self.fanout, self.pending = fanout, pending
 
     def expand(self, pcolls):
         raw_rows, kept, rejected, shards = pcolls
@@ -187,6 +190,9 @@ class WriteManifest(beam.PTransform):
                        | "Fanout" >> beam.Map(lambda shares, k, m: {"kept_inputs": k, "made_by": m, "shares": shares},
                                               AS(kept_inputs), AS(made_by)))
             side.append(AS(summary))
+        named = {}
+        if self.pending is not None:
+            named["pending"] = AS(self.pending | "CountPending" >> beam.combiners.Count.Globally())
         return (raw_rows.pipeline
                 | "Once" >> beam.Create([None])
-                | "Write" >> beam.ParDo(_WriteManifest(self.out_dir, self.pipeline_name, self.cfg), *side))
+                | "Write" >> beam.ParDo(_WriteManifest(self.out_dir, self.pipeline_name, self.cfg), *side, **named))

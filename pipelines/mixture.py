@@ -16,6 +16,11 @@ its id, beside the input-level row. The manifest balances input rows (`input == 
 and derived rows (`made == kept + rejected + replaced`: a video row replaced by its variants is
 neither kept nor rejected), and counts per builder how many rows it made from how many inputs.
 
+Two halves: Prepare (Build, Variants, gates: row by row) and Finish (Mix, Upsample, Settle: the
+shares over every candidate). `Mixture` runs both in one pipeline; a partitioned (resumable) run
+stages Prepare's output per partition and runs Finish once over all of it (pipelines/build_mixture.py),
+so the shares hold for the whole run, not per partition.
+
 What one worker holds: one row (Build, Variants, gates, Select); one category's rank histogram of
 `mixture.mixing.rank_bins` cells (the combiner); the rows of one cutoff bin per category (about
 rows / rank_bins); the plan and cutoffs as side inputs (a few numbers per category); one input
@@ -45,6 +50,9 @@ MADE = "made"          # (label, (inputs, rows made, rows rejected at birth, row
 ENTERED = "entered"    # ids of input rows some builder took (for Settle)
 KEPT_INPUTS = "kept_inputs"
 SHARES = "shares"
+CANDIDATES = "candidates"                # built rows that passed the gates: what the shares choose from
+INPUT_REJECTED = "input_rejected"        # input-level rejections before the shares (no_mode)
+DERIVED_REJECTED = "derived_rejected"    # derived rows rejected before the shares (builders, variants, gates)
 VARIANTS = "video_variants"
 UPSAMPLE = "upsample"
 
@@ -277,10 +285,23 @@ def _settle(kv):
                                  f"all {len(derived)} derived rows rejected: {listing}", id=root))
 
 
-class Mixture(beam.PTransform):
-    """Curated rows -> {KEPT: derived rows kept, REJECTED: input-level and derived rejections,
-    KEPT_INPUTS: ids of input rows with a kept derived row, MADE: (category, rows) per building input,
-    SHARES: the share report}."""
+class HandedOn:
+    """An input row a partition handed to the global pass (its id): one input row of that pass, whose
+    bytes were read (and counted) by its partition. (Defined here, not in pipelines/build_mixture.py:
+    that module runs as __main__ under `python -m`, where worker processes could not unpickle it.)"""
+
+    unread_bytes = 0
+    __slots__ = ("id",)
+
+    def __init__(self, row_id: str) -> None:
+        self.id = row_id
+
+
+class Prepare(beam.PTransform):
+    """Curated rows -> the mixture up to the shares: {CANDIDATES: built rows that passed the gates,
+    INPUT_REJECTED: input-level rejections (no_mode; a row that failed routing), DERIVED_REJECTED:
+    derived rows rejected by a builder, a variant or a gate, ENTERED: ids of input rows a builder
+    took, MADE: (label, counts) per building input}. Row by row: no shuffle sees a category whole."""
 
     def __init__(self, cfg: Config, generator=None, sandbox=None) -> None:
         super().__init__()
@@ -289,7 +310,8 @@ class Mixture(beam.PTransform):
     def expand(self, curated):
         cfg = self.cfg
         built = curated | "Build" >> Build(cfg, self.generator, self.sandbox)
-        rows, derived_rejected = built[KEPT], [built[REJECTED]]
+        by_level = built[REJECTED] | "InputOrDerived" >> beam.Partition(lambda r, _: int(mixing.is_derived(r.id)), 2)
+        rows, derived_rejected = built[KEPT], [by_level[1]]
         gates = [("Tokens", Tokens(cfg))]
         if cfg.decontaminate.enabled and cfg.decontaminate.benchmarks:
             gates.append(("Decontaminate", Decontaminate(cfg)))
@@ -297,19 +319,50 @@ class Mixture(beam.PTransform):
             out = rows | label >> gate
             rows = out[KEPT]
             derived_rejected.append(out[REJECTED])
-        mixed = rows | "Mix" >> Mix(cfg)
-        derived_rejected.append(mixed[REJECTED])
-        kept, made = mixed[KEPT], built[MADE]
+        return {CANDIDATES: rows, INPUT_REJECTED: by_level[0], ENTERED: built[ENTERED], MADE: built[MADE],
+                DERIVED_REJECTED: tuple(derived_rejected) | "GateRejected" >> beam.Flatten()}
+
+
+class Finish(beam.PTransform):
+    """Prepare's output (a dict of its PCollections, from this pipeline or read back from a partitioned
+    run's staged files) -> {KEPT: derived rows kept, REJECTED: derived rejections and the input-level
+    rejections Settle makes, KEPT_INPUTS, MADE (upsampled copies added), SHARES}: the shares over every
+    candidate it is given, then Settle."""
+
+    def __init__(self, cfg: Config) -> None:
+        super().__init__()
+        self.cfg = cfg
+
+    def expand(self, prepared):
+        cfg = self.cfg
+        mixed = prepared[CANDIDATES] | "Mix" >> Mix(cfg)
+        kept, made = mixed[KEPT], prepared[MADE]
         if cfg.mixture.mixing.upsample:
             up = kept | "Upsample" >> beam.ParDo(_Upsample(cfg)).with_outputs(MADE, main=KEPT)
             kept, made = up[KEPT], (made, up[MADE]) | "AllMadeUp" >> beam.Flatten()
-        mixture_rejected = tuple(derived_rejected) | "MixtureRejectedRows" >> beam.Flatten()
-        derived_only = mixture_rejected | "DerivedOnly" >> beam.Filter(lambda r: mixing.is_derived(r.id))
-        settled = ({"entered": built[ENTERED] | "EnteredKey" >> beam.Map(lambda i: (i, None)),
+        derived_rejected = (prepared[DERIVED_REJECTED], mixed[REJECTED]) | "DerivedRejected" >> beam.Flatten()
+        settled = ({"entered": prepared[ENTERED] | "EnteredKey" >> beam.Map(lambda i: (i, None)),
                     "kept": kept | "KeptKey" >> beam.Map(lambda s: (mixing.root_id(s.id), None)),
-                    "rejected": derived_only | "RejectedKey" >> beam.Map(lambda r: (mixing.root_id(r.id), r))}
+                    "rejected": derived_rejected | "RejectedKey" >> beam.Map(lambda r: (mixing.root_id(r.id), r))}
                    | "ByInput" >> beam.CoGroupByKey()
                    | "Settle" >> beam.FlatMap(_settle).with_outputs(REJECTED, KEPT_INPUTS))
-        rejected = (mixture_rejected, settled[REJECTED]) | "MixtureRejected" >> beam.Flatten()
+        rejected = (derived_rejected, settled[REJECTED]) | "SettledRejected" >> beam.Flatten()
         return {KEPT: kept, REJECTED: rejected, KEPT_INPUTS: settled[KEPT_INPUTS], MADE: made,
                 SHARES: mixed[SHARES]}
+
+
+class Mixture(beam.PTransform):
+    """Curated rows -> {KEPT: derived rows kept, REJECTED: input-level and derived rejections,
+    KEPT_INPUTS: ids of input rows with a kept derived row, MADE: (category, rows) per building input,
+    SHARES: the share report}: Prepare then Finish in one pipeline (a partitioned run stages Prepare's
+    output per partition and runs Finish once over all of it: pipelines/build_mixture.py)."""
+
+    def __init__(self, cfg: Config, generator=None, sandbox=None) -> None:
+        super().__init__()
+        self.cfg, self.generator, self.sandbox = cfg, generator, sandbox
+
+    def expand(self, curated):
+        prepared = curated | "Prepare" >> Prepare(self.cfg, self.generator, self.sandbox)
+        out = prepared | "Finish" >> Finish(self.cfg)
+        rejected = (prepared[INPUT_REJECTED], out[REJECTED]) | "MixtureRejected" >> beam.Flatten()
+        return {**out, REJECTED: rejected}

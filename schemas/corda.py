@@ -59,8 +59,8 @@ class CordaConfig:
 
 def corda_config(path: Optional[str] = None, **overrides) -> CordaConfig:
     """The `corda` section of a recipe (default `configs/train_base.yaml`), keys overridden by keyword."""
-    from schemas.config import CONFIG_DIR, _build, _load_yaml_with_extends
-    raw = _load_yaml_with_extends(path or os.path.join(CONFIG_DIR, "train_base.yaml"), ())
+    from schemas.config.loader import CONFIG_DIR, build, load_yaml_with_extends
+    raw = load_yaml_with_extends(path or os.path.join(CONFIG_DIR, "train_base.yaml"), ())
     section = dict(raw.get("corda") or {})
     section.update(overrides)
-    return _build(CordaConfig, section, "corda")
+    return build(CordaConfig, section, "corda")

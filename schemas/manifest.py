@@ -13,7 +13,9 @@ Rows can only be counted once a reader has delimited them. Where a reader had to
 (a corrupt compressed block, garbage between JSON elements, an unreadable Parquet footer),
 the bytes it never delimited are counted in `unread_bytes` (and the files in `unread_files`):
 such a run is finished and its rows add up, but it is not `balanced`, since input rows may
-be missing from both sides.
+be missing from both sides. A partition of a resumable build_mixture run hands the rows that entered
+the mixture on to the run's global pass: its own manifest counts them as `pending` (neither kept nor
+rejected, so not balanced); the merged manifest of the finished run has none.
 """
 from __future__ import annotations
 
@@ -57,17 +59,22 @@ class Totals:
     visual_tokens: int = 0
     unread_bytes: int = 0       # bytes of input files no reader could delimit into rows
     unread_files: int = 0       # files with unread bytes (each has a rejected row naming them)
+    # Input rows handed on to a later pass of the same run (a partition's rows that entered the
+    # mixture wait for the global mix, pipelines/build_mixture.py): neither kept nor rejected yet.
+    # Only a partition's own manifest has them; the merged manifest of a finished run has 0.
+    pending: int = 0
 
     @property
     def rows_add_up(self) -> bool:
-        """Every row a reader delimited is kept or rejected, once."""
-        return (self.input_rows == self.kept + self.rejected
+        """Every row a reader delimited is kept, rejected or handed on, once."""
+        return (self.input_rows == self.kept + self.rejected + self.pending
                 and self.rejected == sum(self.rejected_by_reason.values()))
 
     @property
     def balanced(self) -> bool:
-        """The rows add up and no input was left unread: every input row is accounted for."""
-        return self.rows_add_up and self.unread_bytes == 0 and self.unread_files == 0
+        """The rows add up, none is still pending and no input was left unread: every input row
+        is accounted for."""
+        return self.rows_add_up and self.pending == 0 and self.unread_bytes == 0 and self.unread_files == 0
 
 
 @dataclass
@@ -120,6 +127,8 @@ class Manifest:
         d.pop("shards")
         d["shard_summary"] = self.summary()
         d["totals"]["balanced"] = self.totals.balanced
+        if not self.totals.pending:          # only a partition's manifest has rows still pending
+            d["totals"].pop("pending")
         for key in ("derived", "mixture"):     # absent, not null, for pipelines that fan nothing out
             if d[key] is None:
                 d.pop(key)

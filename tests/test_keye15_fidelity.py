@@ -117,3 +117,19 @@ def test_image_smart_resize_matches_on_a_grid(keye15):
         assert image_size(h, w, s) == want, (h, w)
         checked += 1
     assert checked > 500 and rejected > 10
+
+
+@pytest.mark.parametrize("fps", [12.5, 20, 24, 25, 29.97, 30, 50, 60, 120])
+def test_frame_timestamp_text_is_what_kwais_processor_writes(fps):
+    """keye-vl-utils returns timestamps as a float32 tensor of (1/fps)*i; the processor writes each
+    with ".1f". Ours are stored as float64 seconds (6 decimals) and must render the same text."""
+    import torch
+
+    from keye.chat import frame_timestamp_text
+
+    n = 3000
+    kwai = torch.FloatTensor([(1 / fps) * i for i in range(n)])
+    ours = [frame_timestamp_text(round(i / fps, 6)) for i in range(n)]
+    assert ours == [format(t, ".1f") for t in kwai]
+    if fps in (20, 60, 120):   # frames on x.x5 s: float64 text would differ there
+        assert sum(f"{round(i / fps, 6):.1f}" != o for i, o in enumerate(ours)) > 0
