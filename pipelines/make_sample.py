@@ -1,4 +1,4 @@
-"""`python -m pipelines.make_sample --output DIR [--seed N] [--scale K]`: write the synthetic corpus.
+"""`python -m pipelines.make_sample --output DIR [--seed N] [--scale K] [--video-scale V]`: write the synthetic corpus.
 
 The corpus (synthetic/corpus.py) is the input every stage is tested and demonstrated on:
 run a pipeline with `--input DIR/manifests` and compare its output with DIR/truth.jsonl.
@@ -20,10 +20,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--output", required=True, help="folder to write the corpus into")
     ap.add_argument("--seed", type=int, default=0, help="RNG seed (same seed, same bytes)")
     ap.add_argument("--scale", type=int, default=1, help="multiplies the number of ordinary rows")
+    ap.add_argument("--video-scale", type=int, default=None,
+                    help="multiplies the caption and QA videos alone (default: --scale)")
     args = ap.parse_args(argv)
-    if args.scale < 1:
-        ap.error("--scale must be at least 1")
-    print(json.dumps(generate(args.output, seed=args.seed, scale=args.scale), indent=2))
+    if args.scale < 1 or (args.video_scale is not None and args.video_scale < 1):
+        ap.error("--scale and --video-scale must be at least 1")
+    print(json.dumps(generate(args.output, seed=args.seed, scale=args.scale, video_scale=args.video_scale), indent=2))
     return 0
 
 

@@ -90,8 +90,10 @@ SEMANTIC_DUPLICATE = ("semantic_dedupe", "semantic_duplicate", "semantic_dedupe"
 CONTAMINATED = ("decontaminate", "contaminated", "decontaminate")
 
 
-def generate(out_dir: str, seed: int = 0, scale: int = 1) -> dict:
-    """Write the corpus under out_dir (replacing a previous one there) and return summary counts."""
+def generate(out_dir: str, seed: int = 0, scale: int = 1, video_scale: Optional[int] = None) -> dict:
+    """Write the corpus under out_dir (replacing a previous one there) and return summary counts.
+    `video_scale` (default: scale) multiplies the motion clips alone (caption and QA videos): a
+    video-heavy corpus for `trainer.evidence` without scaling every other section too."""
     tree = _Tree(out_dir, seed)
     bench = _benchmark(tree)
     captions, table_copy = _captions(tree, scale)
@@ -99,7 +101,7 @@ def generate(out_dir: str, seed: int = 0, scale: int = 1) -> dict:
     tree.parquet("table.parquet", _table(tree, scale, table_copy))
     _shards(tree, scale)
     tree.jsonl("qa.jsonl", _qa(tree, scale, bench))
-    tree.jsonl("videos.jsonl", _videos(tree, scale))
+    tree.jsonl("videos.jsonl", _videos(tree, scale if video_scale is None else video_scale))
     tree.json_array("llava.json", _llava(tree, scale))
     tree.jsonl("chat.jsonl", _chat(tree, scale))
     tree.jsonl("agentic.jsonl", _agentic(tree, scale))

@@ -359,6 +359,8 @@ def test_backend_registry_has_no_unfinished_backends():
     with pytest.raises(ValueError, match="checkpoint"):
         make_backend(make_cfg("recaption.backend=trainer").recaption)
     assert "trainer" in BACKENDS and "trainer.recaption" in sys.modules
+    with pytest.raises(ConfigError, match="batch_size"):     # it captions one request at a time: no such knob
+        make_cfg("recaption.trainer.batch_size=4")
 
 
 # --- the stage through Beam ----------------------------------------------------------------------

@@ -95,6 +95,25 @@ def test_same_seed_gives_byte_identical_tree(corpus, tmp_path):
     assert [p for p in first if first[p] != second[p]] == []
 
 
+def test_video_scale_adds_motion_clips_and_nothing_else(corpus, tmp_path):
+    """`video_scale` (trainer.evidence's video-heavy corpus) multiplies the caption and QA clips; every
+    other file is byte-identical to the corpus at the same scale, and video_scale=scale is the corpus."""
+    root, summary, _ = corpus
+    more = str(tmp_path / "videos")
+    generate(more, video_scale=3)
+    first, second = _hashes(root), _hashes(more)
+    changed = {p for p in set(first) | set(second) if first.get(p) != second.get(p)}
+    assert changed and all(p.startswith("media/videos/") or p in ("manifests/videos.jsonl", "truth.jsonl",
+                                                                  "scenes.jsonl") for p in changed)
+
+    def count(folder: str, prefix: str) -> int:
+        with open(os.path.join(folder, "manifests", "videos.jsonl"), encoding="utf-8") as f:
+            return sum(json.loads(line)["id"].startswith(prefix) and not json.loads(line)["id"].endswith("_small")
+                       for line in f)
+
+    assert (count(more, "vid_0"), count(more, "vqa_")) == (3 * count(root, "vid_0"), 3 * count(root, "vqa_"))
+
+
 def test_generate_replaces_a_previous_corpus(tmp_path):
     stale = tmp_path / "media" / "images" / "stale.png"
     stale.parent.mkdir(parents=True)

@@ -11,7 +11,7 @@ import torch
 from keye.tokenizer import KEYE_SPECIAL_TOKENS, load_tokenizer
 from schemas.config import CONFIG_DIR
 from schemas.train import load_train_config
-from trainer.model import KeyeVL, build_model, load_trained, save_weights, set_trainable
+from trainer.model import KeyeVL, build_model, load_trained, place_features, save_weights, set_trainable
 from trainer.train import make_optimizer
 
 IMAGE_PAD = KEYE_SPECIAL_TOKENS["<|image_pad|>"]
@@ -134,6 +134,34 @@ def test_trainer_checkpoints_round_trip(tmp_path):
     with torch.no_grad():
         assert torch.equal(model.logits(*args), back.logits(*args))
     assert back.vocab_ids.tolist() == VOCAB
+
+
+def test_visual_positions_tell_places_apart_and_survive_a_checkpoint(tmp_path):
+    """model.visual_positions: sincos2d adds each visual token's (row, column) in its frame: the same
+    picture gives different tokens at another place, the same place reads alike at any resolution, and a
+    checkpoint rebuilds the same model."""
+    tokens = torch.randn(1, 4 * 6, 128)
+    feats = place_features(4, 6, tokens)
+    assert feats.shape == tokens.shape
+    assert torch.allclose(feats.pow(2).mean().sqrt(), 0.5 * tokens.pow(2).mean().sqrt(), rtol=1e-4)
+    grid = feats[0].view(4, 6, 128)
+    assert len({tuple(v.round(decimals=4).tolist()) for v in grid.reshape(-1, 128)}) == 24
+    double = place_features(8, 12, torch.randn(1, 8 * 12, 128))[0].view(8, 12, 128)
+    near = torch.nn.functional.cosine_similarity(double[0, 0], grid[0, 0], 0)     # the top-left corner, finer grid
+    far = torch.nn.functional.cosine_similarity(double[7, 11], grid[0, 0], 0)
+    assert near > 0.9 > far
+
+    model, cfg = tiny("train_tiny.yaml", "model.visual_positions=sincos2d")
+    plain, _ = tiny()
+    ids, px = sample(8, 25, (84, 84))
+    args = (torch.tensor([ids]), torch.arange(len(ids))[None], [[len(ids)]], px)
+    with torch.no_grad():
+        assert not torch.allclose(model.logits(*args), plain.logits(*args))
+    save_weights(model, str(tmp_path), cfg.model.tokenizer, cfg.model.merge)
+    back, _ = load_trained(str(tmp_path))
+    assert back.visual_positions == "sincos2d"
+    with torch.no_grad():
+        assert torch.equal(model.logits(*args), back.logits(*args))
 
 
 def test_a_trainable_pattern_that_matches_nothing_is_an_error():

@@ -1,15 +1,18 @@
 """`python -m trainer.evidence --work DIR`: does the engine's output train a model?
 
-    make_sample --scale S (seed 0) ─ curate (configs/demo.yaml) ─▶ DIR/data         (subprocesses:
-                                                                                    the trainer never imports Beam)
-    tiny model ─ stage 1 (projector only) ─▶ stage 2 (all parameters, from stage 1)
+    make_sample --scale 6 --video-scale 24 (seed 0) ─ curate (configs/evidence.yaml) ─▶ DIR/data
+                                                    (subprocesses: the trainer never imports Beam)
+    tiny model (+ model.visual_positions: sincos2d) ─ stage 1 (projector only) ─▶ stage 2 (all parameters)
     held-out: the corpus generator with another seed (seed 1): its correct image and video captions
     caption each held-out picture (trainer.generate: the pipeline's media code, the data's chat layout)
-    score per attribute against the truth: F1 of the colours, shapes and motion directions named
+    score per attribute against the truth: F1 of the colours, shapes, motion directions and background
+    named, over all items and over the items with one shape (where a list of shape kinds cannot be
+    half right by naming several)
 
-Chance is measured, not assumed: each held-out item scored against the true caption of another
-held-out item (a fluent caption that ignores the picture), plus 1/K for K possible values.
-Prints one JSON report; README ("Evidence") holds a run's table.
+Chance is measured, not assumed: each held-out item scored against every other held-out item's true
+caption (a fluent caption that ignores the picture), plus 1/K for K possible values. `picture_gain`
+compares the true captions' loss given the picture and given a grey one (does the model look?).
+Prints one JSON report; README ("Evidence") holds a run's table and how its causes were found.
 """
 from __future__ import annotations
 
@@ -28,8 +31,8 @@ DIRECTIONS = ("left to right", "right to left", "top to bottom", "bottom to top"
 # Scored per kind: the issue's attributes (colour, shape, direction), plus the background, the picture's
 # largest area (does the model read the picture at all?).
 KIND_ATTRS = (("image", ("colour", "shape", "background")), ("video", ("colour", "shape", "direction", "background")))
-PAIR = re.compile(rf"\b({'|'.join(COLOURS)}) ({'|'.join(SHAPES)})\b")
-MOTION = re.compile(rf"\b({'|'.join(SHAPES)}) (moves from ({'|'.join(DIRECTIONS)})|stays still)")
+PAIR = re.compile(rf"\b({'|'.join(COLOURS)}) ({'|'.join(SHAPES)})s?\b")      # "red circle(s)"
+MOTION = re.compile(rf"\b({'|'.join(SHAPES)})s? (moves? from ({'|'.join(DIRECTIONS)})|stays? still)")
 BACKGROUNDS = ("white", "light gray", "cream", "pale blue", "dark gray")
 BACKGROUND = re.compile(rf" on an? ({'|'.join(BACKGROUNDS)}) (?:gradient )?background")
 
@@ -61,12 +64,32 @@ def score(captions: list[str], truths: list[str], attrs: tuple[str, ...]) -> dic
     return out
 
 
+def shape_count(caption: str) -> int:
+    return len(PAIR.findall(caption.lower().split(" on a ")[0]))
+
+
+def groups(items: list[dict]) -> dict[str, tuple[list[int], tuple[str, ...]]]:
+    """Scored groups: each kind, and each kind's one-shape items (where a set of shape kinds cannot be
+    half right by listing several, so shape and direction are scored on one named object)."""
+    out = {}
+    for kind, attrs in KIND_ATTRS:
+        idx = [i for i, it in enumerate(items) if it["kind"] == kind]
+        out[kind] = (idx, attrs)
+        out[f"{kind}_one_shape"] = ([i for i in idx if shape_count(items[i]["caption"]) == 1], attrs)
+    return out
+
+
 def heldout(root: str, seed: int, images: int, videos: int) -> list[dict]:
-    """Correct caption rows of the corpus generated with `seed`: [{kind, path, caption}]."""
+    """Correct caption rows of the corpus generated with `seed`: [{kind, path, caption}]. Videos get
+    their own scale (about 7 correct caption clips per unit), so many held-out videos cost no more images."""
     from synthetic.corpus import generate
 
-    if not os.path.exists(os.path.join(root, "truth.jsonl")):
-        generate(root, seed=seed, scale=max(1, -(-images // 36), -(-videos // 8)))
+    scales = {"seed": seed, "scale": max(1, -(-images // 30)), "video_scale": max(1, -(-videos // 7))}
+    made = os.path.join(root, "heldout.json")
+    if not os.path.exists(made) or json.load(open(made, encoding="utf-8")) != scales:
+        generate(root, **scales)
+        with open(made, "w", encoding="utf-8") as f:
+            json.dump(scales, f)
     good = set()
     for line in open(os.path.join(root, "truth.jsonl"), encoding="utf-8"):
         t = json.loads(line)
@@ -94,19 +117,55 @@ def caption_all(checkpoint: str, items: list[dict], max_new_tokens: int) -> list
 def evaluate(checkpoint: str, items: list[dict], max_new_tokens: int) -> dict:
     caps = caption_all(checkpoint, items, max_new_tokens)
     out = {"examples": [{"id": it["id"], "truth": it["caption"], "caption": c} for it, c in zip(items, caps)][:6]}
-    for kind, attrs in KIND_ATTRS:
-        sel = [(c, it["caption"]) for c, it in zip(caps, items) if it["kind"] == kind]
-        out[kind] = score([c for c, _ in sel], [t for _, t in sel], attrs)
+    for name, (idx, attrs) in groups(items).items():
+        out[name] = score([caps[i] for i in idx], [items[i]["caption"] for i in idx], attrs)
     return out
 
 
+def picture_gain(checkpoint: str, items: list[dict]) -> dict:
+    """Does the model read the picture? Per kind, the true caption's loss (nats per token, teacher
+    forced) given the picture, and given a flat grey picture of the same size: equal losses mean the
+    captions are written from the language alone."""
+    import torch
+
+    from schemas.sample import ContentPart, Message, Sample
+    from trainer.data import decode_frame
+    from trainer.generate import Generator
+    from trainer.template import IGNORE, encode_sample
+
+    gen = Generator(checkpoint)
+    model, tok = gen.model, gen.tokenizer
+    sums: dict[str, list[float]] = {}
+    with torch.inference_mode():
+        for it in items:
+            with open(it["path"], "rb") as f:
+                item, blobs = gen.process(it["kind"], f.read())
+            sample = Sample(id=it["id"], source="evidence", source_ref="", task="caption", media=[item],
+                            messages=[Message("user", [ContentPart(it["kind"], media_index=0)])],
+                            blobs=dict(zip(item.members, blobs)))
+            enc = encode_sample(sample, tok, gen.layout, gen.system_prompt, prompt_only=True)
+            answer = tok.encode(it["caption"]) + [gen.stop[0]]
+            ids = torch.tensor([enc.input_ids + answer])
+            labels = torch.tensor([[IGNORE] * len(enc.input_ids) + answer])
+            pixels = [decode_frame(sample.blobs[fr.member], fr.height, fr.width, sample.id) for fr in enc.frames]
+            row = sums.setdefault(it["kind"], [0.0, 0.0, 0])
+            for k, pix in enumerate((pixels, [torch.zeros_like(p) for p in pixels])):   # 0: mid-grey
+                loss, n = model(ids, labels, torch.arange(ids.shape[1])[None], [[ids.shape[1]]], pix)
+                row[k] += float(loss)
+            row[2] += n
+    return {kind: {"loss": round(a / n, 4), "loss_grey_picture": round(b / n, 4)} for kind, (a, b, n) in sums.items()}
+
+
 def chance(items: list[dict]) -> dict:
-    """Each item scored against the next item's true caption (same kind), and 1/K."""
+    """1/K, and each item scored against every other item's true caption in its group (a fluent
+    caption that ignores the picture), averaged over all such pairs."""
     out = {"uniform": {"colour": round(1 / len(COLOURS), 4), "shape": round(1 / len(SHAPES), 4),
                        "direction": round(1 / len(DIRECTIONS), 4), "background": round(1 / len(BACKGROUNDS), 4)}}
-    for kind, attrs in KIND_ATTRS:
-        truths = [it["caption"] for it in items if it["kind"] == kind]
-        out[f"{kind}_other_caption"] = score(truths[1:] + truths[:1], truths, attrs)
+    for name, (idx, attrs) in groups(items).items():
+        truths = [items[i]["caption"] for i in idx]
+        pairs = [(truths[j], t) for i, t in enumerate(truths) for j in range(len(truths)) if j != i]
+        out[f"{name}_other_caption"] = score([c for c, _ in pairs], [t for _, t in pairs], attrs)
+    out["items"] = {name: len(idx) for name, (idx, _) in groups(items).items()}
     return out
 
 
@@ -115,21 +174,30 @@ def run(cmd: list[str]) -> None:
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
 
 
-def build_data(work: str, scale: int) -> str:
+def build_data(work: str, scale: int, video_scale: int, recipe: str) -> str:
+    """The training data: the corpus (seed 0) curated with `recipe`; reused when rerun with the same values."""
     from synthetic.corpus import corpus_media_root
 
     corpus, data = os.path.join(work, "corpus"), os.path.join(work, "data")
-    if not os.path.exists(os.path.join(data, "manifest.json")):
-        run([sys.executable, "-m", "pipelines.make_sample", "--output", corpus, "--scale", str(scale)])
-        bench = os.path.join(corpus, "benchmark", "bench.jsonl")
-        run([sys.executable, "-m", "pipelines.curate", "--config", os.path.join("configs", "demo.yaml"),
-             "--input", os.path.join(corpus, "manifests"), "--output", data, "--progress_s", "0",
-             "--set", f"decontaminate.benchmarks=[{{name: synthbench, path: {bench}}}]",
-             "--set", f"ingest.media_roots={json.dumps([corpus_media_root(corpus)])}"])
+    made, wanted = os.path.join(work, "data.json"), {"scale": scale, "video_scale": video_scale, "recipe": recipe}
+    if os.path.exists(os.path.join(data, "manifest.json")):
+        if os.path.exists(made) and json.load(open(made, encoding="utf-8")) != wanted:
+            raise SystemExit(f"{data} was built with {json.load(open(made, encoding='utf-8'))}, not {wanted}: "
+                             "use another --work")
+        return data
+    run([sys.executable, "-m", "pipelines.make_sample", "--output", corpus, "--scale", str(scale),
+         "--video-scale", str(video_scale)])
+    bench = os.path.join(corpus, "benchmark", "bench.jsonl")
+    run([sys.executable, "-m", "pipelines.curate", "--config", recipe,
+         "--input", os.path.join(corpus, "manifests"), "--output", data, "--progress_s", "0",
+         "--set", f"decontaminate.benchmarks=[{{name: synthbench, path: {bench}}}]",
+         "--set", f"ingest.media_roots={json.dumps([corpus_media_root(corpus)])}"])
+    with open(made, "w", encoding="utf-8") as f:
+        json.dump(wanted, f)
     return data
 
 
-def untrained(work: str, data: str, seed: int) -> str:
+def untrained(work: str, data: str, overrides: list[str]) -> str:
     """The stage-1 recipe's model before any step, saved as a checkpoint (the 'before' row)."""
     from keye.tokenizer import load_tokenizer
     from schemas.train import load_train_config
@@ -137,7 +205,7 @@ def untrained(work: str, data: str, seed: int) -> str:
     from trainer.model import build_model, save_weights
 
     folder = os.path.join(work, "untrained")
-    cfg = load_train_config(os.path.join("configs", "train_tiny_stage1.yaml"), [f"run.seed={seed}"])
+    cfg = load_train_config(os.path.join("configs", "train_tiny_stage1.yaml"), overrides)
     tok = load_tokenizer(cfg.model.tokenizer)
     sources = open_sources([(data, 1.0)])
     model = build_model(cfg.model, tok, "cpu", cfg.run.seed, data_vocab(sources, tok))
@@ -174,21 +242,26 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m trainer.evidence", description=__doc__.split("\n")[0])
     ap.add_argument("--work", required=True, help="folder for the data, runs and report (reused when rerun)")
     ap.add_argument("--scale", type=int, default=6, help="synthetic corpus scale for the training data")
+    ap.add_argument("--video-scale", type=int, default=24, help="... and for its caption and QA videos alone")
+    ap.add_argument("--recipe", default=os.path.join("configs", "evidence.yaml"), help="curation recipe")
     ap.add_argument("--stage1-steps", type=int, default=40)
-    ap.add_argument("--stage2-steps", type=int, default=800)
+    ap.add_argument("--stage2-steps", type=int, default=1500)
     ap.add_argument("--pack-length", type=int, default=1024, help="shorter packs: more optimizer steps per CPU second")
-    ap.add_argument("--images", type=int, default=40, help="held-out images")
-    ap.add_argument("--videos", type=int, default=16, help="held-out videos")
+    ap.add_argument("--images", type=int, default=120, help="held-out images (about a quarter show one shape)")
+    ap.add_argument("--videos", type=int, default=48, help="held-out videos")
     ap.add_argument("--max-new-tokens", type=int, default=40)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a trainer recipe override for both stages (e.g. optim.lr_scale={vision.*: 0.5})")
     args = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     t0 = time.time()
-    data = build_data(args.work, args.scale)
+    data = build_data(args.work, args.scale, args.video_scale, args.recipe)
     items = heldout(os.path.join(args.work, "heldout"), seed=1, images=args.images, videos=args.videos)
-    before = untrained(args.work, data, args.seed)
     seed = [f"run.seed={args.seed}", "run.tensorboard=false", "run.progress=never",
-            f"data.pack_length={args.pack_length}", "run.checkpoint_every=200"]
+            f"data.pack_length={args.pack_length}", "run.checkpoint_every=500", "model.visual_positions=sincos2d",
+            *args.set]
+    before = untrained(args.work, data, seed)
     s1 = train_stage("train_tiny_stage1.yaml", os.path.join(args.work, "stage1"), data,
                      seed + [f"optim.max_steps={args.stage1_steps}"])
     s2 = train_stage("train_tiny.yaml", os.path.join(args.work, "stage2"), data,
@@ -200,6 +273,7 @@ def main(argv: Optional[list[str]] = None) -> int:
               "before": evaluate(before, items, args.max_new_tokens),
               "after_stage1": evaluate(s1, items, args.max_new_tokens),
               "after_stage2": evaluate(s2, items, args.max_new_tokens),
+              "picture_gain_after_stage2": picture_gain(s2, items),
               "seconds": {"data_and_training": round(t_train), "total": round(time.time() - t0)}}
     with open(os.path.join(args.work, "evidence.json"), "w", encoding="utf-8") as f:
         json.dump(report, f, indent=1)

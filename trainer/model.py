@@ -56,8 +56,9 @@ class Projector(nn.Module):
 
 class KeyeVL(nn.Module):
     def __init__(self, vision: nn.Module, llm: nn.Module, merge: int, visual_token_ids: Sequence[int],
-                 vocab_ids: Optional[Sequence[int]] = None) -> None:
+                 vocab_ids: Optional[Sequence[int]] = None, visual_positions: str = "none") -> None:
         super().__init__()
+        self.visual_positions = visual_positions
         self.vision = vision
         self.llm = llm
         self.projector = Projector(vision.config.hidden_size, llm.config.hidden_size, merge)
@@ -91,6 +92,9 @@ class KeyeVL(nn.Module):
             batch = torch.stack([pixels[i] for i in idx]).to(self.visual_ids.device, dtype)
             hidden = self.vision(pixel_values=batch, interpolate_pos_encoding=True).last_hidden_state
             tokens = self.projector(hidden, h // self.patch, w // self.patch)
+            if self.visual_positions == "sincos2d":
+                m = self.projector.merge
+                tokens = tokens + place_features(h // self.patch // m, w // self.patch // m, tokens)
             for j, i in enumerate(idx):
                 out[i] = tokens[j]
         return out  # type: ignore[return-value]
@@ -154,6 +158,24 @@ class KeyeVL(nn.Module):
             positions = torch.tensor([[pos]], device=device)
             pos += 1
         return out
+
+
+def place_features(rows: int, cols: int, tokens: torch.Tensor) -> torch.Tensor:
+    """(1, rows*cols, dim) fixed sin/cos features of each token's row and column as fractions of the frame
+    (the same place reads the same at any resolution), scaled to half the tokens' RMS: what Keye-VL's
+    mRoPE tells its LLM about where a visual token is, for an LLM with 1-D positions."""
+    dim = tokens.shape[-1]
+    # wavelengths from 4 frame widths (monotonic across the frame) down to half a frame
+    freqs = (torch.pi / 2) * 2.0 ** torch.linspace(0, 3, dim // 4, device=tokens.device)
+    y = (torch.arange(rows, device=tokens.device, dtype=torch.float32) + 0.5) / rows
+    x = (torch.arange(cols, device=tokens.device, dtype=torch.float32) + 0.5) / cols
+    fy, fx = y[:, None] * freqs, x[:, None] * freqs                            # (rows, dim/4), (cols, dim/4)
+    grid = torch.cat([fy.sin()[:, None].expand(-1, cols, -1), fy.cos()[:, None].expand(-1, cols, -1),
+                      fx.sin()[None].expand(rows, -1, -1), fx.cos()[None].expand(rows, -1, -1)], -1)
+    feats = torch.zeros(rows * cols, dim, device=tokens.device, dtype=torch.float32)
+    feats[:, :grid.shape[-1]] = grid.reshape(rows * cols, -1)
+    scale = 0.5 * tokens.detach().float().pow(2).mean(dim=(-1, -2), keepdim=True).sqrt()
+    return (feats[None] * scale / feats.pow(2).mean().sqrt()).to(tokens.dtype)
 
 
 def block_causal_mask(seq_lens: Sequence[Sequence[int]], length: int, device) -> torch.Tensor:
@@ -232,7 +254,7 @@ def build_model(cfg: ModelConfig, tokenizer, device: str = "cpu", seed: int = 0,
         raise ValueError("model.vocab_subset applies to a randomly initialised LLM only (model.llm is set)")
     vocab_size = len(set(vocab_ids)) if vocab_ids is not None else None
     model = KeyeVL(build_vision(cfg), build_llm(cfg, attn, vocab_size), cfg.merge,
-                   visual_token_ids(tokenizer), vocab_ids)
+                   visual_token_ids(tokenizer), vocab_ids, cfg.visual_positions)
     if cfg.init:
         load_weights(model, cfg.init)
     if cfg.gradient_checkpointing:
@@ -286,6 +308,7 @@ def write_meta(model: nn.Module, folder: str, tokenizer_spec: str, merge: int, d
     training data was rendered (`data`: chat_layout, system_prompt, the pipeline's media recipe)."""
     m = unwrap(model)
     meta = {"vision_config": m.vision.config.to_dict(), "llm_config": m.llm.config.to_dict(), "merge": merge,
+            "visual_positions": getattr(m, "visual_positions", "none"),
             "tokenizer": tokenizer_spec, "vocab_subset": m.vocab_ids is not None, "data": data or {}}
     if hasattr(m, "peft_config"):           # CorDA / LoRA adapters: load_trained folds them into the weights
         from trainer.corda.keye import lora_scaling
@@ -335,7 +358,7 @@ def load_trained(folder: str, device: str = "cpu") -> tuple[KeyeVL, object]:
     llm_conf = Qwen3Config(**{k: v for k, v in meta["llm_config"].items() if k not in drop})
     llm_conf._attn_implementation = attention_impl("auto", device)
     model = KeyeVL(vision, Qwen3ForCausalLM(llm_conf), meta["merge"], visual_token_ids(tokenizer),
-                   checkpoint_vocab(folder))
+                   checkpoint_vocab(folder), meta.get("visual_positions", "none"))
     if meta.get("lora_scaling"):
         from trainer.corda.keye import load_folded
         load_folded(model, os.path.join(folder, WEIGHTS), meta["lora_scaling"])

@@ -453,7 +453,6 @@ class TransformersBackendConfig:
 class TrainerBackendConfig:
     checkpoint: Optional[str]       # a checkpoint folder of the bundled trainer (trainer/checkpoint.py)
     device: str                     # auto | cpu | cuda | cuda:N
-    batch_size: int
 
 
 @dataclass(frozen=True)
