@@ -28,7 +28,8 @@ from media.fetch import MediaFetch
 from schemas.config import load_config
 from schemas.rejected import Rejected
 from schemas.sample import sample_id
-from synthetic.corpus import CURRENT_DETECTOR, corpus_recipe, generate
+from synthetic.corpus import corpus_recipe, generate
+from synthetic.tree import CURRENT_DETECTOR
 from synthetic.language import jaccard
 
 
