@@ -30,7 +30,7 @@ FROM apache/beam_python3.11_sdk:${BEAM} AS beam
 
 FROM nvidia/cuda:${CUDA}-runtime-ubuntu22.04
 ENV DEBIAN_FRONTEND=noninteractive NVIDIA_DRIVER_CAPABILITIES=compute,utility,video
-RUN apt-get update && apt-get install -y --no-install-recommends software-properties-common ffmpeg \
+RUN apt-get update && apt-get install -y --no-install-recommends software-properties-common ffmpeg bubblewrap \
     && add-apt-repository -y ppa:deadsnakes/ppa && apt-get update \
     && apt-get install -y --no-install-recommends python3.11 python3.11-venv \
     && rm -rf /var/lib/apt/lists/* \

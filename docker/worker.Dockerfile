@@ -4,7 +4,8 @@
 #   docker build -f docker/worker.Dockerfile -t REGION-docker.pkg.dev/PROJECT/REPO/keye-engine:0.1.0 .
 FROM apache/beam_python3.11_sdk:2.77.0
 
-RUN apt-get update && apt-get install -y --no-install-recommends ffmpeg && rm -rf /var/lib/apt/lists/*
+# ffmpeg: media decoding; bubblewrap: the think-with-image code sandbox (build_mixture fails closed without it)
+RUN apt-get update && apt-get install -y --no-install-recommends ffmpeg bubblewrap && rm -rf /var/lib/apt/lists/*
 COPY requirements.txt /tmp/requirements.txt
 RUN pip install --no-cache-dir -r /tmp/requirements.txt
 # GPU workers: uncomment to swap faiss-cpu for faiss-gpu (see requirements-gpu.txt and README).

@@ -69,3 +69,13 @@ def test_wheel_has_every_module_the_pipelines_import(tmp_path):
     for data in ("configs/base.yaml", "configs/demo.yaml", "captioners/prompts/SHA256SUMS"):
         assert data in names, data
     assert any(n.startswith("captioners/models/") for n in names), "the bundled tiny CLIP is not packaged"
+
+
+@pytest.mark.parametrize("dockerfile", ["docker/worker.Dockerfile", "docker/gpu.Dockerfile"])
+def test_worker_images_install_the_debian_packages_workers_run(dockerfile):
+    """The engine shells out to ffmpeg (media) and bwrap (the think-with-image sandbox, which fails
+    closed without it): a worker image that lacks either rejects rows no local run rejects."""
+    text = open(os.path.join(ROOT, dockerfile), encoding="utf-8").read().replace("\\\n", " ")
+    installs = " ".join(line for line in text.splitlines() if "apt-get install" in line).split()
+    for package in ("ffmpeg", "bubblewrap"):
+        assert package in installs, f"{dockerfile} does not apt-get install {package}"
