@@ -135,8 +135,15 @@ def check_recaption(tmp: str, gpu: bool) -> dict:
             "ratio_vs_cpu": round(cpu_s / gpu_s, 2)}
 
 
+TRAINER_DATA_ENV = "GPU_CHECK_TRAINER_DATA"
+
+
 def _trainer_data(tmp: str) -> str:
-    """A small curated output (the synthetic demo through `curate`), built once per check run."""
+    """A small curated output (the synthetic demo through `curate`), built once per check run; or a folder
+    built elsewhere (--trainer-data), for a GPU image that has the trainer's packages but not Beam's."""
+    given = os.environ.get(TRAINER_DATA_ENV)
+    if given:
+        return given
     out = os.path.join(tmp, "trainer_data")
     if not os.path.exists(os.path.join(out, "manifest.json")):
         subprocess.run([sys.executable, "-m", "pipelines.curate", "--demo", "--output", out, "--progress_s", "0"],
@@ -211,7 +218,11 @@ def main(argv: Optional[list[str]] = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cpu-only", action="store_true", help="run each path's CPU side only (CI)")
     ap.add_argument("--only", nargs="*", default=list(CHECKS), choices=list(CHECKS))
+    ap.add_argument("--trainer-data", default=None,
+                    help="a curated output folder for the trainer paths (default: build the demo with curate)")
     args = ap.parse_args(argv)
+    if args.trainer_data:
+        os.environ[TRAINER_DATA_ENV] = os.path.abspath(args.trainer_data)
     gpu = not args.cpu_only and _cuda()
     failed = 0
     with tempfile.TemporaryDirectory(prefix="gpu_check-") as tmp:

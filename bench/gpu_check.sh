@@ -5,6 +5,9 @@
 #
 #   bench/gpu_check.sh              # on a GPU machine: installs what the GPU paths need, then checks
 #   bench/gpu_check.sh --cpu-only   # CI: each path's CPU side, nothing installed
+#   bench/gpu_check.sh --no-install --trainer-data OUT
+#                                   # a GPU image with no registry: nothing installed, the trainer paths
+#                                   # read a curated output built elsewhere (the image needs no Beam)
 #
 # Installs into the active Python environment (a fresh venv at .venv when none is active):
 # requirements.txt, then requirements-gpu.txt's swap (faiss-cpu -> faiss-gpu). decord with NVDEC
@@ -14,7 +17,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 
-if [ "${1:-}" != "--cpu-only" ]; then
+install=1
+if [ "${1:-}" = "--no-install" ]; then install=0; shift; fi
+if [ "${1:-}" != "--cpu-only" ] && [ "$install" = 1 ]; then
   if [ -z "${VIRTUAL_ENV:-}" ]; then
     python3 -m venv .venv && . .venv/bin/activate
   fi
@@ -23,6 +28,6 @@ if [ "${1:-}" != "--cpu-only" ]; then
   if ! python -c "import faiss, sys; sys.exit(0 if hasattr(faiss, 'StandardGpuResources') else 1)" 2>/dev/null; then
     python -m pip uninstall -y -q faiss-cpu && python -m pip install -q -r requirements-gpu.txt
   fi
-  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader >&2 || true
 fi
-exec timeout 480 python -m bench.gpu_check "$@"
+[ "${1:-}" = "--cpu-only" ] || nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader >&2 || true
+exec timeout 480 "$(command -v python || command -v python3)" -m bench.gpu_check "$@"

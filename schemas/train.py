@@ -60,7 +60,7 @@ class ModelConfig:
     gradient_checkpointing: bool
     adapter: Optional[str]          # a registered adapter hook (trainer/model.py:register_adapter); null: none
     vocab_subset: bool              # random LLM only: embed / predict only the ids the training rows use
-    visual_positions: Literal["none", "sincos2d"]   # sincos2d: each visual token's (row, column) added to it
+    visual_positions: Literal["none", "sincos2d", "mrope"]   # trainer/positions.py: where a visual token is
 
 
 @dataclass(frozen=True)

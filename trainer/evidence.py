@@ -2,7 +2,9 @@
 
     make_sample --scale 6 --video-scale 24 (seed 0) ─ curate (configs/evidence.yaml) ─▶ DIR/data
                                                     (subprocesses: the trainer never imports Beam)
-    tiny model (+ model.visual_positions: sincos2d) ─ stage 1 (projector only) ─▶ stage 2 (all parameters)
+    tiny model (+ model.visual_positions: sincos2d, or --set model.visual_positions=mrope)
+      ─ [stage 0: SigLIP pre-training of the vision tower, --stage0-steps] ─ stage 1 (projector only)
+      ─▶ stage 2 (all parameters)
     held-out: the corpus generator with another seed (seed 1): its correct image and video captions
     caption each held-out picture (trainer.generate: the pipeline's media code, the data's chat layout)
     score per attribute against the truth: F1 of the colours, shapes, motion directions and background
@@ -13,6 +15,8 @@ Chance is measured, not assumed: each held-out item scored against every other h
 caption (a fluent caption that ignores the picture), plus 1/K for K possible values. `picture_gain`
 compares the true captions' loss given the picture and given a grey one (does the model look?).
 Prints one JSON report; README ("Evidence") holds a run's table and how its causes were found.
+`--phase train` stops after the checkpoints (a GPU machine without Beam or PyAV, given DIR/data built
+elsewhere: bench/evidence_gpu.py runs several such trainings at once); `--phase score` scores them.
 """
 from __future__ import annotations
 
@@ -23,7 +27,9 @@ import re
 import subprocess
 import sys
 import time
-from typing import Optional
+from typing import Callable, Optional, Sequence, Union
+
+from trainer.vision_pretrain import VISION_FOLDER, PretrainConfig, pretrain
 
 COLOURS = ("red", "green", "blue", "yellow", "purple", "orange")
 SHAPES = ("circle", "square", "triangle")
@@ -224,18 +230,68 @@ def train_stage(recipe: str, run_dir: str, data: str, overrides: list[str]) -> s
     return latest(run_dir)
 
 
-def rescore(work: str, max_new_tokens: int = 40) -> dict:
-    """Score the checkpoints of a finished `--work` folder again (after a scoring change)."""
+OVERRIDES = "overrides.json"
+
+
+def recipe_overrides(seed: int, pack_length: int, device: str, extra: list[str]) -> list[str]:
+    """The trainer overrides both stages share (and the untrained model is built with)."""
+    return [f"run.seed={seed}", "run.tensorboard=false", "run.progress=never", f"data.pack_length={pack_length}",
+            "run.checkpoint_every=500", "model.visual_positions=sincos2d", f"run.device={device}", *extra]
+
+
+def train_all(work: str, data: str, overrides: list[str], stage1_steps: int,
+              stage2_steps: Union[int, Callable[[str], int]], stage2_overrides: Sequence[str] = (),
+              stage0: Optional[PretrainConfig] = None) -> dict[str, str]:
+    """The before checkpoint, (stage 0: the vision tower's SigLIP pre-training), stage 1 and stage 2:
+    {before, stage1, stage2} checkpoint folders. `stage2_steps` may be a function of stage 1's run
+    folder (bench.evidence_gpu fits stage 2 to a time budget from stage 1's step time). The overrides
+    are kept in WORK/overrides.json, so a scoring machine rebuilds the same untrained model instead of
+    receiving it (stage 0's tower is in the stage checkpoints' weights)."""
+    os.makedirs(work, exist_ok=True)
+    with open(os.path.join(work, OVERRIDES), "w", encoding="utf-8") as f:
+        json.dump(overrides, f)
+    before = untrained(work, data, overrides)
+    vision = []
+    if stage0 is not None and stage0.steps > 0:
+        folder = os.path.join(work, "stage0", VISION_FOLDER)
+        if not os.path.exists(os.path.join(folder, "config.json")):
+            device = next((o.split("=", 1)[1] for o in reversed(overrides) if o.startswith("run.device=")), "auto")
+            pretrain(os.path.join("configs", "train_tiny_stage1.yaml"), overrides, [data],
+                     os.path.join(work, "stage0"), stage0, device)
+        vision = [f"model.vision={folder}"]
+    stage1 = os.path.join(work, "stage1")
+    s1 = train_stage("train_tiny_stage1.yaml", stage1, data, overrides + vision + [f"optim.max_steps={stage1_steps}"])
+    steps = stage2_steps(stage1) if callable(stage2_steps) else stage2_steps
+    s2 = train_stage("train_tiny.yaml", os.path.join(work, "stage2"), data,
+                     overrides + [f"optim.max_steps={steps}", f"model.init={s1}", *stage2_overrides])
+    return {"before": before, "stage1": s1, "stage2": s2}
+
+
+def trained(work: str, data: str) -> dict[str, str]:
+    """The checkpoints of a `--phase train` run (perhaps made on another machine); the untrained model
+    is rebuilt from WORK/overrides.json when it did not travel."""
     from trainer.checkpoint import latest
 
-    with open(os.path.join(work, "evidence.json"), encoding="utf-8") as f:
-        report = json.load(f)
-    items = heldout(os.path.join(work, "heldout"), 1, report["heldout"]["images"], report["heldout"]["videos"])
-    report["chance"] = chance(items)
-    for key, ckpt in (("before", os.path.join(work, "untrained")), ("after_stage1", latest(os.path.join(work, "stage1"))),
-                      ("after_stage2", latest(os.path.join(work, "stage2")))):
-        report[key] = evaluate(ckpt, items, max_new_tokens)
-    return report
+    ckpts = {"before": os.path.join(work, "untrained"), "stage1": latest(os.path.join(work, "stage1")),
+             "stage2": latest(os.path.join(work, "stage2"))}
+    if not os.path.exists(os.path.join(ckpts["before"], "model.safetensors")):
+        with open(os.path.join(work, OVERRIDES), encoding="utf-8") as f:
+            untrained(work, data, json.load(f))
+    missing = [k for k, v in ckpts.items() if not v]
+    if missing:
+        raise SystemExit(f"{work}: no {', '.join(missing)} checkpoint to score (run --phase train first)")
+    return ckpts
+
+
+def score_all(args, ckpts: dict[str, str], items: list[dict]) -> dict:
+    """The report: chance, each checkpoint's scores on the held-out items, and the picture gain."""
+    return {"heldout": {"images": sum(i["kind"] == "image" for i in items),
+                        "videos": sum(i["kind"] == "video" for i in items)},
+            "chance": chance(items),
+            "before": evaluate(ckpts["before"], items, args.max_new_tokens),
+            "after_stage1": evaluate(ckpts["stage1"], items, args.max_new_tokens),
+            "after_stage2": evaluate(ckpts["stage2"], items, args.max_new_tokens),
+            "picture_gain_after_stage2": picture_gain(ckpts["stage2"], items)}
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -246,35 +302,39 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--recipe", default=os.path.join("configs", "evidence.yaml"), help="curation recipe")
     ap.add_argument("--stage1-steps", type=int, default=40)
     ap.add_argument("--stage2-steps", type=int, default=1500)
+    ap.add_argument("--stage0-steps", type=int, default=0,
+                    help="SigLIP pre-training steps of the vision tower before stage 1 (trainer.vision_pretrain)")
+    ap.add_argument("--stage0-batch", type=int, default=PretrainConfig.batch_size)
     ap.add_argument("--pack-length", type=int, default=1024, help="shorter packs: more optimizer steps per CPU second")
     ap.add_argument("--images", type=int, default=120, help="held-out images (about a quarter show one shape)")
     ap.add_argument("--videos", type=int, default=48, help="held-out videos")
     ap.add_argument("--max-new-tokens", type=int, default=40)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="auto", help="training device (run.device): auto, cpu, cuda")
+    ap.add_argument("--phase", choices=("all", "train", "score"), default="all",
+                    help="train: data and checkpoints only (a GPU machine without Beam or PyAV needs --work's "
+                         "data built elsewhere); score: score the checkpoints already in --work")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="a trainer recipe override for both stages (e.g. optim.lr_scale={vision.*: 0.5})")
+    ap.add_argument("--set-stage2", action="append", default=[], metavar="KEY=VALUE",
+                    help="a trainer recipe override for stage 2 alone")
     args = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     t0 = time.time()
     data = build_data(args.work, args.scale, args.video_scale, args.recipe)
-    items = heldout(os.path.join(args.work, "heldout"), seed=1, images=args.images, videos=args.videos)
-    seed = [f"run.seed={args.seed}", "run.tensorboard=false", "run.progress=never",
-            f"data.pack_length={args.pack_length}", "run.checkpoint_every=500", "model.visual_positions=sincos2d",
-            *args.set]
-    before = untrained(args.work, data, seed)
-    s1 = train_stage("train_tiny_stage1.yaml", os.path.join(args.work, "stage1"), data,
-                     seed + [f"optim.max_steps={args.stage1_steps}"])
-    s2 = train_stage("train_tiny.yaml", os.path.join(args.work, "stage2"), data,
-                     seed + [f"optim.max_steps={args.stage2_steps}", f"model.init={s1}"])
+    if args.phase == "score":
+        ckpts = trained(args.work, data)
+    else:
+        overrides = recipe_overrides(args.seed, args.pack_length, args.device, args.set)
+        stage0 = PretrainConfig(steps=args.stage0_steps, batch_size=args.stage0_batch, seed=args.seed)
+        ckpts = train_all(args.work, data, overrides, args.stage1_steps, args.stage2_steps, args.set_stage2, stage0)
+        if args.phase == "train":
+            print(json.dumps({"checkpoints": ckpts, "seconds": round(time.time() - t0)}))
+            return 0
     t_train = time.time() - t0
-    report = {"heldout": {"images": sum(i["kind"] == "image" for i in items),
-                          "videos": sum(i["kind"] == "video" for i in items)},
-              "chance": chance(items),
-              "before": evaluate(before, items, args.max_new_tokens),
-              "after_stage1": evaluate(s1, items, args.max_new_tokens),
-              "after_stage2": evaluate(s2, items, args.max_new_tokens),
-              "picture_gain_after_stage2": picture_gain(s2, items),
-              "seconds": {"data_and_training": round(t_train), "total": round(time.time() - t0)}}
+    items = heldout(os.path.join(args.work, "heldout"), seed=1, images=args.images, videos=args.videos)
+    report = score_all(args, ckpts, items)
+    report["seconds"] = {"data_and_training": round(t_train), "total": round(time.time() - t0)}
     with open(os.path.join(args.work, "evidence.json"), "w", encoding="utf-8") as f:
         json.dump(report, f, indent=1)
     print(json.dumps(report, indent=1))

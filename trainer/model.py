@@ -6,7 +6,9 @@
       ─▶ (h/28)(w/28) embeddings, written over the row's `<|image_pad|>` / `<|video_pad|>` tokens
     Qwen3ForCausalLM over the packed sequence: positions restart in each sample; attention stays
     inside samples (a block-diagonal causal mask with SDPA; varlen flash attention on CUDA, which
-    transformers derives from the restarting position ids).
+    transformers derives from the restarting position ids). `visual_positions` (trainer/positions.py)
+    tells the LLM where each visual token is: Keye-VL's multimodal RoPE (`mrope`), or fixed
+    (row, column) features (`sincos2d`).
 
 The loss is computed only where labels exist (assistant tokens): the LM head runs on those
 positions alone, which on a 151k vocabulary is most of a tiny model's cost otherwise.
@@ -23,6 +25,7 @@ import fnmatch
 import importlib
 import json
 import os
+from contextlib import nullcontext
 from typing import Callable, Optional, Sequence
 
 import torch
@@ -30,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from schemas.train import ModelConfig, TrainConfig
+from trainer.positions import install_mrope, mrope_positions, place_features
 
 IGNORE = -100
 WEIGHTS = "model.safetensors"
@@ -61,6 +65,7 @@ class KeyeVL(nn.Module):
         self.visual_positions = visual_positions
         self.vision = vision
         self.llm = llm
+        self.rotary = install_mrope(llm) if visual_positions == "mrope" else None
         self.projector = Projector(vision.config.hidden_size, llm.config.hidden_size, merge)
         self.patch = vision.config.patch_size
         self.register_buffer("visual_ids", torch.tensor(sorted(visual_token_ids)), persistent=False)
@@ -116,8 +121,23 @@ class KeyeVL(nn.Module):
         mask = None
         if self.llm.config._attn_implementation != "flash_attention_2":
             mask = block_causal_mask(seq_lens, input_ids.shape[1], input_ids.device)
-        return self.llm.model(inputs_embeds=embeds, position_ids=position_ids, attention_mask=mask,
-                              use_cache=False).last_hidden_state
+        with self.rotate(self.mrope(input_ids, position_ids, seq_lens, pixels)):
+            return self.llm.model(inputs_embeds=embeds, position_ids=position_ids, attention_mask=mask,
+                                  use_cache=False).last_hidden_state
+
+    def grids(self, pixels: Sequence[torch.Tensor]) -> list[tuple[int, int]]:
+        side = self.patch * self.projector.merge
+        return [(p.shape[-2] // side, p.shape[-1] // side) for p in pixels]
+
+    def mrope(self, input_ids: torch.Tensor, position_ids: torch.Tensor, seq_lens: Sequence[Sequence[int]],
+              pixels: Sequence[torch.Tensor]) -> Optional[torch.Tensor]:
+        """(3, B, T) multimodal RoPE positions (`visual_positions: mrope`), else None."""
+        if self.rotary is None:
+            return None
+        return mrope_positions(torch.isin(input_ids, self.visual_ids), position_ids, seq_lens, self.grids(pixels))
+
+    def rotate(self, positions: Optional[torch.Tensor]):
+        return nullcontext() if positions is None else self.rotary.use(positions)
 
     def forward(self, input_ids: torch.Tensor, labels: torch.Tensor, position_ids: torch.Tensor,
                 seq_lens: Sequence[Sequence[int]], pixels: Sequence[torch.Tensor]) -> tuple[torch.Tensor, int]:
@@ -134,18 +154,27 @@ class KeyeVL(nn.Module):
 
     @torch.inference_mode()
     def generate(self, input_ids: list[int], pixels: Sequence[torch.Tensor], max_new_tokens: int,
-                 stop_ids: Sequence[int], temperature: float = 0.0, seed: int = 0) -> list[int]:
-        """Greedy (or sampled) decoding with the LLM's KV cache; the prompt's frames are encoded once."""
+                 stop_ids: Sequence[int], temperature: float = 0.0, seed: int = 0,
+                 scores: Optional[list] = None) -> list[int]:
+        """Greedy (or sampled) decoding with the LLM's KV cache; the prompt's frames are encoded once.
+        `scores`, when given, receives each step's logits (over the model's vocabulary)."""
         device = self.visual_ids.device
         ids = torch.tensor([input_ids], device=device)
         embeds = self.embed(ids, pixels)
         gen = torch.Generator(device="cpu").manual_seed(seed)
         out, past, pos = [], None, len(input_ids)
         step_embeds, positions = embeds, torch.arange(pos, device=device)[None]
+        prompt = self.mrope(ids, positions, [[pos]], pixels)
+        if prompt is not None:          # the answer continues after the prompt's largest 3-D position
+            pos = int(prompt.max()) + 1
         for _ in range(max_new_tokens):
-            res = self.llm(inputs_embeds=step_embeds, position_ids=positions, past_key_values=past, use_cache=True)
+            with self.rotate(prompt if past is None else None):
+                res = self.llm(inputs_embeds=step_embeds, position_ids=positions, past_key_values=past,
+                               use_cache=True)
             past = res.past_key_values
             logits = res.logits[0, -1].float()
+            if scores is not None:
+                scores.append(logits)
             if temperature > 0:
                 local = int(torch.multinomial(torch.softmax(logits.cpu() / temperature, -1), 1, generator=gen))
             else:
@@ -158,24 +187,6 @@ class KeyeVL(nn.Module):
             positions = torch.tensor([[pos]], device=device)
             pos += 1
         return out
-
-
-def place_features(rows: int, cols: int, tokens: torch.Tensor) -> torch.Tensor:
-    """(1, rows*cols, dim) fixed sin/cos features of each token's row and column as fractions of the frame
-    (the same place reads the same at any resolution), scaled to half the tokens' RMS: what Keye-VL's
-    mRoPE tells its LLM about where a visual token is, for an LLM with 1-D positions."""
-    dim = tokens.shape[-1]
-    # wavelengths from 4 frame widths (monotonic across the frame) down to half a frame
-    freqs = (torch.pi / 2) * 2.0 ** torch.linspace(0, 3, dim // 4, device=tokens.device)
-    y = (torch.arange(rows, device=tokens.device, dtype=torch.float32) + 0.5) / rows
-    x = (torch.arange(cols, device=tokens.device, dtype=torch.float32) + 0.5) / cols
-    fy, fx = y[:, None] * freqs, x[:, None] * freqs                            # (rows, dim/4), (cols, dim/4)
-    grid = torch.cat([fy.sin()[:, None].expand(-1, cols, -1), fy.cos()[:, None].expand(-1, cols, -1),
-                      fx.sin()[None].expand(rows, -1, -1), fx.cos()[None].expand(rows, -1, -1)], -1)
-    feats = torch.zeros(rows * cols, dim, device=tokens.device, dtype=torch.float32)
-    feats[:, :grid.shape[-1]] = grid.reshape(rows * cols, -1)
-    scale = 0.5 * tokens.detach().float().pow(2).mean(dim=(-1, -2), keepdim=True).sqrt()
-    return (feats[None] * scale / feats.pow(2).mean().sqrt()).to(tokens.dtype)
 
 
 def block_causal_mask(seq_lens: Sequence[Sequence[int]], length: int, device) -> torch.Tensor:

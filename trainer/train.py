@@ -60,9 +60,10 @@ def init_distributed(device: str) -> Dist:
 
 
 def resolve_device(spec: str, local_rank: int = 0) -> str:
+    """A device with its index: `cuda` alone is each rank's own GPU (torch.cuda.set_device needs the index)."""
     if spec == "auto":
         return f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
-    return spec
+    return f"cuda:{local_rank}" if spec == "cuda" else spec
 
 
 def lr_lambda(cfg: TrainConfig) -> Callable[[int], float]:
