@@ -86,6 +86,7 @@ def pack(work: str, name: str, dest: str) -> list[str]:
     """One tar per stage: the last checkpoint's weights, configs and state, the run's log, the overrides."""
     from trainer.checkpoint import latest
 
+    os.makedirs(dest, exist_ok=True)
     made = []
     for stage in ("stage1", "stage2"):
         ckpt = latest(os.path.join(work, name, stage))
@@ -152,7 +153,6 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(out.strip().splitlines()[-1] if out.strip() else json.dumps({"variant": name, "error": "no output"}),
               flush=True)
         if args.pack_to:
-            os.makedirs(args.pack_to, exist_ok=True)
             print(json.dumps({"variant": name, "packed": pack(args.work, name, args.pack_to)}), flush=True)
     return 1 if failed else 0
 
