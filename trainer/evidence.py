@@ -311,9 +311,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--max-new-tokens", type=int, default=40)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="auto", help="training device (run.device): auto, cpu, cuda")
-    ap.add_argument("--phase", choices=("all", "train", "score"), default="all",
-                    help="train: data and checkpoints only (a GPU machine without Beam or PyAV needs --work's "
-                         "data built elsewhere); score: score the checkpoints already in --work")
+    ap.add_argument("--phase", choices=("all", "data", "train", "score"), default="all",
+                    help="data: build --work's data only; train: data and checkpoints only (a GPU machine "
+                         "without Beam or PyAV needs the data built elsewhere); score: score the checkpoints "
+                         "already in --work")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="a trainer recipe override for both stages (e.g. optim.lr_scale={vision.*: 0.5})")
     ap.add_argument("--set-stage2", action="append", default=[], metavar="KEY=VALUE",
@@ -322,6 +323,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     t0 = time.time()
     data = build_data(args.work, args.scale, args.video_scale, args.recipe)
+    if args.phase == "data":
+        print(json.dumps({"data": data, "seconds": round(time.time() - t0)}))
+        return 0
     if args.phase == "score":
         ckpts = trained(args.work, data)
     else:
