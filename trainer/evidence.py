@@ -255,9 +255,8 @@ def train_all(work: str, data: str, overrides: list[str], stage1_steps: int,
     if stage0 is not None and stage0.steps > 0:
         folder = os.path.join(work, "stage0", VISION_FOLDER)
         if not os.path.exists(os.path.join(folder, "config.json")):
-            device = next((o.split("=", 1)[1] for o in reversed(overrides) if o.startswith("run.device=")), "auto")
             pretrain(os.path.join("configs", "train_tiny_stage1.yaml"), overrides, [data],
-                     os.path.join(work, "stage0"), stage0, device)
+                     os.path.join(work, "stage0"), stage0)
         vision = [f"model.vision={folder}"]
     stage1 = os.path.join(work, "stage1")
     s1 = train_stage("train_tiny_stage1.yaml", stage1, data, overrides + vision + [f"optim.max_steps={stage1_steps}"])

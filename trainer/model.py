@@ -134,7 +134,8 @@ class KeyeVL(nn.Module):
         """(3, B, T) multimodal RoPE positions (`visual_positions: mrope`), else None."""
         if self.rotary is None:
             return None
-        return mrope_positions(torch.isin(input_ids, self.visual_ids), position_ids, seq_lens, self.grids(pixels))
+        where = torch.isin(input_ids, self.visual_ids).cpu()     # a few small ops per frame: on the host
+        return mrope_positions(where, position_ids.cpu(), seq_lens, self.grids(pixels)).to(input_ids.device)
 
     def rotate(self, positions: Optional[torch.Tensor]):
         return nullcontext() if positions is None else self.rotary.use(positions)

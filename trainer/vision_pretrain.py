@@ -135,12 +135,13 @@ def save_vision(model, folder: str) -> str:
 
 
 def pretrain(recipe: str, overrides: list[str], data: list[str], run_dir: str, cfg: PretrainConfig,
-             device: str = "auto") -> str:
-    """Train, write RUN/vision and RUN/log.jsonl; returns the vision folder."""
+             device: Optional[str] = None) -> str:
+    """Train, write RUN/vision and RUN/log.jsonl; returns the vision folder. The device is the recipe's
+    `run.device` unless given."""
     from trainer.train import resolve_device
 
     train_cfg = load_train_config(recipe, overrides)
-    device = resolve_device(device)
+    device = resolve_device(device or train_cfg.run.device)
     torch.manual_seed(cfg.seed)
     model = build_siglip(train_cfg.model.vision_config, cfg).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -176,7 +177,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--data", action="append", required=True, help="pipeline output folder")
     ap.add_argument("--output", required=True, help="run folder: log.jsonl and vision/")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a recipe override")
-    ap.add_argument("--device", default="auto")
+    ap.add_argument("--device", default=None, help="default: the recipe's run.device")
     for name, default in PretrainConfig().__dict__.items():
         ap.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default)
     args = ap.parse_args(argv)
