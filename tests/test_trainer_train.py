@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from schemas.train import load_train_config
 from tests.conftest import ROOT, free_port, make_cfg
@@ -91,6 +92,7 @@ def test_generate_cli_answers_about_an_image_and_a_video(checkpoint, trainer_dat
         assert main(["--checkpoint", checkpoint, f"--{kind}", corpus_file(trainer_data[1], kind),
                      "--prompt", "What is shown?", "--max-new-tokens", "4"]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 2
+    assert torch.is_grad_enabled()          # the CLI's no-grad is scoped: in-process callers still train
 
 
 def test_trainer_recaption_backend(checkpoint, trainer_data):

@@ -118,11 +118,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args(argv)
-    torch.set_grad_enabled(False)
-    gen = Generator(args.checkpoint, args.device)
-    kind, path = ("image", args.image) if args.image else ("video", args.video)
-    print(gen.answer_file(path, kind, args.prompt, max_new_tokens=args.max_new_tokens,
-                          temperature=args.temperature, seed=args.seed))
+    with torch.no_grad():           # scoped: a caller's (a test's) later training keeps its gradients
+        gen = Generator(args.checkpoint, args.device)
+        kind, path = ("image", args.image) if args.image else ("video", args.video)
+        print(gen.answer_file(path, kind, args.prompt, max_new_tokens=args.max_new_tokens,
+                              temperature=args.temperature, seed=args.seed))
     return 0
 
 
