@@ -137,15 +137,17 @@ def main(argv: Optional[list[str]] = None) -> int:
         if args.stage0_steps is not None:
             cmd += ["--stage0-steps", str(args.stage0_steps)]
         os.makedirs(os.path.join(args.work, name), exist_ok=True)
-        log = open(os.path.join(args.work, name, "stderr.log"), "w", encoding="utf-8")
-        procs[name] = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True)
+        with open(os.path.join(args.work, name, "stderr.log"), "w", encoding="utf-8") as log:
+            procs[name] = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True)
     failed = 0
     for name, proc in procs.items():
         try:
             out, _ = proc.communicate(timeout=max(1.0, deadline - time.time() + 40))
         except subprocess.TimeoutExpired:      # the last periodic checkpoint is still packed
             proc.kill()
+            proc.wait()
             out = json.dumps({"variant": name, "error": "over budget: killed"})
+            failed += 1
         if proc.returncode != 0 and not out.strip():
             with open(os.path.join(args.work, name, "stderr.log"), encoding="utf-8") as f:
                 out = json.dumps({"variant": name, "error": f.read()[-1500:]})
