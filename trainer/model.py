@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from schemas.train import ModelConfig, TrainConfig
-from trainer.positions import install_mrope, mrope_positions, place_features
+from trainer.positions import MultimodalRotary, install_mrope, mrope_positions, place_features
 
 IGNORE = -100
 WEIGHTS = "model.safetensors"
@@ -65,7 +65,8 @@ class KeyeVL(nn.Module):
         self.visual_positions = visual_positions
         self.vision = vision
         self.llm = llm
-        self.rotary = install_mrope(llm) if visual_positions == "mrope" else None
+        if visual_positions == "mrope":
+            install_mrope(llm)
         self.projector = Projector(vision.config.hidden_size, llm.config.hidden_size, merge)
         self.patch = vision.config.patch_size
         self.register_buffer("visual_ids", torch.tensor(sorted(visual_token_ids)), persistent=False)
@@ -124,6 +125,12 @@ class KeyeVL(nn.Module):
         with self.rotate(self.mrope(input_ids, position_ids, seq_lens, pixels)):
             return self.llm.model(inputs_embeds=embeds, position_ids=position_ids, attention_mask=mask,
                                   use_cache=False).last_hidden_state
+
+    @property
+    def rotary(self) -> Optional[MultimodalRotary]:
+        """The LLM's multimodal rotary module (`visual_positions: mrope`; registered once, under the LLM)."""
+        rot = self.llm.model.rotary_emb
+        return rot if isinstance(rot, MultimodalRotary) else None
 
     def grids(self, pixels: Sequence[torch.Tensor]) -> list[tuple[int, int]]:
         side = self.patch * self.projector.merge
