@@ -51,7 +51,7 @@ def test_the_tower_learns_and_stage_1_loads_it(trainer_data, tmp_path):
         loss.backward()
         opt.step()
         opt.zero_grad()
-        losses.append(float(loss))
+        losses.append(loss.item())
     assert losses[-1] < 0.7 * losses[0], losses
 
     folder = pretrain(recipe, [], [str(data)], str(tmp_path / "stage0"), cfg, "cpu")

@@ -173,6 +173,11 @@ def decode_frame(data: bytes, height: int, width: int, sample_id: str) -> torch.
     if img.size != (width, height):
         raise ValueError(f"row {sample_id}: a stored frame is {img.size[0]}x{img.size[1]}, "
                          f"the row says {width}x{height}")
+    return pixel_tensor(img)
+
+
+def pixel_tensor(img) -> torch.Tensor:
+    """A PIL RGB picture as SigLIP's (3, h, w) input."""
     arr = torch.from_numpy(np.asarray(img, dtype=np.float32).copy()).permute(2, 0, 1)
     return (arr / 255.0 - PIXEL_MEAN) / PIXEL_STD
 

@@ -1,8 +1,9 @@
 """Stage 0: continued pre-training of the vision encoder with SigLIP's sigmoid loss (keye.md 2.8).
 
     OUT (pipeline shards) ─ rows with one picture and an assistant caption of >= 3 words
-      ─ per data-loader worker: its shards, shuffled, one frame per row (a video's middle frame),
-        resized to image_size², caption -> Qwen BPE ids hashed into the text tower's vocabulary
+      ─ per data-loader worker: the trainer's row stream (its shards, verified, shuffled), one frame
+        per row (a video's middle frame) resized to image_size², caption -> Qwen BPE ids hashed into
+        the text tower's vocabulary
       ─▶ SiglipModel (the recipe's model.vision_config + attention-pool head; a small text tower)
          trained with the pairwise sigmoid loss ─▶ RUN/vision: a SiglipVisionModel folder
     stage 1 then loads it like any pretrained SigLIP: `--set model.vision=RUN/vision` (build_vision
@@ -10,29 +11,27 @@
 
 Keye-VL starts from a pretrained SigLIP and continues it this way on 500B tokens. Here it gives a
 random tower what a captioning loss through a frozen-then-slow tower does not, in a few minutes:
-features that tell shapes apart (README, "Evidence"). One worker holds its shuffle buffer of
-decoded frames. No resume: a short stage whose output is one folder, rewritten when rerun.
+features that tell shapes apart (README, "Evidence"). One worker holds its shuffle buffer of rows.
+No resume: a short stage whose output is one folder, rewritten when rerun.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import io
 import json
 import math
 import os
-import random
 import sys
 import time
 from dataclasses import dataclass
 from typing import Iterator, Optional
 
-import numpy as np
 import torch
 
 from schemas.sample import Sample
-from schemas.train import load_train_config
-from trainer.data import PIXEL_MEAN, PIXEL_STD, open_sources
-from trainer.folders import read_verified, wds_rows
+from schemas.train import DataConfig, load_train_config
+from trainer.data import mixed_rows, open_sources, pixel_tensor
 
 VISION_FOLDER = "vision"
 
@@ -69,14 +68,15 @@ def frame_member(sample: Sample) -> Optional[str]:
 
 
 class Pairs(torch.utils.data.IterableDataset):
-    """(pixels (3, S, S), caption ids (L,)) pairs, endlessly: each worker reads its share of the shards."""
+    """(pixels (3, S, S), caption ids (L,)) pairs, endlessly: the trainer's row streams (`mixed_rows`:
+    shards split per worker, verified, shuffled), kept to the rows `caption_of` accepts."""
 
-    def __init__(self, data: list[str], cfg: PretrainConfig, tokenizer_spec: str) -> None:
-        self.folders = [s.folder for s in open_sources([(d, 1.0) for d in data])]
+    def __init__(self, data: list[str], cfg: PretrainConfig, tokenizer_spec: str,
+                 data_cfg: Optional[DataConfig] = None) -> None:
+        self.sources = open_sources([(d, 1.0) for d in data])
         self.cfg, self.tokenizer_spec = cfg, tokenizer_spec
-
-    def shards(self) -> list[tuple[object, object]]:
-        return [(f, s) for f in self.folders for s in f.list("wds")]
+        base = data_cfg or load_train_config().data          # the recipe's reading rules (verify, format)
+        self.data_cfg = dataclasses.replace(base, shuffle_buffer=cfg.shuffle_buffer, seed=cfg.seed)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         from PIL import Image
@@ -84,26 +84,18 @@ class Pairs(torch.utils.data.IterableDataset):
         from keye.tokenizer import load_tokenizer
 
         info = torch.utils.data.get_worker_info()
-        wid, n = (info.id, info.num_workers) if info else (0, 1)
-        rng = random.Random(self.cfg.seed * 1000 + wid)
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
         tok = load_tokenizer(self.tokenizer_spec)
-        mine = self.shards()[wid::n] or self.shards()
-        buf: list = []
-        while True:
-            for folder, shard in rng.sample(mine, len(mine)):
-                for sample in wds_rows(read_verified(folder.root, shard)):
-                    text = caption_of(sample)
-                    member = frame_member(sample) if text else None
-                    if member is None:
-                        continue
-                    img = Image.open(io.BytesIO(sample.blobs[member])).convert("RGB")
-                    img = img.resize((self.cfg.image_size, self.cfg.image_size), Image.BICUBIC)
-                    pix = torch.from_numpy(np.asarray(img, dtype=np.float32).copy()).permute(2, 0, 1)
-                    ids = [1 + t % (self.cfg.text_vocab - 1) for t in tok.encode(text)][:self.cfg.text_tokens]
-                    ids += [0] * (self.cfg.text_tokens - len(ids))          # 0: padding
-                    buf.append(((pix / 255.0 - PIXEL_MEAN) / PIXEL_STD, torch.tensor(ids)))
-                    if len(buf) >= self.cfg.shuffle_buffer:
-                        yield buf.pop(rng.randrange(len(buf)))
+        size = (self.cfg.image_size, self.cfg.image_size)
+        for _, sample in mixed_rows(self.sources, self.data_cfg, worker, workers):
+            text = caption_of(sample)
+            member = frame_member(sample) if text else None
+            if member is None:
+                continue
+            img = Image.open(io.BytesIO(sample.blobs[member])).convert("RGB").resize(size, Image.BICUBIC)
+            ids = [1 + t % (self.cfg.text_vocab - 1) for t in tok.encode(text)][:self.cfg.text_tokens]
+            ids += [0] * (self.cfg.text_tokens - len(ids))          # 0: padding
+            yield pixel_tensor(img), torch.tensor(ids)
 
 
 def build_siglip(vision_config, cfg: PretrainConfig):
@@ -138,19 +130,22 @@ def pretrain(recipe: str, overrides: list[str], data: list[str], run_dir: str, c
              device: Optional[str] = None) -> str:
     """Train, write RUN/vision and RUN/log.jsonl; returns the vision folder. The device is the recipe's
     `run.device` unless given."""
-    from trainer.train import resolve_device
+    from trainer.train import autocast, lr_lambda, make_optimizer, resolve_device
 
     train_cfg = load_train_config(recipe, overrides)
     device = resolve_device(device or train_cfg.run.device)
     torch.manual_seed(cfg.seed)
     model = build_siglip(train_cfg.model.vision_config, cfg).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / cfg.warmup_steps) * 0.5 * (
-        1 + math.cos(math.pi * min(1.0, s / max(1, cfg.steps)))))
-    loader = torch.utils.data.DataLoader(Pairs(data, cfg, train_cfg.model.tokenizer), batch_size=cfg.batch_size,
-                                         num_workers=cfg.workers, persistent_workers=cfg.workers > 0)
-    amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else torch.autocast(
-        "cpu", enabled=False)
+    # the trainer's AdamW groups (no decay on norms, biases, the logit scale and bias), schedule and autocast
+    run_cfg = dataclasses.replace(train_cfg, optim=dataclasses.replace(
+        train_cfg.optim, lr=cfg.lr, warmup_steps=cfg.warmup_steps, max_steps=cfg.steps, schedule="cosine",
+        min_lr_ratio=0.0, weight_decay=cfg.weight_decay, lr_scale={}))
+    opt = make_optimizer(model, run_cfg)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(run_cfg))
+    loader = torch.utils.data.DataLoader(Pairs(data, cfg, train_cfg.model.tokenizer, train_cfg.data),
+                                         batch_size=cfg.batch_size, num_workers=cfg.workers,
+                                         persistent_workers=cfg.workers > 0)
+    amp = autocast(run_cfg, device)
     os.makedirs(run_dir, exist_ok=True)
     batches = iter(loader)
     with open(os.path.join(run_dir, "log.jsonl"), "w", encoding="utf-8") as log:
@@ -160,7 +155,8 @@ def pretrain(recipe: str, overrides: list[str], data: list[str], run_dir: str, c
             with amp:
                 out = model(input_ids=ids.to(device), pixel_values=pixels.to(device), return_loss=True)
             out.loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            if run_cfg.optim.clip_norm > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), run_cfg.optim.clip_norm)
             opt.step()
             sched.step()
             opt.zero_grad(set_to_none=True)
