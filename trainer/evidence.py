@@ -273,12 +273,12 @@ def trained(work: str, data: str) -> dict[str, str]:
 
     ckpts = {"before": os.path.join(work, "untrained"), "stage1": latest(os.path.join(work, "stage1")),
              "stage2": latest(os.path.join(work, "stage2"))}
-    if not os.path.exists(os.path.join(ckpts["before"], "model.safetensors")):
-        with open(os.path.join(work, OVERRIDES), encoding="utf-8") as f:
-            untrained(work, data, json.load(f))
     missing = [k for k, v in ckpts.items() if not v]
     if missing:
         raise SystemExit(f"{work}: no {', '.join(missing)} checkpoint to score (run --phase train first)")
+    if not os.path.exists(os.path.join(ckpts["before"], "model.safetensors")):
+        with open(os.path.join(work, OVERRIDES), encoding="utf-8") as f:
+            untrained(work, data, json.load(f))
     return ckpts
 
 
