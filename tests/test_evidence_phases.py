@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 
 from bench.evidence_gpu import fit_steps, pack
 from trainer.evidence import recipe_overrides, train_all, trained
+from trainer.motion_probe import probe
 from trainer.train import resolve_device
 
 
@@ -64,6 +65,9 @@ def test_train_on_one_machine_score_on_another(trainer_data, tmp_path):
     rebuilt = load_file(os.path.join(got["before"], "model.safetensors"))
     assert rebuilt.keys() == want.keys() and all(torch.equal(rebuilt[k], want[k]) for k in want)
     assert got["stage2"].endswith("step-000003")
+    motion = probe(got["stage2"], str(data), limit=4)["training"]       # a real checkpoint through the probe
+    assert motion["clips"] + motion["skipped_mixed_sizes"] > 0
+    assert sum(motion["picked"].values()) == motion["clips"]
     shutil.rmtree(here / "tiny" / "stage2")
     with pytest.raises(SystemExit, match="stage2"):
         trained(str(here / "tiny"), str(data))

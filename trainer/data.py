@@ -30,7 +30,7 @@ import torch
 
 from schemas.sample import Sample
 from schemas.train import DataConfig
-from trainer.folders import OutputFolder, paired_tar, parquet_rows, read_verified, wds_rows
+from trainer.folders import OutputFolder, parquet_rows, read_verified, shard_rows, wds_rows
 from trainer.template import IGNORE, Encoded, encode_sample
 
 PIXEL_MEAN, PIXEL_STD = 0.5, 0.5     # SigLIP's normalisation
@@ -91,22 +91,13 @@ def folder_rows(folder: OutputFolder, cfg: DataConfig, part: int, parts: int) ->
         mine = shards if by_row else shards[part::parts]
         k = 0
         for shard in mine:
-            for sample in _shard_rows(folder, shard, cfg):
+            for sample in shard_rows(folder, shard, cfg.format, cfg.verify):
                 if not by_row or k % parts == part:
                     yield sample
                 k += 1
         if k == 0 and epoch >= len(shards):
             raise ValueError(f"{folder.root}: no rows to train on in part {part} of {parts}")
         epoch += 1
-
-
-def _shard_rows(folder: OutputFolder, shard, cfg: DataConfig) -> Iterator[Sample]:
-    data = read_verified(folder.root, shard, cfg.verify)
-    if cfg.format == "parquet":
-        tar = paired_tar(folder, shard)
-        yield from parquet_rows(data, read_verified(folder.root, tar, cfg.verify) if tar else None)
-    else:
-        yield from wds_rows(data)
 
 
 def mixed_rows(sources: Sequence[Source], cfg: DataConfig, part: int, parts: int) -> Iterator[tuple[int, Sample]]:

@@ -13,7 +13,8 @@
 
 Chance is measured, not assumed: each held-out item scored against every other held-out item's true
 caption (a fluent caption that ignores the picture), plus 1/K for K possible values. `picture_gain`
-compares the true captions' loss given the picture and given a grey one (does the model look?).
+compares the true captions' loss given the picture and given a grey one (does the model look?);
+`trainer.motion_probe` asks whether it reads motion, on training clips and held-out ones.
 Prints one JSON report; README ("Evidence") holds a run's table and how its causes were found.
 `--phase train` stops after the checkpoints (a GPU machine without Beam or PyAV, given DIR/data built
 elsewhere: bench/evidence_gpu.py runs several such trainings at once); `--phase score` scores them.
@@ -282,15 +283,20 @@ def trained(work: str, data: str) -> dict[str, str]:
     return ckpts
 
 
-def score_all(args, ckpts: dict[str, str], items: list[dict]) -> dict:
-    """The report: chance, each checkpoint's scores on the held-out items, and the picture gain."""
+def score_all(args, ckpts: dict[str, str], items: list[dict], data: str) -> dict:
+    """The report: chance, each checkpoint's scores on the held-out items, the picture gain, and the
+    motion probe on training and held-out clips (trainer/motion_probe.py: fitted, generalised, or
+    blind to the order of frames)."""
+    from trainer.motion_probe import probe
+
     return {"heldout": {"images": sum(i["kind"] == "image" for i in items),
                         "videos": sum(i["kind"] == "video" for i in items)},
             "chance": chance(items),
             "before": evaluate(ckpts["before"], items, args.max_new_tokens),
             "after_stage1": evaluate(ckpts["stage1"], items, args.max_new_tokens),
             "after_stage2": evaluate(ckpts["stage2"], items, args.max_new_tokens),
-            "picture_gain_after_stage2": picture_gain(ckpts["stage2"], items)}
+            "picture_gain_after_stage2": picture_gain(ckpts["stage2"], items),
+            "motion_probe_after_stage2": probe(ckpts["stage2"], data, items)}
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -336,7 +342,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             return 0
     t_train = time.time() - t0
     items = heldout(os.path.join(args.work, "heldout"), seed=1, images=args.images, videos=args.videos)
-    report = score_all(args, ckpts, items)
+    report = score_all(args, ckpts, items, data)
     report["seconds"] = {"data_and_training": round(t_train), "total": round(time.time() - t0)}
     with open(os.path.join(args.work, "evidence.json"), "w", encoding="utf-8") as f:
         json.dump(report, f, indent=1)

@@ -123,3 +123,12 @@ def paired_tar(folder: OutputFolder, parquet_shard: ShardInfo) -> Optional[Shard
         if os.path.splitext(os.path.basename(s.path))[0] == name:
             return s
     return None
+
+
+def shard_rows(folder: OutputFolder, shard: ShardInfo, kind: str, verify: bool = True) -> Iterator[Sample]:
+    """The rows of one listed shard ("wds" or "parquet", whose media come from its paired tar), verified."""
+    data = read_verified(folder.root, shard, verify)
+    if kind == "parquet":
+        tar = paired_tar(folder, shard)
+        return parquet_rows(data, read_verified(folder.root, tar, verify) if tar else None)
+    return wds_rows(data)
