@@ -123,6 +123,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--data", help="train on this pipeline output folder's video rows instead (the last --fresh "
                                    "caption rows held out)")
     ap.add_argument("--frame-scale", type=float, default=1.0, help="with --data: video frames at this share of the side")
+    ap.add_argument("--warm-steps", type=int, default=0,
+                    help="with --data: the first N steps on --clips generated clips instead (a curriculum)")
     ap.add_argument("--two", type=float, default=0.0, help="share of training clips with a second shape")
     ap.add_argument("--clips", type=int, default=800, help="training clips")
     ap.add_argument("--fresh", type=int, default=96, help="fresh one-shape clips to score")
@@ -151,7 +153,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         fresh = [p for _, p in clips(args.seed + 1_000, args.fresh, 0.0, 0.0)]
         layout, system_prompt = args.layout, None
     encoded = [encode_sample(s, tok, layout, system_prompt) for s in train]
-    vocab = set(KEYE_SPECIAL_TOKENS.values()).union(*(e.input_ids for e in encoded))
+    warm = [s for s, _ in clips(args.seed, args.clips, args.two, args.reversed_share)] if args.data and args.warm_steps else []
+    warm_encoded = [encode_sample(s, tok, args.layout, None) for s in warm]
+    vocab = set(KEYE_SPECIAL_TOKENS.values()).union(*(e.input_ids for e in encoded + warm_encoded))
     vocab.update(tok.encode(" ".join(p.caption for p in fresh)))
     model = build_model(cfg.model, tok, "cpu", cfg.run.seed, sorted(vocab) if cfg.model.vocab_subset else None)
     set_trainable(model, cfg.stage.trainable)
@@ -168,12 +172,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     order = np.random.default_rng(args.seed + 1)
     t0, losses, curve = time.perf_counter(), [], []
     for step in range(1, args.steps + 1):
-        picked = order.integers(len(train), size=args.batch)
-        ids = torch.tensor([sum((encoded[i].input_ids for i in picked), [])])
-        labels = torch.tensor([sum((encoded[i].labels for i in picked), [])])
-        positions = torch.tensor([[p for i in picked for p in range(len(encoded[i]))]])
-        pixels = [p for i in picked for p in frame_pixels(train[i], encoded[i])]
-        loss, n = model(ids, labels, positions, [[len(encoded[i]) for i in picked]], pixels)
+        rows, enc = (warm, warm_encoded) if warm and step <= args.warm_steps else (train, encoded)
+        picked = order.integers(len(rows), size=args.batch)
+        ids = torch.tensor([sum((enc[i].input_ids for i in picked), [])])
+        labels = torch.tensor([sum((enc[i].labels for i in picked), [])])
+        positions = torch.tensor([[p for i in picked for p in range(len(enc[i]))]])
+        pixels = [p for i in picked for p in frame_pixels(rows[i], enc[i])]
+        loss, n = model(ids, labels, positions, [[len(enc[i]) for i in picked]], pixels)
         (loss / n).backward()
         if cfg.optim.clip_norm:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.clip_norm)
@@ -188,6 +193,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     after = scored()
     emit("motion_capacity", {
         "clips": {"train": len(train), "fresh": after["clips"], "data": args.data or "synthetic",
+                  "warm_steps_on_generated_clips": args.warm_steps if warm else 0,
                   "frame": None if args.data else args.frame, "frames": args.frames, "frame_scale": args.frame_scale,
                   "visual_tokens_per_clip": [min(s.visual_tokens for s in train), max(s.visual_tokens for s in train)],
                   "two_shape_share": args.two, "reversed_share": args.reversed_share},

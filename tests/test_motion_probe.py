@@ -140,6 +140,8 @@ def test_the_capacity_bench_on_a_folders_video_rows_holds_out_its_probe_clips(tr
     rows, fresh, _, _ = folder_rows(str(data), 2, 0.5)
     assert fresh and all(c.item.width % 28 == 0 and c.item.height % 28 == 0 for c in fresh)
     assert not {id(c.item) for c in fresh} & {id(m) for r in rows for m in r.media}
-    main(["--data", str(data), "--fresh", "2", "--frame-scale", "0.5", "--steps", "2", "--batch", "2"])
+    main(["--data", str(data), "--fresh", "2", "--frame-scale", "0.5", "--steps", "3", "--batch", "2", "--warm-steps", "1",
+          "--clips", "4"])
     report = json.loads(capsys.readouterr().out)
     assert report["clips"]["train"] == len(rows) and report["trained"]["clips"] == len(fresh)
+    assert report["clips"]["warm_steps_on_generated_clips"] == 1
