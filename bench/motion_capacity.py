@@ -9,8 +9,9 @@
 The evidence run (trainer.evidence) mixes these clips into a curated corpus; this bench isolates the
 architecture and the optimizer from the data. What it showed: the tiny model learns directions from
 clean clips (fresh-clip accuracy 1.0, every pick flips when the frames are reversed), after a plateau
-at chance whose length grows with the visual tokens per clip and with two-shape clips (README,
-"Evidence"). One worker holds the clips' encoded frames and the model; CPU minutes per 1,000 steps.
+at chance whose length grows with the visual tokens per clip and with two-shape clips; a folder's
+curated rows leave it after `--warm-steps` on generated clips (README, "Evidence"). One worker holds
+the clips' encoded frames and the model; CPU minutes per 1,000 steps.
 """
 from __future__ import annotations
 
@@ -194,7 +195,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     emit("motion_capacity", {
         "clips": {"train": len(train), "fresh": after["clips"], "data": args.data or "synthetic",
                   "warm_steps_on_generated_clips": args.warm_steps if warm else 0,
-                  "frame": None if args.data else args.frame, "frames": args.frames, "frame_scale": args.frame_scale,
+                  "frame": None if args.data else args.frame, "frames": None if args.data else args.frames,
+                  "frame_scale": args.frame_scale,
                   "visual_tokens_per_clip": [min(s.visual_tokens for s in train), max(s.visual_tokens for s in train)],
                   "two_shape_share": args.two, "reversed_share": args.reversed_share},
         "steps": args.steps, "batch": args.batch, "overrides": args.set, "seconds": round(seconds, 1),
