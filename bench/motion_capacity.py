@@ -32,13 +32,12 @@ def clip_row(rng: np.random.Generator, index: int, width: int, height: int, fram
     """(training Sample, ProbeClip or None) of one synthetic clip, its token counts as the pipeline stores
     them; `reversed_share` of the captions name the first shape's direction backwards (as the corpus's
     wrong captions do), the probe clip keeps the true one."""
-    from keye.chat import render_chat
+    from keye.chat import count_tokens
     from schemas.sample import ContentPart, MediaItem, Message, Sample
     from synthetic.language import motion_caption
     from synthetic.scenes import DIRECTIONS, Clip, clip_frames, random_scene
     from synthetic.sources import reversed_caption
     from trainer.motion_probe import ProbeClip
-    from trainer.template import PAD_TOKENS, special_id
 
     scene = random_scene(rng, width, height, 2 if rng.random() < two else 1)
     first = DIRECTIONS[int(rng.integers(4))]
@@ -58,24 +57,20 @@ def clip_row(rng: np.random.Generator, index: int, width: int, height: int, fram
     sample = Sample(id=f"c{index}", source="motion_capacity", source_ref="", task="caption", media=[item],
                     messages=[Message("user", [ContentPart("video", media_index=0)]),
                               Message("assistant", [ContentPart("text", text=said)])],
-                    blobs=dict(zip(members, blobs)), visual_tokens=item.visual_tokens)
-    pads = {special_id(tokenizer, t) for t in PAD_TOKENS}
-    rendered = tokenizer.encode(render_chat(sample.messages, sample.media, None, layout))
-    sample.text_tokens = len(rendered) - sum(t in pads for t in rendered)
+                    blobs=dict(zip(members, blobs)))
+    sample.text_tokens, sample.visual_tokens = count_tokens(sample.messages, sample.media, tokenizer, None, layout)
     return sample, (ProbeClip(item, blobs, caption) if len(scene.shapes) == 1 else None)
 
 
 def resized(sample, scale: float):
     """The row with its video frames at `scale` of their side (multiples of 28) and its counts to match."""
-    from PIL import Image as PILImage
-
     for item in sample.media:
         if item.kind != "video" or scale == 1.0 or item.fast_height:
             continue
         w, h = (max(28, round(v * scale / 28) * 28) for v in (item.width, item.height))
         for m in item.members:
             buf = io.BytesIO()
-            PILImage.open(io.BytesIO(sample.blobs[m])).convert("RGB").resize((w, h), PILImage.BICUBIC).save(
+            Image.open(io.BytesIO(sample.blobs[m])).convert("RGB").resize((w, h), Image.BICUBIC).save(
                 buf, "JPEG", quality=90)
             sample.blobs[m] = buf.getvalue()
         tokens = (w // 28) * (h // 28) * len(item.members)
@@ -87,20 +82,18 @@ def resized(sample, scale: float):
 def folder_rows(data: str, fresh: int, scale: float):
     """(training rows, held-out ProbeClips, layout, system prompt): a pipeline output folder's video rows;
     the last `fresh` caption rows whose first shape moves are held out."""
-    from trainer.folders import OutputFolder, shard_rows
-    from trainer.motion_probe import ProbeClip, caption_head
+    from trainer.folders import OutputFolder, folder_samples
+    from trainer.motion_probe import row_clip
 
     folder = OutputFolder.open(data)
-    kind = "parquet" if folder.shards.get("parquet") else "wds"
     rows, probes = [], []
-    for shard in folder.list(kind):
-        for s in shard_rows(folder, shard, kind):
-            if len(s.media) == 1 and s.media[0].kind == "video":
-                s = resized(s, scale)
-                caption = " ".join(p.text or "" for p in s.messages[-1].content).strip()
-                if len(s.messages) == 2 and caption_head(caption):
-                    probes.append((len(rows), ProbeClip(s.media[0], [s.blobs[m] for m in s.media[0].members], caption)))
-                rows.append(s)
+    for s in folder_samples(folder):
+        if len(s.media) == 1 and s.media[0].kind == "video":
+            s = resized(s, scale)
+            clip = row_clip(s)
+            if clip is not None:
+                probes.append((len(rows), clip))
+            rows.append(s)
     held = {i for i, _ in probes[-fresh:]}
     return ([r for i, r in enumerate(rows) if i not in held], [p for _, p in probes[-fresh:]],
             folder.layout, folder.system_prompt)

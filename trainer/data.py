@@ -295,7 +295,7 @@ def data_vocab(sources: Sequence[Source], tokenizer) -> list[int]:
     ids = set(KEYE_SPECIAL_TOKENS.values())
     for src in sources:
         f = src.folder
-        kind = "parquet" if f.shards.get("parquet") else "wds"
+        kind = f.stored_kind
         for shard in f.list(kind):
             data = read_verified(f.root, shard, verify=False)
             rows = parquet_rows(data, None, need_media=False) if kind == "parquet" else wds_rows(data)

@@ -51,6 +51,11 @@ class OutputFolder:
     def render_info(self) -> dict:
         return {"chat_layout": self.layout, "system_prompt": self.system_prompt, "media": self.media}
 
+    @property
+    def stored_kind(self) -> str:
+        """The shard kind that holds every row with its media: Parquet (with paired tars) where listed."""
+        return "parquet" if self.shards.get("parquet") else "wds"
+
     def list(self, kind: str) -> list[ShardInfo]:
         if not self.shards.get(kind):
             raise ShardMismatch(f"{self.root}: the manifest lists no {kind} shards")
@@ -132,3 +137,10 @@ def shard_rows(folder: OutputFolder, shard: ShardInfo, kind: str, verify: bool =
         tar = paired_tar(folder, shard)
         return parquet_rows(data, read_verified(folder.root, tar, verify) if tar else None)
     return wds_rows(data)
+
+
+def folder_samples(folder: OutputFolder, verify: bool = True) -> Iterator[Sample]:
+    """Every row of a folder's stored shards, in path order (small folders and tools; training streams
+    rows through trainer.data instead)."""
+    for shard in folder.list(folder.stored_kind):
+        yield from shard_rows(folder, shard, folder.stored_kind, verify)

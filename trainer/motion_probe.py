@@ -43,13 +43,32 @@ def caption_head(caption: str) -> Optional[tuple[str, str]]:
     return (m.group(1), m.group(2)) if m else None
 
 
-def choices(model, tokenizer, layout: str, system_prompt: Optional[str], clip: ProbeClip) -> Optional[tuple[str, str]]:
-    """The model's first word with the frames in order and reversed; None when the frames differ in size."""
+def row_clip(sample) -> Optional[ProbeClip]:
+    """The probe clip of a video caption row (one user turn, one answer) whose first shape moves."""
+    if len(sample.messages) != 2 or len(sample.media) != 1 or sample.media[0].kind != "video":
+        return None
+    caption = " ".join(p.text or "" for p in sample.messages[1].content).strip()
+    if not caption_head(caption):
+        return None
+    return ProbeClip(sample.media[0], [sample.blobs[m] for m in sample.media[0].members], caption)
+
+
+def word_ids(model, tokenizer) -> torch.Tensor:
+    """The model's (local) ids of the four first words, each one token."""
+    words = [tokenizer.encode(" " + w) for w in FIRST_WORDS]
+    if any(len(w) != 1 for w in words):
+        raise ValueError("the tokenizer splits a direction word; the probe reads one token")
+    return model.to_local(torch.tensor([w[0] for w in words], device=model.visual_ids.device))
+
+
+def choices(model, tokenizer, layout: str, system_prompt: Optional[str], clip: ProbeClip, head: str,
+            local: torch.Tensor) -> Optional[tuple[str, str]]:
+    """The model's first word after `head` with the frames in order and reversed; None when the frames
+    differ in size."""
     from schemas.sample import ContentPart, Message, Sample
     from trainer.data import decode_frame
     from trainer.template import encode_sample
 
-    head, _ = caption_head(clip.caption)
     sample = Sample(id="probe", source="motion_probe", source_ref="", task="caption", media=[clip.item],
                     messages=[Message("user", [ContentPart("video", media_index=0)])],
                     blobs=dict(zip(clip.item.members, clip.blobs)))
@@ -57,11 +76,7 @@ def choices(model, tokenizer, layout: str, system_prompt: Optional[str], clip: P
     frames = [decode_frame(sample.blobs[f.member], f.height, f.width, sample.id) for f in enc.frames]
     if len({tuple(f.shape) for f in frames}) != 1:
         return None
-    words = [tokenizer.encode(" " + w) for w in FIRST_WORDS]
-    if any(len(w) != 1 for w in words):
-        raise ValueError("the tokenizer splits a direction word; the probe reads one token")
     device = model.visual_ids.device
-    local = model.to_local(torch.tensor([w[0] for w in words], device=device))
     ids = torch.tensor([enc.input_ids + tokenizer.encode(head)], device=device)
     n = ids.shape[1]
     picked = []
@@ -75,14 +90,16 @@ def choices(model, tokenizer, layout: str, system_prompt: Optional[str], clip: P
 def probe_model(model, tokenizer, layout: str, system_prompt: Optional[str], clips: Iterable[ProbeClip]) -> dict:
     """Shares of clips: the true word in order; its opposite reversed; the same word both ways."""
     truth, got, skipped = [], [], 0
+    local = word_ids(model, tokenizer)
     for clip in clips:
-        if caption_head(clip.caption) is None:
+        head = caption_head(clip.caption)
+        if head is None:
             continue
-        pair = choices(model, tokenizer, layout, system_prompt, clip)
+        pair = choices(model, tokenizer, layout, system_prompt, clip, head[0], local)
         if pair is None:
             skipped += 1
             continue
-        truth.append(caption_head(clip.caption)[1])
+        truth.append(head[1])
         got.append(pair)
     n = len(got)
 
@@ -99,20 +116,15 @@ def probe_model(model, tokenizer, layout: str, system_prompt: Optional[str], cli
 
 def training_clips(data: str, limit: int) -> list[ProbeClip]:
     """Up to `limit` video caption rows (one user turn, one answer) of a pipeline output folder."""
-    from trainer.folders import OutputFolder, shard_rows
+    from trainer.folders import OutputFolder, folder_samples
 
-    folder = OutputFolder.open(data)
-    kind = "parquet" if folder.shards.get("parquet") else "wds"
     out: list[ProbeClip] = []
-    for shard in folder.list(kind):
-        for s in shard_rows(folder, shard, kind):
-            if len(s.messages) != 2 or len(s.media) != 1 or s.media[0].kind != "video":
-                continue
-            caption = " ".join(p.text or "" for p in s.messages[1].content).strip()
-            if caption_head(caption):
-                out.append(ProbeClip(s.media[0], [s.blobs[m] for m in s.media[0].members], caption))
-                if len(out) >= limit:
-                    return out
+    for sample in folder_samples(OutputFolder.open(data)):
+        clip = row_clip(sample)
+        if clip is not None:
+            out.append(clip)
+            if len(out) >= limit:
+                break
     return out
 
 
