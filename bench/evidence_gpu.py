@@ -3,8 +3,9 @@ GPU, several model sizes side by side, each fitted to a wall-time budget; scored
 
     OUT (curated elsewhere: `trainer.evidence --phase train` on a CPU machine, or any curate run)
       ─▶ one process per variant, all sharing the GPU (a tiny model leaves it mostly idle):
-           untrained ─ stage 1 (projector; its step time measured) ─ stage 2 (as many steps as fit the
-           rest of the budget, so its cosine schedule ends) ─▶ DIR/VARIANT/{stage1,stage2}/checkpoints
+           untrained ─ stage 1 (projector; its step time measured) ─ [--primer: its steps on one-shape
+           clips] ─ stage 2 (as many steps as fit the rest of the budget, so its cosine schedule ends)
+           ─▶ DIR/VARIANT/{stage1,primer,stage2}/checkpoints
       ─▶ --pack-to P: one tar per checkpoint (weights, configs, state, logs), small enough to copy back
     then, on a machine with the pipeline's media code: `python -m trainer.evidence --work DIR/VARIANT
     --phase score` (it rebuilds the untrained model from DIR/VARIANT/overrides.json).
@@ -42,6 +43,7 @@ VARIANTS: dict[str, tuple[list[str], int]] = {          # name -> (recipe overri
 STAGE0_BATCH = 256
 STAGE2_COST = 1.5        # a stage-2 step (vision trained too) against a stage-1 step, measured on CPU: 1.3-1.5x
 SAVE_MARGIN_S = 25       # process start, the final checkpoint
+STAGES = ("stage1", "primer", "stage2")     # trainer.evidence's trained stages, in order
 
 
 def fit_steps(stage1_dir: str, deadline: float, lo: int = 50, hi: int = 200_000) -> int:
@@ -53,7 +55,8 @@ def fit_steps(stage1_dir: str, deadline: float, lo: int = 50, hi: int = 200_000)
 
 
 def run_variant(name: str, data: str, work: str, deadline: float, stage1_steps: int, pack_length: int,
-                workers: int, device: str, extra: list[str], stage0_steps: Optional[int] = None) -> dict:
+                workers: int, device: str, extra: list[str], stage0_steps: Optional[int] = None,
+                primer: Optional[tuple[str, int]] = None) -> dict:
     from trainer.evidence import recipe_overrides, train_all
     from trainer.vision_pretrain import PretrainConfig
 
@@ -69,9 +72,9 @@ def run_variant(name: str, data: str, work: str, deadline: float, stage1_steps: 
     stage0 = PretrainConfig(steps=stage0_steps if stage0_override is None else stage0_override,
                             batch_size=STAGE0_BATCH, workers=workers)
     ckpts = train_all(folder, link, overrides, stage1_steps, lambda s1: fit_steps(s1, deadline),
-                      ["optim.warmup_steps=100"], stage0)
+                      ["optim.warmup_steps=100"], stage0, primer)
     out = {"variant": name, "seconds": round(time.time() - t0, 1), "checkpoints": ckpts}
-    for stage in ("stage0", "stage1", "stage2"):
+    for stage in ("stage0", *STAGES):
         if not os.path.exists(os.path.join(folder, stage, "log.jsonl")):
             continue
         with open(os.path.join(folder, stage, "log.jsonl"), encoding="utf-8") as f:
@@ -88,7 +91,7 @@ def pack(work: str, name: str, dest: str) -> list[str]:
 
     os.makedirs(dest, exist_ok=True)
     made = []
-    for stage in ("stage1", "stage2"):
+    for stage in STAGES:
         ckpt = latest(os.path.join(work, name, stage))
         if ckpt is None:
             continue
@@ -113,6 +116,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--stage0-steps", type=int, default=None, help="replace each variant's stage-0 steps")
     ap.add_argument("--stage1-steps", type=int, default=40)
     ap.add_argument("--pack-length", type=int, default=4096)
+    ap.add_argument("--primer", default=None, help="a curated folder of one-shape clips (trainer.evidence's "
+                                                   "WORK/primer_data) to train on between stage 1 and stage 2")
+    ap.add_argument("--primer-steps", type=int, default=1000)
     ap.add_argument("--workers", type=int, default=4, help="data-loader processes per variant")
     ap.add_argument("--device", default="cuda", help="cpu: a quick check of this script without a GPU")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
@@ -123,7 +129,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if args.one:
         print(json.dumps(run_variant(args.one, args.data, args.work, args.deadline, args.stage1_steps,
-                                     args.pack_length, args.workers, args.device, args.set, args.stage0_steps)),
+                                     args.pack_length, args.workers, args.device, args.set, args.stage0_steps,
+                                     (args.primer, args.primer_steps) if args.primer else None)),
               flush=True)
         return 0
     deadline = time.time() + args.budget_s
@@ -136,6 +143,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             cmd += ["--set", kv]
         if args.stage0_steps is not None:
             cmd += ["--stage0-steps", str(args.stage0_steps)]
+        if args.primer:
+            cmd += ["--primer", args.primer, "--primer-steps", str(args.primer_steps)]
         os.makedirs(os.path.join(args.work, name), exist_ok=True)
         with open(os.path.join(args.work, name, "stderr.log"), "w", encoding="utf-8") as log:
             procs[name] = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True)

@@ -6,8 +6,9 @@
     trainer/motion_probe.py on fresh clips: the direction picked at "moves from ___", with the frames in
     order and reversed, before and after training
 
-The evidence run (trainer.evidence) mixes these clips into a curated corpus; this bench isolates the
-architecture and the optimizer from the data. What it showed: the tiny model learns directions from
+The evidence run (trainer.evidence) trains on such clips, curated, as its primer stage; this bench
+isolates the architecture and the optimizer from the data and the loader (rows drawn at random, so a
+step's clips are mixed). What it showed: the tiny model learns directions from
 clean clips (fresh-clip accuracy 1.0, every pick flips when the frames are reversed), after a plateau
 at chance whose length grows with the visual tokens per clip and with two-shape clips; a folder's
 curated rows leave it after `--warm-steps` on generated clips (README, "Evidence"). One worker holds

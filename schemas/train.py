@@ -77,7 +77,7 @@ class DataConfig:
     resample: bool                  # draw shards with replacement (webdataset-style resampling) per epoch
     shuffle_buffer: int             # samples in the shuffle buffer (per worker); 0: no shuffle
     pack_length: int                # tokens per packed sequence
-    pack_buffer: int                # samples the packer looks ahead over (first-fit decreasing)
+    pack_buffer: int                # rows waiting in open packs before the fullest leaves (online first-fit)
     streams: int                    # data streams the shards are split into; 0: one per rank. Fixed streams
                                     # keep the data order when the number of ranks changes
     workers: int                    # DataLoader worker processes per rank (shards split between them)

@@ -85,6 +85,17 @@ def generate(out_dir: str, seed: int = 0, scale: int = 1, video_scale: Optional[
     return _summary(rows, tree, len(bench))
 
 
+def generate_primer(out_dir: str, seed: int = 0, clips: int = 800) -> dict:
+    """A curriculum's first corpus under out_dir: `clips` one-shape motion clips with correct captions
+    (manifests/primer.jsonl), and the benchmark a curation recipe decontaminates against."""
+    tree = Tree(out_dir, seed)
+    bench = sources.benchmark(tree)
+    tree.jsonl("primer.jsonl", sources.primer_videos(tree, clips))
+    rows = sorted(tree.rows, key=lambda r: (r.source, r.ref))
+    tree.save("truth.jsonl", b"".join(json.dumps(r.truth(), ensure_ascii=False).encode() + b"\n" for r in rows))
+    return _summary(rows, tree, len(bench))
+
+
 def corpus_recipe(cfg, root: str):
     """`cfg` (a schemas.config.Config) set to read the corpus at root: its manifests as the
     input, its media folder as an allowed media root (manifests name media as ../media/...,

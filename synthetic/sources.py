@@ -182,12 +182,12 @@ def qa(tree: Tree, scale: int, bench: dict[str, BenchItem]) -> list[Row]:
 
 
 # --- videos --------------------------------------------------------------------------------------
-def motion_clip(rng: np.random.Generator, seconds: Optional[float] = None) -> Clip:
-    """One or two shapes; the first moves along a random direction, a second one (if any)
-    moves along the other axis or stays still."""
+def motion_clip(rng: np.random.Generator, seconds: Optional[float] = None, shapes: Optional[int] = None) -> Clip:
+    """One or two shapes (or `shapes`); the first moves along a random direction, a second one
+    (if any) moves along the other axis or stays still."""
     width, height = VIDEO_SIZES[int(rng.integers(len(VIDEO_SIZES)))]
     fps = VIDEO_FPS[int(rng.integers(len(VIDEO_FPS)))]
-    scene = random_scene(rng, width, height, int(rng.integers(1, 3)))
+    scene = random_scene(rng, width, height, int(rng.integers(1, 3)) if shapes is None else shapes)
     first = DIRECTIONS[int(rng.integers(4))]
     other_axis = DIRECTIONS[2:] if first in DIRECTIONS[:2] else DIRECTIONS[:2]
     second = (other_axis + (None,))[int(rng.integers(3))]
@@ -263,6 +263,20 @@ def videos(tree: Tree, scale: int) -> list[Row]:
                     future=SEMANTIC_DUPLICATE,
                     media=[media_entry(rel, "video", width, height, fps, frames, round(frames / fps, 3))]))
     return shuffled(rows, rng)
+
+
+def primer_videos(tree: Tree, clips: int) -> list[Row]:
+    """primer.jsonl: `clips` correctly captioned 2-second clips of ONE moving shape. The easy end of a
+    curriculum: trainer.evidence trains on them before the corpus, whose clips (two shapes, 1.5-4 s,
+    10% wrong captions) keep the tiny model's direction word at chance from scratch (README, "Evidence")."""
+    rng = tree.rng("primer")
+    rows = []
+    for i in range(clips):
+        clip = motion_clip(rng, seconds=2.0, shapes=1)
+        uri, media = tree.clip(f"primer_{i:05d}", clip)
+        rows.append(Row({"id": f"primer_{i:05d}", "video": uri, "caption": lang.motion_caption(clip)},
+                        "caption_video", "video", caption_correct=True, media=[media]))
+    return rows
 
 
 def defect_clips(rng: np.random.Generator) -> list[tuple[str, Clip, str]]:

@@ -42,19 +42,23 @@ def test_fit_steps_ends_the_schedule_by_the_deadline(tmp_path):
 
 
 @pytest.mark.slow
-def test_train_on_one_machine_score_on_another(trainer_data, tmp_path):
+def test_train_on_one_machine_score_on_another(trainer_data, tmp_path, monkeypatch):
+    import trainer.train
+
     data, _ = trainer_data
     work = str(tmp_path / "gpu" / "tiny")
     overrides = recipe_overrides(0, 1024, "cpu", ["run.log_every=1"])
-    seen = []
-    ckpts = train_all(work, str(data), overrides, 2, lambda s1: seen.append(s1) or 3)
+    seen, inits, real = [], [], trainer.train.train
+    monkeypatch.setattr(trainer.train, "train", lambda cfg, *a, **k: inits.append(cfg.model.init) or real(cfg, *a, **k))
+    ckpts = train_all(work, str(data), overrides, 2, lambda s1: seen.append(s1) or 3, primer=(str(data), 2))
     assert seen == [os.path.join(work, "stage1")]                   # stage 2's steps chosen after stage 1
-    assert ckpts["stage2"].endswith("step-000003")
+    assert ckpts["stage2"].endswith("step-000003") and ckpts["primer"].endswith("step-000002")
+    assert inits == [None, ckpts["stage1"], ckpts["primer"]]        # the curriculum: stage 1, primer, stage 2
     assert json.load(open(os.path.join(work, "overrides.json"), encoding="utf-8")) == overrides
     want = load_file(os.path.join(ckpts["before"], "model.safetensors"))
 
     tars = pack(str(tmp_path / "gpu"), "tiny", str(tmp_path / "back"))   # what comes back from the GPU machine
-    assert sorted(os.path.basename(t) for t in tars) == ["tiny-stage1.tar", "tiny-stage2.tar"]
+    assert sorted(os.path.basename(t) for t in tars) == ["tiny-primer.tar", "tiny-stage1.tar", "tiny-stage2.tar"]
     here = tmp_path / "here"
     for t in tars:
         with tarfile.open(t) as tar:
@@ -64,7 +68,7 @@ def test_train_on_one_machine_score_on_another(trainer_data, tmp_path):
     got = trained(str(here / "tiny"), str(data))
     rebuilt = load_file(os.path.join(got["before"], "model.safetensors"))
     assert rebuilt.keys() == want.keys() and all(torch.equal(rebuilt[k], want[k]) for k in want)
-    assert got["stage2"].endswith("step-000003")
+    assert got["stage2"].endswith("step-000003") and got["primer"].endswith("step-000002")
     motion = probe(got["stage2"], str(data), limit=4)["training"]       # a real checkpoint through the probe
     assert motion["clips"] + motion["skipped_mixed_sizes"] > 0
     assert sum(motion["picked"].values()) == motion["clips"]

@@ -115,6 +115,38 @@ def test_video_scale_adds_motion_clips_and_nothing_else(corpus, tmp_path):
     assert (count(more, "vid_0"), count(more, "vqa_")) == (3 * count(root, "vid_0"), 3 * count(root, "vqa_"))
 
 
+def test_primer_is_one_moving_shape_per_clip_correctly_captioned(tmp_path):
+    """`generate_primer` (make_sample --primer-clips, trainer.evidence's curriculum): every clip shows one
+    shape moving as its caption says, 2 s long; the same seed gives the same bytes."""
+    from synthetic.corpus import generate_primer
+    from trainer.motion_probe import caption_head
+
+    root = str(tmp_path / "a")
+    summary = generate_primer(root, clips=12)
+    assert summary["rows"] == summary["kept_now"] == summary["video_files"] == 12
+    assert summary["wrong_captions"] == 0 and summary["benchmark_items"] > 0
+    rows = [json.loads(line) for line in open(os.path.join(root, "manifests", "primer.jsonl"), encoding="utf-8")]
+    truth = [json.loads(line) for line in open(os.path.join(root, "truth.jsonl"), encoding="utf-8")]
+    assert len(rows) == len(truth) == 12 and all(t["caption_correct"] for t in truth)
+    for row, t in zip(rows, truth):
+        assert caption_head(row["caption"]) and " and " not in row["caption"]     # one shape, and it moves
+        assert t["media"][0]["duration_s"] == 2.0
+        frames = _decoded(os.path.join(root, "manifests", row["video"]))
+        first, last = (np.argwhere(np.abs(f.astype(int) - f[0, 0].astype(int)).sum(-1) > 60).mean(0) for f in
+                       (frames[0], frames[-1]))                                 # the shape's centroid (y, x)
+        start = caption_head(row["caption"])[1]
+        moved = {"left": last[1] - first[1], "right": first[1] - last[1],
+                 "top": last[0] - first[0], "bottom": first[0] - last[0]}[start]
+        assert moved > 5, (row["caption"], first, last)
+    generate_primer(str(tmp_path / "b"), clips=12)
+    assert _hashes(root) == _hashes(str(tmp_path / "b"))
+
+
+def _decoded(path: str) -> list[np.ndarray]:
+    with av.open(path) as f:
+        return [fr.to_ndarray(format="rgb24") for fr in f.decode(video=0)]
+
+
 def test_generate_replaces_a_previous_corpus(tmp_path):
     stale = tmp_path / "media" / "images" / "stale.png"
     stale.parent.mkdir(parents=True)

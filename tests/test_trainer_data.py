@@ -11,6 +11,7 @@ import torch
 
 from keye.chat import count_tokens
 from keye.tokenizer import load_tokenizer
+from schemas.sample import Sample
 from schemas.train import load_train_config
 from trainer.data import (Packer, Source, epoch_shards, folder_rows, make_loader, mixed_rows, open_sources,
                           pack_efficiency, parse_data_arg)
@@ -137,6 +138,20 @@ def test_packing_is_efficient_and_keeps_samples_whole(folder):
         starts = [sum(lens[:i]) for i in range(len(lens))]
         assert all(pos[a] == 0 for a in starts) and all(labels[a] == IGNORE for a in starts)
         assert int((pos == 0).sum()) == len(lens)
+
+
+def test_packs_mix_the_rows_as_they_arrive():
+    """Rows of two lengths arriving alternately: every pack holds both, in arrival order (first-fit
+    decreasing put each length in packs of its own: homogeneous batches, README "Evidence"), and the
+    packs are as full as sorting made them."""
+    rows = [(0, Sample(id=f"{i:04d}", source="", source_ref="", task="text", messages=[],
+                       text_tokens=(100 if i % 2 else 150))) for i in range(400)]
+    packer = Packer(1000, 32)
+    packs = list(packer.packs(iter(rows)))
+    assert all({s.text_tokens for _, s in p} == {100, 150} for p in packs)
+    assert all([s.id for _, s in p] == sorted(s.id for _, s in p) for p in packs)
+    assert min(sum(s.text_tokens for _, s in p) for p in packs) >= 950
+    assert len({s.id for p in packs for _, s in p}) == sum(len(p) for p in packs)      # each row once
 
 
 def test_a_stream_resumed_at_pack_n_continues_exactly(folder):

@@ -69,6 +69,23 @@ def test_ddp_two_processes_equal_one_process_with_the_same_global_batch(trainer_
     assert sorted(a) == [1, 2, 3] and all(abs(a[k] - b[k]) < 1e-5 * abs(b[k]) for k in a), (a, b)
 
 
+def test_an_init_checkpoint_without_the_datas_token_ids_is_an_error(trainer_data, tmp_path):
+    """A tiny model's vocabulary subset comes from its first stage's data; a later stage whose data uses
+    other ids would read another token's row for them, silently (a curriculum's folders differ)."""
+    from keye.tokenizer import KEYE_SPECIAL_TOKENS, load_tokenizer
+    from trainer.model import build_model, save_weights
+
+    cfg = load_train_config(None, [*SMALL, "optim.max_steps=1"])
+    tok = load_tokenizer(cfg.model.tokenizer)
+    few = sorted({*KEYE_SPECIAL_TOKENS.values(), *tok.encode(" a red circle")})
+    save_weights(build_model(cfg.model, tok, "cpu", 0, few), str(tmp_path / "init"), cfg.model.tokenizer,
+                 cfg.model.merge)
+    cfg = load_train_config(None, [*SMALL, "optim.max_steps=1", f"model.init={tmp_path / 'init'}"])
+    with pytest.raises(ValueError, match="token ids outside"):
+        train(cfg, str(tmp_path / "run"), [(str(trainer_data[0]), 1.0)])
+    assert not os.path.exists(tmp_path / "run" / "log.jsonl")
+
+
 @pytest.fixture(scope="module")
 def checkpoint(trainer_data, tmp_path_factory):
     run = tmp_path_factory.mktemp("trainer_run")

@@ -12,8 +12,8 @@ uninterrupted run would (skipped packs are never tokenised or decoded). Streams 
 `data.streams`, independent of the number of ranks: rank r reads streams r, r+W, ..., one per
 micro-batch, so 1 rank x 2 micro-batches and 2 ranks x 1 see the same global batch.
 
-Packing uses the rows' stored `text_tokens + visual_tokens` (first-fit decreasing over a
-look-ahead buffer; the least-filled bin goes back to the buffer); positions restart at 0 in each
+Packing uses the rows' stored `text_tokens + visual_tokens` (online first-fit in arrival order; the
+fullest open pack leaves when `pack_buffer` rows wait: `Packer`); positions restart at 0 in each
 sample and `seq_lens` lets the model keep attention inside samples. Rows longer than a pack are
 skipped and counted (`too_long`), never truncated.
 """
@@ -120,40 +120,38 @@ def mixed_rows(sources: Sequence[Source], cfg: DataConfig, part: int, parts: int
 # --- packing ---------------------------------------------------------------------------------------------
 @dataclass
 class Packer:
-    """First-fit decreasing over a look-ahead buffer, by stored token counts."""
+    """Online first-fit by stored token counts: each row, in the (shuffled) order it arrives, goes into
+    the first open pack with room; when more than `buffer` rows wait in open packs, the fullest pack
+    leaves (a full one leaves at once). Not first-fit *decreasing*: sorting the look-ahead by length
+    filled each pack with rows of one length (one video geometry, one caption length), and those
+    homogeneous batches kept the tiny model's direction word at chance where mixed ones of the same
+    rows taught it (README, "Evidence"); this packs as tightly (bench.train)."""
 
     length: int
     buffer: int
     too_long: int = 0
 
     def packs(self, rows: Iterator[tuple[int, Sample]]) -> Iterator[list[tuple[int, Sample]]]:
-        pending: list[tuple[int, Sample]] = []
+        bins: list[list[tuple[int, Sample]]] = []
+        room: list[int] = []
+        held = 0
         for src, sample in rows:
-            if sample_length(sample) > self.length:
+            n = sample_length(sample)
+            if n > self.length:
                 self.too_long += 1
                 continue
-            pending.append((src, sample))
-            if len(pending) < self.buffer:
-                continue
-            bins = self._fit(pending)
-            bins.sort(key=lambda b: -sum(sample_length(s) for _, s in b))
-            pending = bins.pop()          # the least-filled bin waits for more rows
-            yield from bins
-
-    def _fit(self, rows):
-        order = sorted(rows, key=lambda r: (-sample_length(r[1]), r[1].id))
-        bins, room = [], []
-        for r in order:
-            n = sample_length(r[1])
-            for j, free in enumerate(room):
-                if n <= free:
-                    bins[j].append(r)
-                    room[j] -= n
-                    break
-            else:
-                bins.append([r])
-                room.append(self.length - n)
-        return bins
+            j = next((k for k, free in enumerate(room) if n <= free), len(bins))
+            if j == len(bins):
+                bins.append([])
+                room.append(self.length)
+            bins[j].append((src, sample))
+            room[j] -= n
+            held += 1
+            while held > self.buffer or (room and min(room) == 0):
+                j = min(range(len(room)), key=lambda k: (room[k], k))      # the fullest, the oldest of equals
+                held -= len(bins[j])
+                room.pop(j)
+                yield bins.pop(j)
 
 
 # --- materialising ---------------------------------------------------------------------------------------

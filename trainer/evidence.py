@@ -1,10 +1,12 @@
 """`python -m trainer.evidence --work DIR`: does the engine's output train a model?
 
-    make_sample --scale 6 --video-scale 24 (seed 0) ─ curate (configs/evidence.yaml) ─▶ DIR/data
+    make_sample --scale 4 --video-scale 64 (seed 0) ─ curate (configs/evidence.yaml) ─▶ DIR/data
+    make_sample --primer-clips 800 (one moving shape a clip) ─ curate (the same recipe) ─▶ DIR/primer_data
                                                     (subprocesses: the trainer never imports Beam)
     tiny model (+ model.visual_positions: sincos2d, or --set model.visual_positions=mrope)
       ─ [stage 0: SigLIP pre-training of the vision tower, --stage0-steps] ─ stage 1 (projector only)
-      ─▶ stage 2 (all parameters)
+      ─ primer (all parameters, DIR/primer_data: the easy end of a curriculum, --primer-steps; 0: none)
+      ─▶ stage 2 (all parameters, DIR/data)
     held-out: the corpus generator with another seed (seed 1): its correct image and video captions
     caption each held-out picture (trainer.generate: the pipeline's media code, the data's chat layout)
     score per attribute against the truth: F1 of the colours, shapes, motion directions and background
@@ -181,19 +183,22 @@ def run(cmd: list[str]) -> None:
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
 
 
-def build_data(work: str, scale: int, video_scale: int, recipe: str) -> str:
-    """The training data: the corpus (seed 0) curated with `recipe`; reused when rerun with the same values."""
+def curated(work: str, name: str, make_args: list[str], recipe: str) -> str:
+    """WORK/NAME: the corpus `make_sample make_args` writes (WORK/NAME_corpus) curated with `recipe`;
+    reused when rerun with the same values (WORK/NAME.json keeps them)."""
     from synthetic.corpus import corpus_media_root
 
-    corpus, data = os.path.join(work, "corpus"), os.path.join(work, "data")
-    made, wanted = os.path.join(work, "data.json"), {"scale": scale, "video_scale": video_scale, "recipe": recipe}
+    corpus, data = os.path.join(work, f"{name}_corpus"), os.path.join(work, name)
+    made, wanted = os.path.join(work, f"{name}.json"), {"make_sample": make_args, "recipe": recipe}
     if os.path.exists(os.path.join(data, "manifest.json")):
-        if os.path.exists(made) and json.load(open(made, encoding="utf-8")) != wanted:
-            raise SystemExit(f"{data} was built with {json.load(open(made, encoding='utf-8'))}, not {wanted}: "
-                             "use another --work")
+        built = json.load(open(made, encoding="utf-8")) if os.path.exists(made) else wanted
+        if "scale" in built:        # written before the primer: {scale, video_scale, recipe}
+            built = {"make_sample": ["--scale", str(built["scale"]), "--video-scale", str(built["video_scale"])],
+                     "recipe": built["recipe"]}
+        if built != wanted:
+            raise SystemExit(f"{data} was built with {built}, not {wanted}: use another --work")
         return data
-    run([sys.executable, "-m", "pipelines.make_sample", "--output", corpus, "--scale", str(scale),
-         "--video-scale", str(video_scale)])
+    run([sys.executable, "-m", "pipelines.make_sample", "--output", corpus, *make_args])
     bench = os.path.join(corpus, "benchmark", "bench.jsonl")
     run([sys.executable, "-m", "pipelines.curate", "--config", recipe,
          "--input", os.path.join(corpus, "manifests"), "--output", data, "--progress_s", "0",
@@ -202,6 +207,16 @@ def build_data(work: str, scale: int, video_scale: int, recipe: str) -> str:
     with open(made, "w", encoding="utf-8") as f:
         json.dump(wanted, f)
     return data
+
+
+def build_data(work: str, scale: int, video_scale: int, recipe: str) -> str:
+    """The training data: the corpus (seed 0) curated with `recipe`: WORK/data."""
+    return curated(work, "data", ["--scale", str(scale), "--video-scale", str(video_scale)], recipe)
+
+
+def build_primer(work: str, clips: int, recipe: str) -> str:
+    """The curriculum's first data: `clips` one-shape motion clips (seed 0) curated with `recipe`: WORK/primer_data."""
+    return curated(work, "primer_data", ["--primer-clips", str(clips)], recipe)
 
 
 def untrained(work: str, data: str, overrides: list[str]) -> str:
@@ -242,12 +257,13 @@ def recipe_overrides(seed: int, pack_length: int, device: str, extra: list[str])
 
 def train_all(work: str, data: str, overrides: list[str], stage1_steps: int,
               stage2_steps: Union[int, Callable[[str], int]], stage2_overrides: Sequence[str] = (),
-              stage0: Optional[PretrainConfig] = None) -> dict[str, str]:
-    """The before checkpoint, (stage 0: the vision tower's SigLIP pre-training), stage 1 and stage 2:
-    {before, stage1, stage2} checkpoint folders. `stage2_steps` may be a function of stage 1's run
-    folder (bench.evidence_gpu fits stage 2 to a time budget from stage 1's step time). The overrides
-    are kept in WORK/overrides.json, so a scoring machine rebuilds the same untrained model instead of
-    receiving it (stage 0's tower is in the stage checkpoints' weights)."""
+              stage0: Optional[PretrainConfig] = None, primer: Optional[tuple[str, int]] = None) -> dict[str, str]:
+    """The before checkpoint, (stage 0: the vision tower's SigLIP pre-training), stage 1, (the primer:
+    all parameters on `primer`'s (folder, steps) one-shape clips, a curriculum's easy end) and stage 2:
+    {before, stage1, [primer], stage2} checkpoint folders. `stage2_steps` may be a function of stage 1's
+    run folder (bench.evidence_gpu fits stage 2 to a time budget from stage 1's step time). The
+    overrides are kept in WORK/overrides.json, so a scoring machine rebuilds the same untrained model
+    instead of receiving it (stage 0's tower is in the stage checkpoints' weights)."""
     os.makedirs(work, exist_ok=True)
     with open(os.path.join(work, OVERRIDES), "w", encoding="utf-8") as f:
         json.dump(overrides, f)
@@ -260,11 +276,17 @@ def train_all(work: str, data: str, overrides: list[str], stage1_steps: int,
                      os.path.join(work, "stage0"), stage0)
         vision = [f"model.vision={folder}"]
     stage1 = os.path.join(work, "stage1")
-    s1 = train_stage("train_tiny_stage1.yaml", stage1, data, overrides + vision + [f"optim.max_steps={stage1_steps}"])
+    out = {"before": before,
+           "stage1": train_stage("train_tiny_stage1.yaml", stage1, data,
+                                 overrides + vision + [f"optim.max_steps={stage1_steps}"])}
+    init = out["stage1"]
+    if primer is not None and primer[1] > 0:
+        init = out["primer"] = train_stage("train_tiny.yaml", os.path.join(work, "primer"), primer[0],
+                                           overrides + [f"optim.max_steps={primer[1]}", f"model.init={init}"])
     steps = stage2_steps(stage1) if callable(stage2_steps) else stage2_steps
-    s2 = train_stage("train_tiny.yaml", os.path.join(work, "stage2"), data,
-                     overrides + [f"optim.max_steps={steps}", f"model.init={s1}", *stage2_overrides])
-    return {"before": before, "stage1": s1, "stage2": s2}
+    out["stage2"] = train_stage("train_tiny.yaml", os.path.join(work, "stage2"), data,
+                                overrides + [f"optim.max_steps={steps}", f"model.init={init}", *stage2_overrides])
+    return out
 
 
 def trained(work: str, data: str) -> dict[str, str]:
@@ -275,6 +297,8 @@ def trained(work: str, data: str) -> dict[str, str]:
     ckpts = {"before": os.path.join(work, "untrained"), "stage1": latest(os.path.join(work, "stage1")),
              "stage2": latest(os.path.join(work, "stage2"))}
     missing = [k for k, v in ckpts.items() if not v]
+    if os.path.isdir(os.path.join(work, "primer")):
+        ckpts["primer"] = latest(os.path.join(work, "primer"))
     if missing:
         raise SystemExit(f"{work}: no {', '.join(missing)} checkpoint to score (run --phase train first)")
     if not os.path.exists(os.path.join(ckpts["before"], "model.safetensors")):
@@ -289,28 +313,36 @@ def score_all(args, ckpts: dict[str, str], items: list[dict], data: str) -> dict
     blind to the order of frames)."""
     from trainer.motion_probe import probe
 
-    return {"heldout": {"images": sum(i["kind"] == "image" for i in items),
-                        "videos": sum(i["kind"] == "video" for i in items)},
-            "chance": chance(items),
-            "before": evaluate(ckpts["before"], items, args.max_new_tokens),
-            "after_stage1": evaluate(ckpts["stage1"], items, args.max_new_tokens),
-            "after_stage2": evaluate(ckpts["stage2"], items, args.max_new_tokens),
-            "picture_gain_after_stage2": picture_gain(ckpts["stage2"], items),
-            "motion_probe_after_stage2": probe(ckpts["stage2"], data, items)}
+    out = {"heldout": {"images": sum(i["kind"] == "image" for i in items),
+                       "videos": sum(i["kind"] == "video" for i in items)},
+           "chance": chance(items),
+           "before": evaluate(ckpts["before"], items, args.max_new_tokens),
+           "after_stage1": evaluate(ckpts["stage1"], items, args.max_new_tokens)}
+    if ckpts.get("primer"):
+        out["after_primer"] = evaluate(ckpts["primer"], items, args.max_new_tokens)
+        out["motion_probe_after_primer"] = probe(ckpts["primer"], data, items)
+    out["after_stage2"] = evaluate(ckpts["stage2"], items, args.max_new_tokens)
+    out["picture_gain_after_stage2"] = picture_gain(ckpts["stage2"], items)
+    out["motion_probe_after_stage2"] = probe(ckpts["stage2"], data, items)
+    return out
 
 
 def main(argv: Optional[list[str]] = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m trainer.evidence", description=__doc__.split("\n")[0])
     ap.add_argument("--work", required=True, help="folder for the data, runs and report (reused when rerun)")
-    ap.add_argument("--scale", type=int, default=6, help="synthetic corpus scale for the training data")
-    ap.add_argument("--video-scale", type=int, default=24, help="... and for its caption and QA videos alone")
+    ap.add_argument("--scale", type=int, default=4, help="synthetic corpus scale for the training data")
+    ap.add_argument("--video-scale", type=int, default=64, help="... and for its caption and QA videos alone")
+    ap.add_argument("--primer-clips", type=int, default=800, help="one-shape motion clips of the primer's data")
+    ap.add_argument("--primer-steps", type=int, default=2000,
+                    help="steps on them after stage 1, before stage 2 (a curriculum; 0: none)")
     ap.add_argument("--recipe", default=os.path.join("configs", "evidence.yaml"), help="curation recipe")
     ap.add_argument("--stage1-steps", type=int, default=40)
     ap.add_argument("--stage2-steps", type=int, default=1500)
     ap.add_argument("--stage0-steps", type=int, default=0,
                     help="SigLIP pre-training steps of the vision tower before stage 1 (trainer.vision_pretrain)")
     ap.add_argument("--stage0-batch", type=int, default=PretrainConfig.batch_size)
-    ap.add_argument("--pack-length", type=int, default=1024, help="shorter packs: more optimizer steps per CPU second")
+    ap.add_argument("--pack-length", type=int, default=2048,
+                    help="tokens a step (about 11 primer clips): 1,024 (5-6 clips) left directions at chance")
     ap.add_argument("--images", type=int, default=120, help="held-out images (about a quarter show one shape)")
     ap.add_argument("--videos", type=int, default=48, help="held-out videos")
     ap.add_argument("--max-new-tokens", type=int, default=40)
@@ -328,15 +360,17 @@ def main(argv: Optional[list[str]] = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     t0 = time.time()
     data = build_data(args.work, args.scale, args.video_scale, args.recipe)
+    primer = (build_primer(args.work, args.primer_clips, args.recipe), args.primer_steps) if args.primer_steps else None
     if args.phase == "data":
-        print(json.dumps({"data": data, "seconds": round(time.time() - t0)}))
+        print(json.dumps({"data": data, "primer": primer and primer[0], "seconds": round(time.time() - t0)}))
         return 0
     if args.phase == "score":
         ckpts = trained(args.work, data)
     else:
         overrides = recipe_overrides(args.seed, args.pack_length, args.device, args.set)
         stage0 = PretrainConfig(steps=args.stage0_steps, batch_size=args.stage0_batch, seed=args.seed)
-        ckpts = train_all(args.work, data, overrides, args.stage1_steps, args.stage2_steps, args.set_stage2, stage0)
+        ckpts = train_all(args.work, data, overrides, args.stage1_steps, args.stage2_steps, args.set_stage2, stage0,
+                          primer)
         if args.phase == "train":
             print(json.dumps({"checkpoints": ckpts, "seconds": round(time.time() - t0)}))
             return 0

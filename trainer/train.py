@@ -191,8 +191,13 @@ def train(cfg: TrainConfig, run_dir: str, data: Optional[list[tuple[str, float]]
     sources = open_sources(data if data is not None else [(i.path, i.weight) for i in cfg.data.inputs])
     vocab = None
     if cfg.model.vocab_subset:
-        vocab = checkpoint_vocab(cfg.model.init) if cfg.model.init else None
-        vocab = vocab or data_vocab(sources, tokenizer)
+        used = data_vocab(sources, tokenizer)
+        vocab = (checkpoint_vocab(cfg.model.init) if cfg.model.init else None) or used
+        missing = set(used) - set(vocab)
+        if missing:     # they would silently read another token's row
+            raise ValueError(f"the data uses {len(missing)} token ids outside {cfg.model.init}'s vocabulary "
+                             f"subset (e.g. {tokenizer.decode(sorted(missing)[:5])!r}): build the first stage's "
+                             "model on every stage's folders")
     model = build_model(cfg.model, tokenizer, "cpu", cfg.run.seed, vocab)
     trainable, total = set_trainable(model, cfg.stage.trainable)
     model = apply_adapter(model, cfg)
