@@ -118,7 +118,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--pack-length", type=int, default=4096)
     ap.add_argument("--primer", default=None, help="a curated folder of one-shape clips (trainer.evidence's "
                                                    "WORK/primer_data) to train on between stage 1 and stage 2")
-    ap.add_argument("--primer-steps", type=int, default=1000)
+    ap.add_argument("--primer-steps", type=int, default=2000)
     ap.add_argument("--workers", type=int, default=4, help="data-loader processes per variant")
     ap.add_argument("--device", default="cuda", help="cpu: a quick check of this script without a GPU")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
