@@ -77,12 +77,7 @@ def generate(out_dir: str, seed: int = 0, scale: int = 1, video_scale: Optional[
     tree.jsonl("broken.jsonl", sources.broken_lines(tree))
     tree.json_array("broken.json", sources.broken_array(tree), cut_in_last=True)
     _resolve_exact_duplicates(tree.rows)
-    rows = sorted(tree.rows, key=lambda r: (r.source, r.ref))
-    tree.save("scenes.jsonl", b"".join(json.dumps(r, sort_keys=True).encode() + b"\n"
-                                       for r in sorted(tree.scenes, key=lambda r: r["path"])))
-    tree.save("truth.jsonl", b"".join(json.dumps(r.truth(), ensure_ascii=False).encode() + b"\n"
-                                      for r in rows))
-    return _summary(rows, tree, len(bench))
+    return _finish(tree, len(bench))
 
 
 def generate_primer(out_dir: str, seed: int = 0, clips: int = 800) -> dict:
@@ -91,9 +86,17 @@ def generate_primer(out_dir: str, seed: int = 0, clips: int = 800) -> dict:
     tree = Tree(out_dir, seed)
     bench = sources.benchmark(tree)
     tree.jsonl("primer.jsonl", sources.primer_videos(tree, clips))
+    return _finish(tree, len(bench))
+
+
+def _finish(tree: Tree, bench_items: int) -> dict:
+    """scenes.jsonl and truth.jsonl of every row written, and the summary counts."""
     rows = sorted(tree.rows, key=lambda r: (r.source, r.ref))
-    tree.save("truth.jsonl", b"".join(json.dumps(r.truth(), ensure_ascii=False).encode() + b"\n" for r in rows))
-    return _summary(rows, tree, len(bench))
+    tree.save("scenes.jsonl", b"".join(json.dumps(r, sort_keys=True).encode() + b"\n"
+                                       for r in sorted(tree.scenes, key=lambda r: r["path"])))
+    tree.save("truth.jsonl", b"".join(json.dumps(r.truth(), ensure_ascii=False).encode() + b"\n"
+                                      for r in rows))
+    return _summary(rows, tree, bench_items)
 
 
 def corpus_recipe(cfg, root: str):

@@ -135,6 +135,13 @@ class Packer:
         bins: list[list[tuple[int, Sample]]] = []
         room: list[int] = []
         held = 0
+
+        def leave(j: int) -> list[tuple[int, Sample]]:
+            nonlocal held
+            held -= len(bins[j])
+            room.pop(j)
+            return bins.pop(j)
+
         for src, sample in rows:
             n = sample_length(sample)
             if n > self.length:
@@ -147,11 +154,10 @@ class Packer:
             bins[j].append((src, sample))
             room[j] -= n
             held += 1
-            while held > self.buffer or (room and min(room) == 0):
-                j = min(range(len(room)), key=lambda k: (room[k], k))      # the fullest, the oldest of equals
-                held -= len(bins[j])
-                room.pop(j)
-                yield bins.pop(j)
+            if room[j] == 0:
+                yield leave(j)
+            while held > self.buffer:
+                yield leave(min(range(len(room)), key=lambda k: (room[k], k)))    # the fullest, the oldest of equals
 
 
 # --- materialising ---------------------------------------------------------------------------------------

@@ -360,7 +360,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     t0 = time.time()
     data = build_data(args.work, args.scale, args.video_scale, args.recipe)
-    primer = (build_primer(args.work, args.primer_clips, args.recipe), args.primer_steps) if args.primer_steps else None
+    primer = None
+    if args.primer_steps and args.phase != "score":        # scoring reads the stage checkpoints, not the primer's rows
+        primer = (build_primer(args.work, args.primer_clips, args.recipe), args.primer_steps)
     if args.phase == "data":
         print(json.dumps({"data": data, "primer": primer and primer[0], "seconds": round(time.time() - t0)}))
         return 0
